@@ -1,0 +1,1 @@
+"""saliencymixplus: SaliencyMix+, CutMix and SaliencyMix as batched PyTorch ops."""
