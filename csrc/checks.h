@@ -1,0 +1,28 @@
+// Argument checks shared by the CPU and CUDA kernels. Every message names the argument
+// and says what was expected and what came.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace saliencymixplus {
+
+// saliency: Tensor[B, H, W] of a floating point type or uint8, H > 0 and W > 0.
+void check_saliency(const at::Tensor& saliency);
+// images: Tensor[B, C, H, W].
+void check_images(const at::Tensor& images);
+// images and saliency: same device, saliency of shape [B, H, W] matching images.
+void check_images_match(const at::Tensor& images, const at::Tensor& saliency);
+// box_h / box_w: int64 Tensor[B] on `device`.
+void check_box_sizes(const at::Tensor& size, const char* name, int64_t batch, const at::Device& device);
+// perm: int64 Tensor[B] on `device`.
+void check_perm(const at::Tensor& perm, int64_t batch, const at::Device& device);
+// boxes: int64 Tensor[B, 4] on `device`.
+void check_boxes(const at::Tensor& boxes, int64_t batch, const at::Device& device);
+
+// The checks that read the data, done with one transfer to the host: saliency finite and
+// >= 0, perm in [0, B), boxes with 0 <= y1 <= y2 <= H and 0 <= x1 <= x2 <= W. Pass an
+// undefined tensor for what there is nothing to check.
+void check_values(
+    const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& boxes, int64_t height, int64_t width);
+
+}  // namespace saliencymixplus

@@ -1,0 +1,33 @@
+#include <torch/library.h>
+
+#include "../checks.h"
+#include "kernels.h"
+
+namespace saliencymixplus {
+namespace {
+
+at::Tensor paste_cpu(const at::Tensor& images, const at::Tensor& perm, const at::Tensor& boxes) {
+  TORCH_CHECK(images.device().is_cpu(), "images must be a CPU tensor");
+  check_images(images);
+  const int64_t batch = images.size(0);
+  check_perm(perm, batch, images.device());
+  check_boxes(boxes, batch, images.device());
+  const at::MemoryFormat format = paste_format(images);
+  const at::Tensor in = images.contiguous(format);
+  at::Tensor out = at::empty_like(in, in.options(), format);
+  if (in.numel() == 0) {
+    return out;
+  }
+  check_values(at::Tensor(), perm, boxes, images.size(2), images.size(3));
+  const at::Tensor p = perm.contiguous(), b = boxes.contiguous();
+  cpu::paste_rows(in, out, p.const_data_ptr<int64_t>(), b.const_data_ptr<int64_t>(), format);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(saliencymixplus, CPU, m) {
+  m.impl("paste", &paste_cpu);
+}
+
+}  // namespace saliencymixplus

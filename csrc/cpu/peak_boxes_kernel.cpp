@@ -1,0 +1,45 @@
+#include <torch/library.h>
+
+#include "../checks.h"
+#include "kernels.h"
+
+namespace saliencymixplus {
+namespace {
+
+at::Tensor peak_boxes_cpu(const at::Tensor& saliency, const at::Tensor& box_h, const at::Tensor& box_w) {
+  TORCH_CHECK(saliency.device().is_cpu(), "saliency must be a CPU tensor");
+  check_saliency(saliency);
+  const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
+  check_box_sizes(box_h, "box_h", batch, saliency.device());
+  check_box_sizes(box_w, "box_w", batch, saliency.device());
+  at::Tensor boxes = at::empty({batch, 4}, saliency.options().dtype(at::kLong));
+  if (batch == 0) {
+    return boxes;
+  }
+  const at::Tensor s = saliency.contiguous();
+  check_values(s, at::Tensor(), at::Tensor(), height, width);
+  const at::Tensor hs = box_h.contiguous(), ws = box_w.contiguous();
+  const int64_t* h = hs.const_data_ptr<int64_t>();
+  const int64_t* w = ws.const_data_ptr<int64_t>();
+  int64_t* out = boxes.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, s.scalar_type(), "peak_boxes_cpu", [&] {
+    const scalar_t* data = s.const_data_ptr<scalar_t>();
+    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t peak = cpu::argmax(data + b * height * width, height * width);
+        peak_box(
+            peak / width, peak % width, clamp_to(h[b], 0, height), clamp_to(w[b], 0, width), height, width,
+            out + 4 * b);
+      }
+    });
+  });
+  return boxes;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(saliencymixplus, CPU, m) {
+  m.impl("peak_boxes", &peak_boxes_cpu);
+}
+
+}  // namespace saliencymixplus

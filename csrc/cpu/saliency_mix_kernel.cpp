@@ -1,0 +1,80 @@
+#include <torch/library.h>
+
+#include <string_view>
+#include <tuple>
+
+#include "../checks.h"
+#include "kernels.h"
+
+namespace saliencymixplus {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cpu(
+    const at::Tensor& images, const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
+    const at::Tensor& box_w, c10::string_view mode) {
+  TORCH_CHECK(images.device().is_cpu(), "images must be a CPU tensor");
+  TORCH_CHECK_VALUE(mode == "window" || mode == "peak", "mode must be 'window' or 'peak', got '", mode, "'");
+  check_images(images);
+  check_saliency(saliency);
+  check_images_match(images, saliency);
+  const int64_t batch = images.size(0), height = images.size(2), width = images.size(3);
+  check_perm(perm, batch, images.device());
+  check_box_sizes(box_h, "box_h", batch, images.device());
+  check_box_sizes(box_w, "box_w", batch, images.device());
+
+  const at::MemoryFormat format = paste_format(images);
+  const at::Tensor in = images.contiguous(format);
+  at::Tensor mixed = at::empty_like(in, in.options(), format);
+  at::Tensor boxes = at::empty({batch, 4}, images.options().dtype(at::kLong));
+  at::Tensor lam = at::empty({batch}, images.options().dtype(at::kFloat));
+  if (batch == 0) {
+    return {mixed, boxes, lam};
+  }
+  const at::Tensor s = saliency.contiguous();
+  check_values(s, perm, at::Tensor(), height, width);
+
+  const at::Tensor sat = cpu::summed_area_tables(s);
+  const at::Tensor ps = perm.contiguous(), hs = box_h.contiguous(), ws = box_w.contiguous();
+  const int64_t* p = ps.const_data_ptr<int64_t>();
+  const int64_t* h = hs.const_data_ptr<int64_t>();
+  const int64_t* w = ws.const_data_ptr<int64_t>();
+  const double* t = sat.const_data_ptr<double>();
+  int64_t* box = boxes.data_ptr<int64_t>();
+  float* out_lam = lam.data_ptr<float>();
+  const int64_t plane = (height + 1) * (width + 1);
+  const bool peak = mode == "peak";
+
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, s.scalar_type(), "saliency_mix_cpu", [&] {
+    const scalar_t* data = s.const_data_ptr<scalar_t>();
+    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t src = p[i];
+        const int64_t bh = clamp_to(h[i], 0, height), bw = clamp_to(w[i], 0, width);
+        int64_t* bx = box + 4 * i;
+        if (peak) {
+          const int64_t at_peak = cpu::argmax(data + src * height * width, height * width);
+          peak_box(at_peak / width, at_peak % width, bh, bw, height, width, bx);
+        } else {
+          cpu::best_window(t + src * plane, height, width, bh, bw, bx);
+        }
+        const double* target = t + i * plane;
+        const double* source = t + src * plane;
+        out_lam[i] = label_weight(
+            target[plane - 1], box_sum(target, width, bx[0], bx[1], bx[2], bx[3]), source[plane - 1],
+            box_sum(source, width, bx[0], bx[1], bx[2], bx[3]), bx, height, width);
+      }
+    });
+  });
+  if (in.numel() > 0) {
+    cpu::paste_rows(in, mixed, p, box, format);
+  }
+  return {mixed, boxes, lam};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(saliencymixplus, CPU, m) {
+  m.impl("saliency_mix", &saliency_mix_cpu);
+}
+
+}  // namespace saliencymixplus

@@ -1,0 +1,34 @@
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../checks.h"
+#include "kernels.cuh"
+
+namespace saliencymixplus {
+namespace {
+
+at::Tensor paste_cuda(const at::Tensor& images, const at::Tensor& perm, const at::Tensor& boxes) {
+  TORCH_CHECK(images.is_cuda(), "images must be a CUDA tensor");
+  check_images(images);
+  const int64_t batch = images.size(0);
+  check_perm(perm, batch, images.device());
+  check_boxes(boxes, batch, images.device());
+  const c10::cuda::CUDAGuard guard(images.device());
+  const at::MemoryFormat format = paste_format(images);
+  const at::Tensor in = images.contiguous(format);
+  at::Tensor out = at::empty_like(in, in.options(), format);
+  if (in.numel() == 0) {
+    return out;
+  }
+  check_values(at::Tensor(), perm, boxes, images.size(2), images.size(3));
+  cuda::paste(in, out, perm.contiguous(), boxes.contiguous(), format);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(saliencymixplus, CUDA, m) {
+  m.impl("paste", &paste_cuda);
+}
+
+}  // namespace saliencymixplus

@@ -1,0 +1,51 @@
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../checks.h"
+#include "kernels.cuh"
+
+namespace saliencymixplus {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cuda(
+    const at::Tensor& images, const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
+    const at::Tensor& box_w, c10::string_view mode) {
+  TORCH_CHECK(images.is_cuda(), "images must be a CUDA tensor");
+  TORCH_CHECK_VALUE(mode == "window" || mode == "peak", "mode must be 'window' or 'peak', got '", mode, "'");
+  check_images(images);
+  check_saliency(saliency);
+  check_images_match(images, saliency);
+  const int64_t batch = images.size(0), height = images.size(2), width = images.size(3);
+  check_perm(perm, batch, images.device());
+  check_box_sizes(box_h, "box_h", batch, images.device());
+  check_box_sizes(box_w, "box_w", batch, images.device());
+  const c10::cuda::CUDAGuard guard(images.device());
+
+  const at::MemoryFormat format = paste_format(images);
+  const at::Tensor in = images.contiguous(format);
+  at::Tensor mixed = at::empty_like(in, in.options(), format);
+  at::Tensor boxes = at::empty({batch, 4}, images.options().dtype(at::kLong));
+  at::Tensor lam = at::empty({batch}, images.options().dtype(at::kFloat));
+  if (batch == 0) {
+    return {mixed, boxes, lam};
+  }
+  const at::Tensor s = saliency.contiguous();
+  const at::Tensor p = perm.contiguous();
+  check_values(s, p, at::Tensor(), height, width);
+  const at::Tensor sat = cuda::summed_area_tables(s);
+  cuda::search(s, sat, p, box_h.contiguous(), box_w.contiguous(), mode == "peak", boxes, lam.data_ptr<float>());
+  if (in.numel() > 0) {
+    cuda::paste(in, mixed, p, boxes, format);
+  }
+  return {mixed, boxes, lam};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(saliencymixplus, CUDA, m) {
+  m.impl("saliency_mix", &saliency_mix_cuda);
+}
+
+}  // namespace saliencymixplus

@@ -1,0 +1,34 @@
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../checks.h"
+#include "kernels.cuh"
+
+namespace saliencymixplus {
+namespace {
+
+at::Tensor window_search_cuda(const at::Tensor& saliency, const at::Tensor& box_h, const at::Tensor& box_w) {
+  TORCH_CHECK(saliency.is_cuda(), "saliency must be a CUDA tensor");
+  check_saliency(saliency);
+  const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
+  check_box_sizes(box_h, "box_h", batch, saliency.device());
+  check_box_sizes(box_w, "box_w", batch, saliency.device());
+  const c10::cuda::CUDAGuard guard(saliency.device());
+  at::Tensor boxes = at::empty({batch, 4}, saliency.options().dtype(at::kLong));
+  if (batch == 0) {
+    return boxes;
+  }
+  const at::Tensor s = saliency.contiguous();
+  check_values(s, at::Tensor(), at::Tensor(), height, width);
+  const at::Tensor sat = cuda::summed_area_tables(s);
+  cuda::search(s, sat, at::Tensor(), box_h.contiguous(), box_w.contiguous(), /*peak=*/false, boxes, nullptr);
+  return boxes;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(saliencymixplus, CUDA, m) {
+  m.impl("window_search", &window_search_cuda);
+}
+
+}  // namespace saliencymixplus

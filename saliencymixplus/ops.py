@@ -1,0 +1,371 @@
+"""The mixing ops: window search, peak boxes, paste, label weights and the fused op.
+
+Each op has two faces:
+
+* ``window_search``, ``peak_boxes``, ``paste``, ``label_weights``, ``saliency_mix``: the
+  public functions. They call the compiled kernels (``torch.ops.saliencymixplus.*``, CPU
+  and CUDA) when the extension is built, and the pure-PyTorch reference otherwise.
+* ``*_reference``: slow, obvious pure-PyTorch versions (float64 sums) that define what the
+  kernels compute. The tests hold the kernels to them.
+
+Boxes are ``LongTensor[B, 4]`` rows ``(y1, x1, y2, x2)`` with exclusive ends, so box ``i``
+covers ``[y1, y2) x [x1, x2)``. Box sizes (``box_h``, ``box_w``) are an ``int`` or an
+integer ``Tensor[B]``; they are clamped to ``[0, H]`` and ``[0, W]``, and a 0-size box is
+legal (it pastes nothing).
+
+The label weight (ARCHITECTURE.md, step 4) of the target label of image ``i`` is::
+
+    a = (sum(s[i]) - sum(s[i] in box)) / sum(s[i])        # target saliency left visible
+    b = sum(s[perm[i]] in box) / sum(s[perm[i]])          # source saliency pasted in
+    lam_i = a / (a + b)
+
+falling back to the area rule ``1 - box_area / (H * W)`` where a saliency sum or ``a + b``
+is 0, or the result is not finite.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from . import _extension
+from ._extension import memory_format
+
+__all__ = [
+    "window_search",
+    "peak_boxes",
+    "paste",
+    "label_weights",
+    "saliency_mix",
+    "window_search_reference",
+    "peak_boxes_reference",
+    "paste_reference",
+    "label_weights_reference",
+    "saliency_mix_reference",
+    "MODES",
+]
+
+BoxSize = Union[int, Tensor]
+MODES = ("window", "peak")
+
+
+# --------------------------------------------------------------------------- public ops
+
+
+def window_search(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
+    """The most salient window of each map.
+
+    Args:
+        saliency: ``Tensor[B, H, W]``, float (any precision) or uint8, ``>= 0`` and finite.
+        box_h, box_w: window height and width, an ``int`` or an integer ``Tensor[B]``;
+            clamped to ``[0, H]`` / ``[0, W]``.
+
+    Returns:
+        ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``: for each map, the window of the given
+        size fully inside the map whose saliency sum is largest (a summed-area table, so
+        O(H*W) per map). Ties go to the smallest ``(y1, x1)``.
+    """
+    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    if _extension.has_ops():
+        return torch.ops.saliencymixplus.window_search(saliency, box_h, box_w)
+    return window_search_reference(saliency, box_h, box_w)
+
+
+def peak_boxes(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
+    """Boxes centred on the most salient pixel, clipped to the map (the published rule).
+
+    With ``(py, px)`` the argmax pixel (the first in row-major order on ties):
+    ``y1 = clip(py - h // 2, 0, H)``, ``y2 = clip(py + h // 2, 0, H)``, likewise for x, so a
+    box shrinks at the borders and an odd size loses one row/column.
+
+    Args:
+        saliency: ``Tensor[B, H, W]``, float or uint8, ``>= 0`` and finite.
+        box_h, box_w: an ``int`` or an integer ``Tensor[B]``; clamped to ``[0, H]`` / ``[0, W]``.
+
+    Returns:
+        ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``.
+    """
+    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    if _extension.has_ops():
+        return torch.ops.saliencymixplus.peak_boxes(saliency, box_h, box_w)
+    return peak_boxes_reference(saliency, box_h, box_w)
+
+
+def paste(images: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
+    """Paste box ``i`` of image ``perm[i]`` into image ``i`` at the same coordinates.
+
+    Args:
+        images: ``Tensor[B, C, H, W]`` of any dtype; any strides (channels-last is kept).
+        perm: integer ``Tensor[B]`` with values in ``[0, B)``: image ``i`` receives from
+            image ``perm[i]``.
+        boxes: ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)`` with
+            ``0 <= y1 <= y2 <= H`` and ``0 <= x1 <= x2 <= W``.
+
+    Returns:
+        A new ``Tensor[B, C, H, W]``: ``out[i] = images[i]`` and
+        ``out[i, :, y1:y2, x1:x2] = images[perm[i], :, y1:y2, x1:x2]``.
+    """
+    perm = _as_long(perm, "perm")
+    if _extension.has_ops():
+        return torch.ops.saliencymixplus.paste(images, perm, boxes)
+    return paste_reference(images, perm, boxes)
+
+
+def label_weights(saliency: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
+    """The saliency-weighted label weight ``lam_i`` of each target label.
+
+    Args:
+        saliency: ``Tensor[B, H, W]``, float or uint8, ``>= 0`` and finite.
+        perm: integer ``Tensor[B]`` with values in ``[0, B)``.
+        boxes: ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)`` inside the map.
+
+    Returns:
+        ``FloatTensor[B]``: the weight of label ``y[i]``; ``y[perm[i]]`` gets ``1 - lam_i``.
+        See the module docstring for the rule and its area-rule fallback.
+    """
+    perm = _as_long(perm, "perm")
+    if _extension.has_ops():
+        return torch.ops.saliencymixplus.label_weights(saliency, perm, boxes)
+    return label_weights_reference(saliency, perm, boxes)
+
+
+def saliency_mix(
+    images: Tensor,
+    saliency: Tensor,
+    perm: Tensor,
+    box_h: BoxSize,
+    box_w: BoxSize,
+    mode: str = "window",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Search, paste and weigh in one op: SaliencyMix+ for a batch.
+
+    The box of image ``i`` is placed on the saliency of its source ``perm[i]`` (the most
+    salient window for ``mode="window"``, the peak-centred box for ``mode="peak"``), the
+    source's box is pasted into image ``i`` and ``lam_i`` is the saliency-weighted label weight.
+
+    Args:
+        images: ``Tensor[B, C, H, W]`` of any dtype.
+        saliency: ``Tensor[B, H, W]``, float or uint8, ``>= 0`` and finite, same H, W as images.
+        perm: integer ``Tensor[B]`` with values in ``[0, B)``.
+        box_h, box_w: an ``int`` or an integer ``Tensor[B]``; clamped to the image.
+        mode: ``"window"`` or ``"peak"``.
+
+    Returns:
+        ``(mixed Tensor[B, C, H, W], boxes LongTensor[B, 4], lam FloatTensor[B])``, equal to
+        ``paste(images, perm, boxes)`` and ``label_weights(saliency, perm, boxes)`` with
+        ``boxes = window_search(saliency[perm], box_h, box_w)`` (or ``peak_boxes``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    perm = _as_long(perm, "perm")
+    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    if _extension.has_ops():
+        return torch.ops.saliencymixplus.saliency_mix(images, saliency, perm, box_h, box_w, mode)
+    return saliency_mix_reference(images, saliency, perm, box_h, box_w, mode)
+
+
+# ------------------------------------------------------------------ argument conversion
+
+
+
+def _as_long(t: Tensor, name: str) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
+    if t.dtype != torch.long and not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool:
+        return t.long()
+    return t
+
+
+def _box_sizes(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> tuple[Tensor, Tensor]:
+    """Turn ``int`` box sizes into ``LongTensor[B]`` on the saliency's device."""
+    if not isinstance(saliency, Tensor):
+        raise TypeError(f"saliency must be a Tensor, got {type(saliency).__name__}")
+    batch = saliency.shape[0] if saliency.dim() > 0 else 0
+    out = []
+    for name, size in (("box_h", box_h), ("box_w", box_w)):
+        if isinstance(size, bool) or not isinstance(size, (int, Tensor)):
+            raise TypeError(f"{name} must be an int or an integer Tensor[B], got {type(size).__name__}")
+        if isinstance(size, int):
+            size = torch.full((batch,), size, dtype=torch.long, device=saliency.device)
+        else:
+            size = _as_long(size, name)
+        out.append(size)
+    return out[0], out[1]
+
+
+# ----------------------------------------------------------------------- validation
+
+
+def _check_map(saliency: Tensor, name: str = "saliency") -> None:
+    if saliency.dim() != 3:
+        raise ValueError(f"{name} must be a Tensor[B, H, W], got shape {list(saliency.shape)}")
+    if not (saliency.is_floating_point() or saliency.dtype == torch.uint8):
+        raise ValueError(f"{name} must be a floating point or uint8 tensor, got {saliency.dtype}")
+    if saliency.shape[1] == 0 or saliency.shape[2] == 0:
+        raise ValueError(f"{name} must have H > 0 and W > 0, got shape {list(saliency.shape)}")
+    if saliency.numel() and saliency.is_floating_point():
+        lo, hi = torch.aminmax(saliency)
+        if not (bool(lo >= 0) and bool(torch.isfinite(hi))):
+            raise ValueError(f"{name} must be finite and >= 0, got values in [{lo.item()}, {hi.item()}]")
+
+
+def _check_sizes(size: Tensor, batch: int, device: torch.device, name: str) -> None:
+    if size.dtype != torch.long or size.shape != (batch,):
+        raise ValueError(f"{name} must be a LongTensor[{batch}], got {size.dtype} of shape {list(size.shape)}")
+    if size.device != device:
+        raise ValueError(f"{name} must be on {device} like saliency, got {size.device}")
+
+
+def _check_perm(perm: Tensor, batch: int, device: torch.device) -> None:
+    if perm.dtype != torch.long or perm.shape != (batch,):
+        raise ValueError(f"perm must be a LongTensor[{batch}], got {perm.dtype} of shape {list(perm.shape)}")
+    if perm.device != device:
+        raise ValueError(f"perm must be on {device}, got {perm.device}")
+    if batch and not bool(((perm >= 0) & (perm < batch)).all()):
+        raise ValueError(f"perm values must be in [0, {batch}), got values in "
+                         f"[{perm.min().item()}, {perm.max().item()}]")
+
+
+def _check_boxes(boxes: Tensor, batch: int, height: int, width: int, device: torch.device) -> None:
+    if boxes.dtype != torch.long or boxes.shape != (batch, 4):
+        raise ValueError(f"boxes must be a LongTensor[{batch}, 4], got {boxes.dtype} of shape {list(boxes.shape)}")
+    if boxes.device != device:
+        raise ValueError(f"boxes must be on {device}, got {boxes.device}")
+    y1, x1, y2, x2 = boxes.unbind(1)
+    ok = (y1 >= 0) & (y1 <= y2) & (y2 <= height) & (x1 >= 0) & (x1 <= x2) & (x2 <= width)
+    if not bool(ok.all()):
+        bad = int((~ok).nonzero()[0, 0])
+        raise ValueError(f"boxes must satisfy 0 <= y1 <= y2 <= {height} and 0 <= x1 <= x2 <= {width}, "
+                         f"got box {bad} = {boxes[bad].tolist()}")
+
+
+def _check_images(images: Tensor, saliency: Tensor | None = None) -> None:
+    if images.dim() != 4:
+        raise ValueError(f"images must be a Tensor[B, C, H, W], got shape {list(images.shape)}")
+    if saliency is not None:
+        if saliency.device != images.device:
+            raise ValueError(f"saliency must be on {images.device} like images, got {saliency.device}")
+        if saliency.dim() != 3 or saliency.shape != (images.shape[0], *images.shape[2:]):
+            raise ValueError(f"saliency must be a Tensor[B, H, W] = {[images.shape[0], *images.shape[2:]]} "
+                             f"to match images {list(images.shape)}, got {list(saliency.shape)}")
+
+
+# ------------------------------------------------------------------------- references
+
+
+def _summed_area(saliency: Tensor) -> Tensor:
+    """``Tensor[B, H, W]`` -> float64 ``Tensor[B, H+1, W+1]`` with ``sat[:, y, x] = s[:, :y, :x].sum()``.
+
+    Rows are summed first, then columns, the order the kernels use.
+    """
+    batch, height, width = saliency.shape
+    sat = saliency.new_zeros((batch, height + 1, width + 1), dtype=torch.float64)
+    sat[:, 1:, 1:] = saliency.double().cumsum(2).cumsum(1)
+    return sat
+
+
+def _box_sums(sat: Tensor, boxes: Tensor) -> Tensor:
+    """Sums of ``boxes`` (``LongTensor[B, 4]``) in ``sat`` (``Tensor[B, H+1, W+1]``) -> float64 ``[B]``."""
+    b = torch.arange(sat.shape[0], device=sat.device)
+    y1, x1, y2, x2 = boxes.unbind(1)
+    return sat[b, y2, x2] - sat[b, y1, x2] - sat[b, y2, x1] + sat[b, y1, x1]
+
+
+def window_search_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
+    """Pure-PyTorch :func:`window_search` (a loop over the batch; float64 sums)."""
+    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    _check_map(saliency)
+    batch, height, width = saliency.shape
+    _check_sizes(box_h, batch, saliency.device, "box_h")
+    _check_sizes(box_w, batch, saliency.device, "box_w")
+    sat = _summed_area(saliency)
+    boxes = []
+    for i, (h, w) in enumerate(zip(box_h.clamp(0, height).tolist(), box_w.clamp(0, width).tolist())):
+        t = sat[i]
+        sums = t[h:, w:] - t[: height + 1 - h, w:] - t[h:, : width + 1 - w] + t[: height + 1 - h, : width + 1 - w]
+        best = int(sums.flatten().argmax())  # the first maximum: smallest (y1, x1)
+        y1, x1 = divmod(best, width + 1 - w)
+        boxes.append([y1, x1, y1 + h, x1 + w])
+    return torch.tensor(boxes, dtype=torch.long, device=saliency.device).reshape(batch, 4)
+
+
+def peak_boxes_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
+    """Pure-PyTorch :func:`peak_boxes`."""
+    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    _check_map(saliency)
+    batch, height, width = saliency.shape
+    _check_sizes(box_h, batch, saliency.device, "box_h")
+    _check_sizes(box_w, batch, saliency.device, "box_w")
+    peak = saliency.double().flatten(1).argmax(1) if batch else box_h.new_zeros(0)
+    py, px = peak // width, peak % width
+    h, w = box_h.clamp(0, height) // 2, box_w.clamp(0, width) // 2
+    return torch.stack(
+        [(py - h).clamp(0, height), (px - w).clamp(0, width), (py + h).clamp(0, height), (px + w).clamp(0, width)], 1
+    )
+
+
+def _box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
+    """``LongTensor[B, 4]`` -> ``BoolTensor[B, H, W]``, true inside each box."""
+    ys = torch.arange(height, device=boxes.device).view(1, height, 1)
+    xs = torch.arange(width, device=boxes.device).view(1, 1, width)
+    y1, x1, y2, x2 = (v.view(-1, 1, 1) for v in boxes.unbind(1))
+    return (ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2)
+
+
+def paste_reference(images: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
+    """Pure-PyTorch :func:`paste` (a masked select over the whole batch)."""
+    perm = _as_long(perm, "perm")
+    _check_images(images)
+    batch, _, height, width = images.shape
+    _check_perm(perm, batch, images.device)
+    _check_boxes(boxes, batch, height, width, images.device)
+    mask = _box_mask(boxes, height, width).unsqueeze(1)
+    out = torch.where(mask, images[perm], images)
+    return out.contiguous(memory_format=memory_format(images))
+
+
+def label_weights_reference(saliency: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
+    """Pure-PyTorch :func:`label_weights` (float64 sums from summed-area tables)."""
+    perm = _as_long(perm, "perm")
+    _check_map(saliency)
+    batch, height, width = saliency.shape
+    _check_perm(perm, batch, saliency.device)
+    _check_boxes(boxes, batch, height, width, saliency.device)
+    sat = _summed_area(saliency)
+    total = sat[:, -1, -1]
+    inside_target = _box_sums(sat, boxes)
+    inside_source = _box_sums(sat[perm], boxes)
+    return _weights_from_sums(total, inside_target, total[perm], inside_source, boxes, height * width)
+
+
+def _weights_from_sums(total_t: Tensor, in_t: Tensor, total_s: Tensor, in_s: Tensor, boxes: Tensor,
+                       area: int) -> Tensor:
+    """The step-4 rule on float64 ``[B]`` sums, with the area-rule fallback -> float32 ``[B]``."""
+    y1, x1, y2, x2 = boxes.unbind(1)
+    area_rule = 1.0 - ((y2 - y1) * (x2 - x1)).double() / area
+    a = (total_t - in_t) / total_t
+    b = in_s / total_s
+    lam = a / (a + b)
+    usable = (total_t > 0) & (total_s > 0) & ((a + b) > 0) & torch.isfinite(lam)
+    return torch.where(usable, lam, area_rule).float()
+
+
+def saliency_mix_reference(
+    images: Tensor,
+    saliency: Tensor,
+    perm: Tensor,
+    box_h: BoxSize,
+    box_w: BoxSize,
+    mode: str = "window",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pure-PyTorch :func:`saliency_mix`: the three unfused reference ops in a row."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    perm = _as_long(perm, "perm")
+    _check_images(images, saliency)
+    _check_perm(perm, images.shape[0], images.device)
+    find = window_search_reference if mode == "window" else peak_boxes_reference
+    boxes = find(saliency[perm], box_h, box_w)
+    return paste_reference(images, perm, boxes), boxes, label_weights_reference(saliency, perm, boxes)
