@@ -1,0 +1,66 @@
+"""Data sets for training: CIFAR-100, Oxford-IIIT Pet and the embedded demo set.
+
+:func:`load_split` gives the raw split (:class:`~saliencymixplus.rawdata.RawSplit`);
+:func:`build_dataset` wraps it with the published transforms and, optionally, the offline
+saliency cache, so that each item is ``(image, saliency, label)`` with the two aligned.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from .cache import SaliencyCache
+from .demo import DEMO_CLASSES, DEMO_SIZES, generate_demo, load_demo
+from .rawdata import (DATASETS, MEAN_STD, NUM_CLASSES, SPLITS, ArraySplit, FileSplit, RawSplit, load_split)
+from .transforms import test_transform, train_transform
+
+__all__ = [
+    "DATASETS", "NUM_CLASSES", "MEAN_STD", "SPLITS", "RawSplit", "ArraySplit", "FileSplit", "load_split",
+    "build_dataset", "SaliencyDataset", "DEMO_CLASSES", "DEMO_SIZES", "generate_demo", "load_demo",
+]
+
+
+class SaliencyDataset(Dataset):
+    """A raw split with a joint transform and an optional saliency cache.
+
+    Items: ``(image Tensor[3, H, W] float32, saliency Tensor[H, W] float32 in [0, 1], label int)``
+    with a cache, ``(image, label)`` without.
+    """
+
+    def __init__(self, raw: RawSplit, transform, cache: SaliencyCache | None = None):
+        if cache is not None and len(cache) != len(raw):
+            raise ValueError(f"cache has {len(cache)} maps but the split has {len(raw)} images")
+        self.raw, self.transform, self.cache = raw, transform, cache
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i: int):
+        label = int(self.raw.labels[i])
+        if self.cache is None:
+            x, _ = self.transform(self.raw.image(i), None)
+            return x, label
+        x, s = self.transform(self.raw.image(i), self.cache[i])
+        return x, s, label
+
+
+def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cache: str | None = None,
+                  download: bool = False) -> Dataset:
+    """A torch Dataset of one split with the published transforms.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        data_dir: the data folder (``None`` is fine for ``demo``).
+        split: ``"train"`` or ``"test"``.
+        train: use the training (random) transform, else the test transform.
+        saliency_cache: path of an HDF5 saliency cache built for this split (checked against it).
+        download: fetch missing files when online.
+
+    Returns:
+        a :class:`SaliencyDataset` yielding ``(image float32[3, H, W] normalised,
+        saliency float32[H, W] in [0, 1], label int)`` with a cache, ``(image, label)`` without.
+    """
+    raw = load_split(name, data_dir, split, download=download)
+    cache = SaliencyCache(saliency_cache, expect=raw) if saliency_cache is not None else None
+    transform = train_transform(name) if train else test_transform(name)
+    return SaliencyDataset(raw, transform, cache)

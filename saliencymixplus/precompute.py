@@ -1,0 +1,288 @@
+"""Precompute a data set split's saliency maps into an HDF5 cache (resumable, all cores).
+
+Command line (``saliencymixplus-precompute`` or ``python tools/precompute_saliency.py``)::
+
+    saliencymixplus-precompute --dataset cifar100 --data-dir data --split train \\
+        --method fine_grained --out data/cifar100_train_fine_grained.h5
+
+The OpenCV methods run in a pool of worker processes, one block of images per task; the main
+process writes each finished block to ``OUT.partial`` and flushes it, so a killed run loses at
+most the blocks in flight: ``--resume`` continues from the finished blocks. ``OUT`` appears
+(atomically renamed) only when every map is written. ``gradient`` runs batched on the best
+device in the main process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .cache import (CacheMismatchError, CacheWriter, SaliencyCache, format_resolution, parse_resolution,
+                    quantize)
+from .rawdata import DATASETS, SPLITS, default_workers, load_split
+from .saliency import METHODS, OPENCV_METHODS, compute_saliency
+
+__all__ = ["build_cache", "main", "DEFAULT_RESOLUTION", "STOP_AFTER_ENV"]
+
+# Resolution of the stored maps when --resolution is not given and images vary in size.
+DEFAULT_RESOLUTION = {"oxford_pet": (256, 256)}  # the size the Pet training pipeline resizes to first
+# Test hook: after this many written blocks the process SIGKILLs itself (a real, unclean death).
+STOP_AFTER_ENV = "SALIENCYMIXPLUS_PRECOMPUTE_STOP_AFTER"
+
+_STATE: dict = {}  # per process: the split and settings the workers compute with
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the main process dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _init_worker(dataset, data_dir, split, method, resolution, dtype, in_pool=False) -> None:
+    import cv2
+
+    if in_pool:
+        _die_with_parent()
+    cv2.setNumThreads(1)  # one process per core already
+    key = (dataset, str(data_dir), split)
+    if _STATE.get("key") != key:  # not inherited through fork: load it here
+        _STATE.update(key=key, raw=load_split(dataset, data_dir, split))
+    _STATE.update(method=method, resolution=tuple(resolution), dtype=dtype)
+
+
+def _resize(m: np.ndarray, resolution) -> np.ndarray:
+    """``float32[h, w]`` -> ``float32[H, W]`` (area when shrinking, bilinear when growing)."""
+    import cv2
+
+    h, w = resolution
+    if m.shape == (h, w):
+        return m
+    shrink = m.shape[0] * m.shape[1] > h * w
+    return cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _compute_block(bounds: tuple[int, int]) -> tuple[int, np.ndarray]:
+    """Maps of images ``[a, b)`` in the storage dtype, ``[b - a, h, w]``."""
+    a, b = bounds
+    raw, method, res = _STATE["raw"], _STATE["method"], _STATE["resolution"]
+    if raw.in_memory and raw.image_size() == res:
+        maps = compute_saliency(raw.images[a:b], method)
+    else:
+        maps = np.stack([_resize(compute_saliency(raw.image(i), method)[0], res) for i in range(a, b)])
+    return a, quantize(maps, _STATE["dtype"])
+
+
+def _file_hash(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir):
+    """Yield ``(start, maps)`` for the pending blocks, in order, computed by ``workers`` processes."""
+    args = (raw.name, data_dir, raw.split, method, resolution, dtype)
+    _STATE.update(key=(raw.name, str(data_dir), raw.split), raw=raw)  # inherited by forked workers
+    if workers <= 1 or len(pending) <= 1:
+        _init_worker(*args)
+        yield from map(_compute_block, pending)
+        return
+    import multiprocessing as mp
+
+    with mp.Pool(min(workers, len(pending)), initializer=_init_worker, initargs=(*args, True)) as pool:
+        yield from pool.imap(_compute_block, pending, chunksize=1)
+
+
+def _gradient_blocks(raw, pending, checkpoint, resolution, dtype):
+    """Yield ``(start, maps)`` of gradient saliency from ``checkpoint``, batched on the best device."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from .saliency import gradient_saliency, load_checkpoint_model
+    from .transforms import test_transform
+
+    model, cfg = load_checkpoint_model(checkpoint)
+    if int(cfg["num_classes"]) != raw.num_classes:
+        raise ValueError(f"checkpoint {checkpoint} has {cfg['num_classes']} classes but {raw.name} has "
+                         f"{raw.num_classes}: use a checkpoint trained on {raw.name}")
+    device = next(model.parameters()).device
+    tf = test_transform(raw.name)
+    with ThreadPoolExecutor(max(1, default_workers())) as ex:  # decoding releases the GIL
+        for a, b in pending:
+            xs = list(ex.map(lambda i: tf(raw.image(i))[0], range(a, b)))
+            x = torch.stack(xs).to(device)
+            y = torch.as_tensor(raw.labels[a:b], device=device)
+            s = gradient_saliency(model, x, y).cpu().numpy()
+            yield a, quantize(np.stack([_resize(m, resolution) for m in s]), dtype)
+
+
+def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolution=None, workers: int | None = None,
+                resume: bool = True, checkpoint=None, progress: bool = True, dtype: str = "uint8",
+                block_size: int | None = None, download: bool = False, log=print) -> Path:
+    """Compute the saliency maps of one split and write them to the HDF5 cache ``out``.
+
+    Args:
+        dataset: one of :data:`~saliencymixplus.rawdata.DATASETS`.
+        data_dir: the data folder (``None`` for ``demo``).
+        split: ``"train"`` or ``"test"``.
+        method: one of :data:`~saliencymixplus.saliency.METHODS`.
+        out: the ``.h5`` file to write.
+        resolution: ``(h, w)`` or ``"HxW"`` of the stored maps (default: the images' size for
+            CIFAR/demo, 256x256 for Pet).
+        workers: processes for the OpenCV methods (default: every core; 0 or 1: in process).
+        resume: continue a matching ``out.partial`` and return at once if ``out`` is already a
+            matching complete cache; ``False`` starts afresh.
+        checkpoint: a ``train.py`` checkpoint, required for ``method="gradient"``.
+        progress: show a progress bar (images/s).
+        dtype: ``"uint8"`` (default) or ``"float16"``.
+        block_size: images per task and per resumable block (default 500 for in-memory sets,
+            16 for image files).
+        download: fetch the data set first if missing (when online).
+        log: where to print notes.
+
+    Returns:
+        the path of the finished cache.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if method == "gradient" and checkpoint is None:
+        raise ValueError("checkpoint is required for method 'gradient' (a train.py checkpoint)")
+    if method != "gradient" and checkpoint is not None:
+        raise ValueError(f"checkpoint is only used by method 'gradient', not {method!r}")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    raw = load_split(dataset, data_dir, split, download=download)
+    if resolution is not None:
+        resolution = parse_resolution(resolution)
+    else:
+        resolution = raw.image_size() or DEFAULT_RESOLUTION[dataset]
+    if block_size is None:
+        block_size = (256 if method == "gradient" else 500) if raw.in_memory else 16
+    extra = {"checkpoint": _file_hash(checkpoint)} if method == "gradient" else {}
+    out = Path(out)
+
+    if resume and out.is_file():
+        try:
+            done = SaliencyCache(out, expect=raw, method=method, in_memory=False)
+            if done.resolution == resolution and done.dtype == np.dtype(dtype) and \
+                    all(done.attrs.get(k) == v for k, v in extra.items()):
+                log(f"{out} is already a complete cache of {dataset}/{split} ({method}); nothing to do")
+                return out
+            log(f"{out} holds other settings; rebuilding it")
+        except CacheMismatchError as e:
+            log(f"rebuilding {out}: {e}")
+
+    stop_after = int(os.environ.get(STOP_AFTER_ENV, "0") or 0)
+    with CacheWriter(out, dataset=dataset, split=split, count=len(raw), fingerprint=raw.fingerprint(),
+                     method=method, resolution=resolution, dtype=dtype, block_size=block_size,
+                     resume=resume, extra_attrs=extra) as writer:
+        if writer.note:
+            log(writer.note)
+        pending = writer.pending()
+        if method in OPENCV_METHODS:
+            nw = default_workers() if workers is None else workers
+            blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, data_dir)
+        else:
+            blocks = _gradient_blocks(raw, pending, checkpoint, resolution, dtype)
+        from tqdm import tqdm
+
+        with tqdm(total=len(raw), initial=writer.images_done(), unit="img", disable=not progress,
+                  desc=f"{method} {dataset}/{split}", dynamic_ncols=True, file=sys.stderr) as bar:
+            for n, (a, maps) in enumerate(blocks, 1):
+                writer.write(a, maps)
+                bar.update(len(maps))
+                if stop_after and n >= stop_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        return writer.finalize()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="saliencymixplus-precompute",
+        description="Precompute saliency maps of a data set split into an HDF5 cache (resumable).")
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--data-dir", default=None, help="data folder (not needed for demo)")
+    p.add_argument("--split", default="train", choices=SPLITS)
+    p.add_argument("--method", default="fine_grained", choices=METHODS)
+    p.add_argument("--out", required=True, help="the .h5 file to write (built as OUT.partial, then renamed)")
+    p.add_argument("--checkpoint", default=None, help="train.py checkpoint (method gradient)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    p.add_argument("--resolution", default=None, help="HxW of the stored maps (default: image size; Pet 256x256)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial")
+    p.add_argument("--dtype", default="uint8", choices=("uint8", "float16"))
+    p.add_argument("--block-size", type=int, default=None, help="images per resumable block")
+    p.add_argument("--download", action="store_true", help="download the data set if missing (online)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _check_args(parser: argparse.ArgumentParser, args) -> None:
+    """What argparse cannot check alone; ``parser.error`` exits with status 2."""
+    if args.resolution is not None:
+        try:
+            parse_resolution(args.resolution)
+        except ValueError as e:
+            parser.error(f"--resolution: {e}")
+    if args.workers is not None and args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    if args.block_size is not None and args.block_size < 1:
+        parser.error(f"--block-size must be >= 1, got {args.block_size}")
+    if args.method == "gradient" and args.checkpoint is None:
+        parser.error("--checkpoint is required with --method gradient")
+    if args.method != "gradient" and args.checkpoint is not None:
+        parser.error(f"--checkpoint is only used with --method gradient, not {args.method}")
+    if args.dataset != "demo" and args.data_dir is None:
+        parser.error(f"--data-dir is required for --dataset {args.dataset}")
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status (2 for bad arguments)."""
+    parser = _parser()
+    try:  # argparse exits (2 on bad arguments, 0 on --help): return the status instead
+        args = parser.parse_args(argv)
+        _check_args(parser, args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    partial = Path(args.out + ".partial")
+    if not args.resume and partial.exists():
+        print(f"note: discarding {partial} from an earlier run (pass --resume to continue it)")
+    t0 = time.perf_counter()
+    try:
+        path = build_cache(args.dataset, args.data_dir, args.split, args.method, args.out,
+                           resolution=args.resolution, workers=args.workers, resume=args.resume,
+                           checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
+                           block_size=args.block_size, download=args.download)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished blocks are kept in {partial}; rerun with --resume to continue",
+              file=sys.stderr)
+        return 130
+    dt = time.perf_counter() - t0
+    cache = SaliencyCache(path, in_memory=False)
+    n = len(cache)
+    size = path.stat().st_size
+    print(f"wrote {path}: {n} maps {format_resolution(cache.resolution)} {cache.dtype}, "
+          f"{size / 1e6:.1f} MB, in {dt:.1f} s")
+    return 0

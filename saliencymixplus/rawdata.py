@@ -1,0 +1,293 @@
+"""Raw data sets as they are on disk: CIFAR-100, Oxford-IIIT Pet and the embedded demo set.
+
+A :class:`RawSplit` gives the raw uint8 RGB images (``np.uint8[H, W, 3]``), the integer
+labels (``np.int64[N]``) and a fingerprint that identifies the ordered file list and the
+labels (the saliency cache stores it and refuses a cache built from other data).
+
+This module needs only numpy and OpenCV (no torch), so that the saliency precompute workers
+start fast; :mod:`saliencymixplus.data` re-exports it and adds the torch datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DATASETS", "NUM_CLASSES", "MEAN_STD", "SPLITS", "RawSplit", "ArraySplit", "FileSplit",
+    "load_split", "load_cifar100", "load_oxford_pet", "find_oxford_pet_root",
+]
+
+DATASETS = ("cifar100", "oxford_pet", "demo")
+SPLITS = ("train", "test")
+NUM_CLASSES: dict[str, int] = {"cifar100": 100, "oxford_pet": 37, "demo": 10}
+# Per-channel (mean, std) of the training images in [0, 1], RGB.
+MEAN_STD: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "oxford_pet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet, as published
+    "demo": ((0.4999, 0.4986, 0.5016), (0.2270, 0.2272, 0.2279)),
+}
+
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+PET_URLS = ("https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz",
+            "https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz")
+
+
+def _check_choice(argname: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{argname} must be one of {list(choices)}, got {value!r}")
+
+
+class RawSplit:
+    """One split of a data set, raw.
+
+    Attributes:
+        name: data set name (one of :data:`DATASETS`).
+        split: ``"train"`` or ``"test"``.
+        labels: ``np.int64[N]`` class indices in ``[0, num_classes)``.
+        num_classes: number of classes.
+        ids: list of N strings naming each image (file names); the fingerprint hashes them.
+    """
+
+    in_memory = False
+
+    def __init__(self, name: str, split: str, labels: np.ndarray, ids: list[str]):
+        self.name = name
+        self.split = split
+        self.labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self.num_classes = NUM_CLASSES[name]
+        self.ids = list(ids)
+        if len(self.ids) != len(self.labels):
+            raise ValueError(f"{name}/{split}: {len(self.ids)} ids but {len(self.labels)} labels")
+        self._fingerprint: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i`` as ``np.uint8[H, W, 3]``, RGB, as stored on disk."""
+        raise NotImplementedError
+
+    def image_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` when all images share one size (in-memory sets), else ``None``."""
+        return None
+
+    def _fingerprint_extra(self, h) -> None:
+        """Subclasses may hash more (e.g. generated pixels)."""
+
+    def fingerprint(self) -> str:
+        """A hex SHA-256 of the data set name, split, ordered ids and labels (16 hex digits)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(f"{self.name}\0{self.split}\0{len(self)}\0".encode())
+            h.update("\n".join(self.ids).encode())
+            h.update(self.labels.astype("<i8").tobytes())
+            self._fingerprint_extra(h)
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.split!r}, n={len(self)})"
+
+
+class ArraySplit(RawSplit):
+    """A split held in memory: ``images`` is ``np.uint8[N, H, W, 3]`` (RGB)."""
+
+    in_memory = True
+
+    def __init__(self, name, split, images: np.ndarray, labels, ids, masks: np.ndarray | None = None):
+        super().__init__(name, split, labels, ids)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be np.uint8[N, H, W, 3], got {images.dtype}{list(images.shape)}")
+        if len(images) != len(self.labels):
+            raise ValueError(f"{len(images)} images but {len(self.labels)} labels")
+        self.images = images
+        if masks is not None:
+            self.masks = masks
+
+    def image(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+    def image_size(self):
+        return tuple(self.images.shape[1:3])
+
+
+class FileSplit(RawSplit):
+    """A split of image files decoded on demand; ``paths[i]`` is the file of image ``i``."""
+
+    def __init__(self, name, split, paths: list[Path], labels, root: Path):
+        ids = [str(Path(p).relative_to(root)) for p in paths]
+        super().__init__(name, split, labels, ids)
+        self.paths = [str(p) for p in paths]
+
+    def image(self, i: int) -> np.ndarray:
+        return read_rgb(self.paths[i])
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """Decode an image file to ``np.uint8[H, W, 3]`` RGB (grey, alpha and palette images included)."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:  # a few Pet files are GIF/PNG under a .jpg name: let PIL try
+        try:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+        except Exception as e:  # noqa: BLE001 - say which file
+            raise OSError(f"cannot decode image {path}: {e}") from e
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+# ----------------------------------------------------------------------------- CIFAR-100
+
+def _cifar_root(data_dir) -> Path | None:
+    d = Path(data_dir)
+    for cand in (d / "cifar-100-python", d):
+        if (cand / "train").is_file() and (cand / "test").is_file():
+            return cand
+    return None
+
+
+def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit:
+    """CIFAR-100 from the standard ``cifar-100-python`` folder (pickled ``train``/``test``/``meta``).
+
+    ``data_dir`` may be the folder itself or its parent. With ``download=True`` and no files
+    there, torchvision downloads and checks the archive into ``data_dir``.
+    """
+    _check_choice("split", split, SPLITS)
+    if data_dir is None:
+        raise FileNotFoundError("cifar100 needs --data-dir: the folder that holds (or will hold) cifar-100-python/")
+    root = _cifar_root(data_dir)
+    if root is None and download:
+        try:
+            from torchvision.datasets import CIFAR100
+
+            CIFAR100(str(data_dir), train=True, download=True)
+        except Exception as e:  # noqa: BLE001 - offline: say what to do
+            raise FileNotFoundError(
+                f"could not download CIFAR-100 into {data_dir} ({type(e).__name__}: {e}). "
+                f"Download {CIFAR100_URL} by hand and extract it there "
+                f"(tar xzf cifar-100-python.tar.gz -C {data_dir})") from e
+        root = _cifar_root(data_dir)
+    if root is None:
+        raise FileNotFoundError(
+            f"CIFAR-100 not found: expected {Path(data_dir) / 'cifar-100-python'}/{{train,test,meta}} "
+            f"(the pickled python version). Pass download=True (--download) when online, or fetch "
+            f"{CIFAR100_URL} and run: tar xzf cifar-100-python.tar.gz -C {data_dir}")
+    with open(root / split, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    data = np.asarray(entry["data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{root / split}: 'data' must be uint8[N, 3072], got {data.dtype}{list(data.shape)}")
+    images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    labels = np.asarray(entry["fine_labels"], dtype=np.int64)
+    names = entry.get("filenames")
+    ids = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None \
+        else [f"{split}/{i}" for i in range(len(labels))]
+    return ArraySplit("cifar100", split, images, labels, ids)
+
+
+# ----------------------------------------------------------------------------- Oxford-IIIT Pet
+
+def find_oxford_pet_root(data_dir) -> Path | None:
+    """The folder holding ``images/`` and ``annotations/``: ``data_dir`` itself or its
+    ``oxford-iiit-pet/`` (torchvision's layout) or ``oxford_pet/`` subfolder."""
+    d = Path(data_dir)
+    for cand in (d, d / "oxford-iiit-pet", d / "oxford_pet"):
+        if (cand / "annotations" / "trainval.txt").is_file() and (cand / "images").is_dir():
+            return cand
+    return None
+
+
+def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSplit:
+    """Oxford-IIIT Pet: ``images/*.jpg`` and ``annotations/{trainval,test}.txt`` (37 breeds).
+
+    ``split="train"`` reads ``trainval.txt``. Each annotation line is
+    ``<image name> <class id 1..37> <species> <breed id>``; ``#`` lines are skipped.
+    """
+    _check_choice("split", split, SPLITS)
+    if data_dir is None:
+        raise FileNotFoundError("oxford_pet needs --data-dir: the folder with images/ and annotations/")
+    root = find_oxford_pet_root(data_dir)
+    if root is None and download:
+        try:
+            from torchvision.datasets import OxfordIIITPet
+
+            OxfordIIITPet(str(data_dir), split="trainval", download=True)
+        except Exception as e:  # noqa: BLE001
+            raise FileNotFoundError(
+                f"could not download Oxford-IIIT Pet into {data_dir} ({type(e).__name__}: {e}). "
+                f"Run tools/get_oxford_pet.sh {data_dir} when online") from e
+        root = find_oxford_pet_root(data_dir)
+    if root is None:
+        raise FileNotFoundError(
+            f"Oxford-IIIT Pet not found: expected {Path(data_dir)}/images/*.jpg and "
+            f"{Path(data_dir)}/annotations/trainval.txt, test.txt (or the same under "
+            f"{Path(data_dir) / 'oxford-iiit-pet'}). Get them with: tools/get_oxford_pet.sh {data_dir} "
+            f"(downloads {PET_URLS[0]} and {PET_URLS[1]}), or pass download=True (--download) when online")
+    ann = root / "annotations" / ("trainval.txt" if split == "train" else "test.txt")
+    if not ann.is_file():
+        raise FileNotFoundError(f"Oxford-IIIT Pet: missing {ann}; rerun tools/get_oxford_pet.sh {data_dir}")
+    paths, labels = [], []
+    for lineno, line in enumerate(ann.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        try:
+            name, cls = parts[0], int(parts[1])
+        except (IndexError, ValueError):
+            raise ValueError(f"{ann}:{lineno}: expected '<name> <class 1..37> ...', got {line!r}") from None
+        if not 1 <= cls <= 37:
+            raise ValueError(f"{ann}:{lineno}: class id must be in 1..37, got {cls}")
+        p = root / "images" / f"{name}.jpg"
+        if not p.is_file():
+            raise FileNotFoundError(f"{ann}:{lineno}: image {p} is missing")
+        paths.append(p)
+        labels.append(cls - 1)
+    if not paths:
+        raise ValueError(f"{ann} lists no images")
+    return FileSplit("oxford_pet", split, paths, np.asarray(labels, np.int64), root)
+
+
+# ----------------------------------------------------------------------------- any
+
+def load_split(name: str, data_dir, split: str, *, download: bool = False) -> RawSplit:
+    """Load one split of a data set.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        data_dir: folder of the data (may be ``None`` for ``demo``, which is generated).
+        split: ``"train"`` or ``"test"``.
+        download: fetch missing files (cifar100, oxford_pet) when online.
+
+    Returns:
+        a :class:`RawSplit`; ``cifar100`` and ``demo`` are :class:`ArraySplit` (``.images``
+        ``np.uint8[N, 32, 32, 3]``), ``demo`` also has ``.masks`` ``np.uint8[N, 32, 32]``.
+
+    Raises:
+        FileNotFoundError: the files are missing (the message says where and how to get them).
+    """
+    _check_choice("name", name, DATASETS)
+    _check_choice("split", split, SPLITS)
+    if name == "cifar100":
+        return load_cifar100(data_dir, split, download=download)
+    if name == "oxford_pet":
+        return load_oxford_pet(data_dir, split, download=download)
+    from .demo import load_demo
+
+    return load_demo(split, data_dir=data_dir)
+
+
+def default_workers() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

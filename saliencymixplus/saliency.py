@@ -1,0 +1,157 @@
+"""Saliency sources: OpenCV static saliency and gradient saliency from a trained model.
+
+* ``fine_grained`` (Montabone & Soto 2010, what SaliencyMix used) and ``spectral_residual``
+  (Hou & Zhang 2007): ``cv2.saliency`` on the raw uint8 image. The image is given to OpenCV in
+  its own channel order (BGR, as ``cv2.imread`` returns it). Both return maps already scaled to
+  [0, 1]; they are only clipped (resize ringing) and NaNs set to 0.
+* ``gradient``: ``|d loss / d input|`` summed over channels, from a model trained by
+  ``train.py`` (as SaliencyMix+ computes it online), normalised per image by its maximum.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["METHODS", "OPENCV_METHODS", "compute_saliency", "gradient_saliency", "load_checkpoint_model",
+           "best_device"]
+
+OPENCV_METHODS = ("fine_grained", "spectral_residual")
+METHODS = OPENCV_METHODS + ("gradient",)
+
+
+def _opencv_saliency(method: str):
+    import cv2
+
+    if not hasattr(cv2, "saliency"):
+        raise ImportError("cv2.saliency is missing: install opencv-contrib-python-headless "
+                          "(not opencv-python, which lacks the contrib modules)")
+    if method == "fine_grained":
+        return cv2.saliency.StaticSaliencyFineGrained_create()
+    return cv2.saliency.StaticSaliencySpectralResidual_create()
+
+
+def compute_saliency(images: np.ndarray, method: str) -> np.ndarray:
+    """OpenCV static saliency of a batch of raw images.
+
+    Args:
+        images: ``np.uint8[N, H, W, 3]``, RGB (a single ``[H, W, 3]`` image is also accepted
+            and gives ``[1, H, W]``).
+        method: ``"fine_grained"`` or ``"spectral_residual"``.
+
+    Returns:
+        ``np.float32[N, H, W]`` in [0, 1].
+    """
+    if method not in OPENCV_METHODS:
+        extra = " (gradient saliency needs a model: use gradient_saliency)" if method == "gradient" else ""
+        raise ValueError(f"method must be one of {list(OPENCV_METHODS)}, got {method!r}{extra}")
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be np.uint8[N, H, W, 3], got {images.dtype}{list(images.shape)}")
+    sal = _opencv_saliency(method)
+    out = np.empty(images.shape[:3], np.float32)
+    for i in range(len(images)):  # OpenCV's API takes one image at a time
+        ok, m = sal.computeSaliency(np.ascontiguousarray(images[i, :, :, ::-1]))
+        if not ok:
+            raise RuntimeError(f"OpenCV {method} saliency failed on image {i} of shape {images.shape[1:]}")
+        out[i] = m
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def gradient_saliency(model, images, labels, *, batch_size: int | None = None):
+    """Gradient saliency ``|d CE(model(x), y) / d x|`` summed over channels, per image in [0, 1].
+
+    The model runs in eval mode (BatchNorm statistics are not updated) and is put back in its
+    previous mode afterwards; gradients are taken with respect to the input only, so no
+    parameter's ``.grad`` is touched.
+
+    Args:
+        model: a classifier ``Tensor[N, 3, H, W] -> Tensor[N, K]``.
+        images: ``Tensor[N, 3, H, W]`` float, normalised as the model was trained; on the
+            model's device.
+        labels: ``Tensor[N]`` int64 class indices (the loss is taken at the true label).
+        batch_size: split the work in batches of this many images (default: all at once).
+
+    Returns:
+        ``Tensor[N, H, W]`` float32 on ``images.device``, each map divided by its maximum
+        (an all-zero gradient gives an all-zero map).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if not torch.is_tensor(images) or images.dim() != 4:
+        raise ValueError(f"images must be a Tensor[N, C, H, W], got {getattr(images, 'shape', type(images))}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor (normalised), got {images.dtype}")
+    labels = torch.as_tensor(labels, device=images.device).long()
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be a Tensor[{images.shape[0]}], got {list(labels.shape)}")
+    n = images.shape[0]
+    bs = n if not batch_size else int(batch_size)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.enable_grad():
+            for a in range(0, n, max(bs, 1)):
+                x = images[a:a + bs].detach().clone().requires_grad_(True)
+                loss = F.cross_entropy(model(x).float(), labels[a:a + bs], reduction="sum")
+                (g,) = torch.autograd.grad(loss, [x])
+                s = g.detach().abs().sum(1, dtype=torch.float32)
+                peak = s.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+                out.append(s / peak[:, None, None])
+    finally:
+        model.train(was_training)
+    if not out:
+        return images.new_zeros((0, *images.shape[2:]), dtype=torch.float32)
+    return torch.cat(out)
+
+
+def best_device():
+    """``cuda`` if available, else ``mps``, else ``cpu``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
+    """Load a ``train.py`` checkpoint (``{"model": state_dict, "config": {...}}``) for inference.
+
+    The model is built with ``saliencymixplus.models.build_model(config["model"],
+    config["num_classes"], image_size)``; ``image_size`` defaults to ``config["image_size"]``
+    or 32 for cifar100/demo and 224 for oxford_pet.
+
+    Returns:
+        ``(model in eval mode on device, config dict)``.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"checkpoint {path} must be a dict with keys 'model' and 'config' (as train.py writes), "
+                         f"got {sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__}")
+    cfg = dict(ckpt["config"])
+    for k in ("model", "dataset", "num_classes"):
+        if k not in cfg:
+            raise ValueError(f"checkpoint {path}: config lacks {k!r} (has {sorted(cfg)})")
+    if image_size is None:
+        image_size = int(cfg.get("image_size") or (224 if cfg["dataset"] == "oxford_pet" else 32))
+    from .models import build_model  # written with train.py; imported only when needed
+
+    model = build_model(cfg["model"], int(cfg["num_classes"]), image_size)
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    model.to(device or best_device()).eval()
+    cfg.setdefault("image_size", image_size)
+    return model, cfg

@@ -1,0 +1,201 @@
+"""Data sets: CIFAR-100 and Oxford-IIIT Pet read from tiny real-format folders, the demo set,
+and build_dataset with and without a saliency cache."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from saliencymixplus import data
+from saliencymixplus.data import DATASETS, MEAN_STD, NUM_CLASSES, build_dataset, load_split
+from saliencymixplus.precompute import build_cache
+
+
+def test_constants():
+    assert DATASETS == ("cifar100", "oxford_pet", "demo")
+    assert NUM_CLASSES == {"cifar100": 100, "oxford_pet": 37, "demo": 10}
+    for name in DATASETS:
+        mean, std = MEAN_STD[name]
+        assert len(mean) == len(std) == 3 and all(0 < s < 1 for s in std)
+
+
+# ----------------------------------------------------------------------------- CIFAR-100
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_cifar100_reads_pickled_folder(cifar_dir, split):
+    images, labels = cifar_dir[split]
+    for d in (cifar_dir["root"], cifar_dir["root"] / "cifar-100-python"):  # parent or folder itself
+        raw = load_split("cifar100", d, split)
+        assert (raw.name, raw.split, raw.num_classes, len(raw)) == ("cifar100", split, 100, len(labels))
+        assert raw.images.dtype == np.uint8 and raw.images.shape == (len(labels), 32, 32, 3)
+        np.testing.assert_array_equal(raw.images, images)  # HWC RGB, as written
+        np.testing.assert_array_equal(raw.image(3), images[3])
+        assert raw.labels.dtype == np.int64
+        np.testing.assert_array_equal(raw.labels, labels)
+
+
+def test_cifar100_fingerprint_tracks_files_and_labels(cifar_dir):
+    a = load_split("cifar100", cifar_dir["root"], "train")
+    b = load_split("cifar100", cifar_dir["root"], "train")
+    assert a.fingerprint() == b.fingerprint() and len(a.fingerprint()) == 16
+    assert a.fingerprint() != load_split("cifar100", cifar_dir["root"], "test").fingerprint()
+    b.labels = b.labels.copy()
+    b.labels[0] = (b.labels[0] + 1) % 100
+    b._fingerprint = None
+    assert a.fingerprint() != b.fingerprint()
+
+
+def test_cifar100_missing_says_where_and_how(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-100-python") as e:
+        load_split("cifar100", tmp_path, "train")
+    assert "download" in str(e.value) and "cifar-100-python.tar.gz" in str(e.value)
+    with pytest.raises(FileNotFoundError, match="data-dir"):
+        load_split("cifar100", None, "train")
+
+
+def test_cifar100_download_offline_is_a_clear_error(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*a, **k):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    with pytest.raises(FileNotFoundError, match="could not download CIFAR-100.*by hand"):
+        load_split("cifar100", tmp_path, "train", download=True)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="name must be one of"):
+        load_split("mnist", None, "train")
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_split("demo", None, "val")
+
+
+# ----------------------------------------------------------------------------- Oxford-IIIT Pet
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_oxford_pet_reads_folder(pet_dir, split):
+    raw = load_split("oxford_pet", pet_dir["data_dir"], split)
+    names, labels = pet_dir[split]
+    assert (raw.name, raw.num_classes, len(raw)) == ("oxford_pet", 37, len(names))
+    np.testing.assert_array_equal(raw.labels, labels)
+    assert raw.ids == [f"images/{n}.jpg" for n in names]
+    assert not hasattr(raw, "images")
+    for i in (0, len(raw) - 1):
+        img = raw.image(i)
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+        np.testing.assert_array_equal(img, pet_dir["images"][names[i]])  # RGB as decoded
+
+
+def test_oxford_pet_torchvision_layout(tmp_path):
+    from fixtures_data import make_pet_folder
+
+    made = make_pet_folder(tmp_path, n_train=4, n_test=2, seed=5, torchvision_layout=True)
+    raw = load_split("oxford_pet", tmp_path, "train")  # finds tmp_path/oxford-iiit-pet
+    np.testing.assert_array_equal(raw.labels, made["train"][1])
+    assert raw.image(0).shape[2] == 3
+
+
+def test_oxford_pet_annotation_details(tmp_path, pet_dir):
+    root = tmp_path / "pet"
+    shutil.copytree(pet_dir["root"], root)
+    ann = root / "annotations" / "test.txt"
+    ann.write_text("#Image CLASS-ID SPECIES BREED ID\n\n" + ann.read_text())
+    assert len(load_split("oxford_pet", root, "test")) == len(pet_dir["test"][0])  # comments skipped
+    ann.write_text("Abyssinian_1 38 1 1\n")
+    with pytest.raises(ValueError, match="1..37"):
+        load_split("oxford_pet", root, "test")
+    ann.write_text("no_such_image 1 1 1\n")
+    with pytest.raises(FileNotFoundError, match="no_such_image.jpg"):
+        load_split("oxford_pet", root, "test")
+
+
+def test_oxford_pet_missing_says_where_and_how(tmp_path):
+    with pytest.raises(FileNotFoundError, match="get_oxford_pet.sh") as e:
+        load_split("oxford_pet", tmp_path, "train")
+    assert "annotations/trainval.txt" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- demo
+
+def test_demo_is_deterministic_and_well_formed():
+    from saliencymixplus.demo import generate_demo
+
+    a, b, c = generate_demo(300, seed=7), generate_demo(300, seed=7), generate_demo(300, seed=8)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], c[0])
+    tr, tr2, te = load_split("demo", None, "train"), load_split("demo", None, "train"), load_split("demo", None, "test")
+    assert (len(tr), len(te), tr.num_classes) == (5000, 1000, 10)
+    assert tr.fingerprint() == tr2.fingerprint() != te.fingerprint()
+    assert tr.images is not tr2.images and tr.images.flags.writeable  # each load its own arrays
+    np.testing.assert_array_equal(tr.images, tr2.images)
+    assert tr.images.shape == (5000, 32, 32, 3) and tr.images.dtype == np.uint8
+    assert tr.masks.shape == (5000, 32, 32) and tr.masks.dtype == np.uint8
+    assert set(np.unique(tr.masks)) == {0, 1}
+    assert np.bincount(tr.labels, minlength=10).tolist() == [500] * 10
+    area = tr.masks.reshape(len(tr), -1).sum(1)
+    assert area.min() >= 15 and area.max() <= 0.6 * 32 * 32  # an object, and a background
+    assert not np.array_equal(tr.images[:1000], te.images)
+
+
+def test_demo_background_carries_no_label():
+    """The class must come from the object: background statistics do not predict it."""
+    tr = load_split("demo", None, "train")
+    bg = (1 - tr.masks)[..., None].astype(np.float32)
+    mean_bg = (tr.images * bg).sum((1, 2)) / bg.sum((1, 2))  # [N, 3]
+    per_class = np.stack([mean_bg[tr.labels == c].mean(0) for c in range(10)])
+    assert np.ptp(per_class, axis=0).max() < 8  # within noise of the class means (0..255)
+    obj_area = np.stack([tr.masks[tr.labels == c].sum((1, 2)).mean() for c in range(10)])
+    assert obj_area.min() > 30
+
+
+# ----------------------------------------------------------------------------- build_dataset
+
+def test_build_dataset_without_cache(cifar_dir, pet_dir):
+    ds = build_dataset("cifar100", cifar_dir["root"], "train", train=True)
+    x, y = ds[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == int(cifar_dir["train"][1][0])
+    ds = build_dataset("oxford_pet", pet_dir["data_dir"], "train", train=True)
+    x, y = ds[1]
+    assert x.shape == (3, 224, 224) and isinstance(y, int)
+    x, y = build_dataset("oxford_pet", pet_dir["data_dir"], "test", train=False)[0]
+    assert x.shape == (3, 224, 224)
+    x, y = build_dataset("demo", None, "test", train=False)[5]
+    assert x.shape == (3, 32, 32) and 0 <= y < 10
+
+
+def test_build_dataset_with_cache(cifar_dir, pet_dir, tmp_path):
+    out = build_cache("cifar100", cifar_dir["root"], "train", "fine_grained", tmp_path / "c.h5", workers=0,
+                      progress=False, log=lambda *a: None)
+    ds = build_dataset("cifar100", cifar_dir["root"], "train", train=False, saliency_cache=str(out))
+    x, s, y = ds[2]
+    assert x.shape == (3, 32, 32) and s.shape == (32, 32) and s.dtype == torch.float32
+    assert 0 <= s.min() and s.max() <= 1 and y == int(cifar_dir["train"][1][2])
+    out = build_cache("oxford_pet", pet_dir["data_dir"], "train", "spectral_residual", tmp_path / "p.h5",
+                      resolution="40x48", workers=0, progress=False, log=lambda *a: None)
+    x, s, y = build_dataset("oxford_pet", pet_dir["data_dir"], "train", train=True, saliency_cache=str(out))[0]
+    assert x.shape == (3, 224, 224) and s.shape == (224, 224)
+    # A cache paired with the wrong split is refused.
+    from saliencymixplus.cache import CacheMismatchError
+
+    with pytest.raises(CacheMismatchError, match="split"):
+        build_dataset("oxford_pet", pet_dir["data_dir"], "test", train=False, saliency_cache=str(out))
+
+
+def test_dataloader_workers_read_an_on_disk_cache(cifar_dir, tmp_path):
+    """Each DataLoader worker opens its own HDF5 handle (the cache is not read into memory)."""
+    from saliencymixplus.cache import SaliencyCache
+    from saliencymixplus.transforms import test_transform
+
+    out = build_cache("cifar100", cifar_dir["root"], "train", "fine_grained", tmp_path / "c.h5", workers=0,
+                      progress=False, log=lambda *a: None)
+    raw = load_split("cifar100", cifar_dir["root"], "train")
+    cache = SaliencyCache(out, expect=raw, in_memory=False)
+    cache[0]  # open a handle in the parent before forking
+    ds = data.SaliencyDataset(raw, test_transform("cifar100"), cache)
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, shuffle=False)
+    sal = torch.cat([s for _, s, _ in loader])
+    want = torch.from_numpy(cache.read_all().astype(np.float32) / 255)
+    torch.testing.assert_close(sal, want)

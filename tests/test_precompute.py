@@ -1,0 +1,169 @@
+"""The precompute tool end to end on real-format folders: the maps equal OpenCV's, a run killed
+half-way resumes to the same file as an uninterrupted run, and bad arguments exit with 2."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from saliencymixplus.cache import SaliencyCache, quantize
+from saliencymixplus.precompute import STOP_AFTER_ENV, build_cache, main
+from saliencymixplus.rawdata import load_split
+from saliencymixplus.saliency import compute_saliency, gradient_saliency
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOL = ROOT / "tools" / "precompute_saliency.py"
+QUIET = dict(progress=False, log=lambda *a: None)
+
+
+def live_in_group(pgid):
+    """Pids of the non-zombie processes in process group ``pgid`` (Linux /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def run_tool(args, tmp_path, env=None, check_orphans=False):
+    """Run the tool in its own session (so its pool workers can be reaped if it is killed)."""
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        p = subprocess.Popen([sys.executable, str(TOOL), *map(str, args)], stdout=fo, stderr=fe, cwd=ROOT,
+                             env={**os.environ, **(env or {})}, start_new_session=True)
+        try:
+            rc = p.wait(timeout=120)
+            if check_orphans and sys.platform.startswith("linux"):
+                for _ in range(50):  # the pool workers die with their parent
+                    if not live_in_group(p.pid):
+                        break
+                    time.sleep(0.1)
+                assert live_in_group(p.pid) == [], "pool workers outlived the killed tool"
+        finally:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # orphaned workers of a killed run, if any
+            except ProcessLookupError:
+                pass
+    return rc, out.read_text(), err.read_text()
+
+
+def test_cifar_maps_equal_opencv(cifar_dir, tmp_path):
+    out = build_cache("cifar100", cifar_dir["root"], "train", "fine_grained", tmp_path / "c.h5", workers=2,
+                      block_size=10, **QUIET)
+    cache = SaliencyCache(out, expect=load_split("cifar100", cifar_dir["root"], "train"), method="fine_grained")
+    want = compute_saliency(cifar_dir["train"][0], "fine_grained")
+    assert cache.attrs["resolution"] == (32, 32)
+    np.testing.assert_allclose(np.stack([cache[i] for i in range(len(cache))]), want, atol=0.5 / 255 + 1e-6)
+
+
+def test_pet_maps_equal_opencv_resized(pet_dir, tmp_path):
+    import cv2
+
+    out = build_cache("oxford_pet", pet_dir["data_dir"], "test", "spectral_residual", tmp_path / "p.h5",
+                      resolution="24x20", workers=2, block_size=4, **QUIET)
+    raw = load_split("oxford_pet", pet_dir["data_dir"], "test")
+    cache = SaliencyCache(out, expect=raw)
+    assert cache.read_all().shape == (len(raw), 24, 20)
+    for i in range(len(raw)):
+        full = compute_saliency(raw.image(i), "spectral_residual")[0]  # on the raw image, at its size
+        want = cv2.resize(full, (20, 24), interpolation=cv2.INTER_AREA)
+        np.testing.assert_allclose(cache[i], np.clip(want, 0, 1), atol=0.5 / 255 + 1e-6)
+    assert SaliencyCache(build_cache("oxford_pet", pet_dir["data_dir"], "test", "fine_grained", tmp_path / "d.h5",
+                                     workers=0, **QUIET)).resolution == (256, 256)  # Pet default
+
+
+def test_cli_end_to_end_and_kill_resume(cifar_dir, tmp_path):
+    common = ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--split", "train",
+              "--method", "fine_grained", "--workers", "2", "--block-size", "8"]
+    ref = tmp_path / "ref.h5"
+    rc, stdout, _ = run_tool(common + ["--out", ref], tmp_path)
+    assert rc == 0 and ref.is_file() and not Path(str(ref) + ".partial").exists()
+    assert "48 maps 32x32 uint8" in stdout and " MB, in " in stdout and stdout.rstrip().endswith(" s")
+
+    out = tmp_path / "c.h5"
+    partial = Path(str(out) + ".partial")
+    rc, _, _ = run_tool(common + ["--out", out], tmp_path, env={STOP_AFTER_ENV: "3"}, check_orphans=True)  # SIGKILLed after 3 of 6 blocks
+    assert rc == -signal.SIGKILL
+    assert not out.exists() and partial.is_file()  # never a half-valid final file
+    rc, stdout, stderr = run_tool(common + ["--out", out, "--resume"], tmp_path)
+    assert rc == 0, stderr
+    assert "resuming" in stdout and "3 of 6 blocks already written" in stdout  # nothing recomputed
+    assert "3/6" not in stderr and "24/48" in stderr  # the progress bar starts at the kept half
+    a, b = SaliencyCache(ref), SaliencyCache(out)
+    np.testing.assert_array_equal(a.read_all(), b.read_all())
+    assert a.attrs == b.attrs and not partial.exists()
+
+    rc, stdout, _ = run_tool(common + ["--out", out, "--resume"], tmp_path)  # complete: nothing to do
+    assert rc == 0 and "nothing to do" in stdout
+
+
+def test_partial_discarded_without_resume(cifar_dir, tmp_path, capsys):
+    out = tmp_path / "c.h5"
+    args = ["--dataset", "cifar100", "--data-dir", str(cifar_dir["root"]), "--split", "test", "--out", str(out),
+            "--workers", "0", "--block-size", "8", "--no-progress"]
+    Path(str(out) + ".partial").write_bytes(b"stale")
+    assert main(args) == 0
+    assert "discarding" in capsys.readouterr().out
+    np.testing.assert_array_equal(SaliencyCache(out).read_all(),
+                                  quantize(compute_saliency(cifar_dir["test"][0], "fine_grained")))
+    assert main(args + ["--dtype", "float16"]) == 0  # rebuilt in place, other dtype
+    assert SaliencyCache(out).read_all().dtype == np.float16
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--dataset", "cifar100", "--out", "x.h5"], "--data-dir is required"),
+    (["--dataset", "demo", "--out", "x.h5", "--resolution", "big"], "--resolution"),
+    (["--dataset", "demo", "--out", "x.h5", "--method", "gradient"], "--checkpoint is required"),
+    (["--dataset", "demo", "--out", "x.h5", "--checkpoint", "m.pt"], "only used with --method gradient"),
+    (["--dataset", "demo", "--out", "x.h5", "--workers", "-1"], "--workers must be >= 0"),
+    (["--dataset", "imagenet", "--out", "x.h5"], "invalid choice"),
+    (["--dataset", "demo"], "--out"),
+])
+def test_bad_arguments_exit_2(args, msg, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+
+
+def test_missing_data_exits_2_with_where_to_get_it(tmp_path, capsys):
+    assert main(["--dataset", "oxford_pet", "--data-dir", str(tmp_path), "--out", str(tmp_path / "p.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "get_oxford_pet.sh" in err and "Traceback" not in err
+    assert main(["--dataset", "demo", "--method", "gradient", "--checkpoint", str(tmp_path / "none.pt"),
+                 "--out", str(tmp_path / "g.h5")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_gradient_cache_from_a_checkpoint(cifar_dir, tmp_path, fake_models):
+    from fixtures_data import tiny_net
+
+    from saliencymixplus.transforms import test_transform as eval_transform
+
+    net = tiny_net(100)
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"model": net.state_dict(), "config": {"model": "tiny", "dataset": "cifar100", "num_classes": 100}},
+               ckpt)
+    out = build_cache("cifar100", cifar_dir["root"], "test", "gradient", tmp_path / "g.h5", checkpoint=ckpt,
+                      block_size=10, **QUIET)
+    raw = load_split("cifar100", cifar_dir["root"], "test")
+    cache = SaliencyCache(out, expect=raw, method="gradient")
+    assert len(cache.attrs["checkpoint"]) == 16
+    x = torch.stack([eval_transform("cifar100")(raw.image(i))[0] for i in range(len(raw))])
+    want = gradient_saliency(net.eval(), x, torch.from_numpy(raw.labels)).numpy()
+    np.testing.assert_allclose(np.stack([cache[i] for i in range(len(cache))]), want, atol=0.5 / 255 + 1e-5)
+    assert fake_models == [("tiny", 100, 32)]
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": tiny_net(10).state_dict(), "config": {"model": "tiny", "dataset": "demo",
+                                                               "num_classes": 10}}, bad)
+    with pytest.raises(ValueError, match="10 classes but cifar100 has 100"):
+        build_cache("cifar100", cifar_dir["root"], "test", "gradient", tmp_path / "h.h5", checkpoint=bad, **QUIET)
