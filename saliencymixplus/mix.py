@@ -145,8 +145,8 @@ class _Mixer:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         if lam_mode not in LAM_MODES:
             raise ValueError(f"lam_mode must be one of {LAM_MODES}, got {lam_mode!r}")
-        if generator is not None and generator.device.type != "cpu":
-            raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
+        if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+            raise ValueError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
         self.num_classes = num_classes
         self.alpha = float(alpha)
         self.prob = float(prob)

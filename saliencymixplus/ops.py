@@ -234,11 +234,13 @@ def _check_boxes(boxes: Tensor, batch: int, height: int, width: int, device: tor
     if boxes.device != device:
         raise ValueError(f"boxes must be on {device}, got {boxes.device}")
     y1, x1, y2, x2 = boxes.unbind(1)
-    ok = (y1 >= 0) & (y1 <= y2) & (y2 <= height) & (x1 >= 0) & (x1 <= x2) & (x2 <= width)
-    if not bool(ok.all()):
-        bad = int((~ok).nonzero()[0, 0])
-        raise ValueError(f"boxes must satisfy 0 <= y1 <= y2 <= {height} and 0 <= x1 <= x2 <= {width}, "
-                         f"got box {bad} = {boxes[bad].tolist()}")
+    rules = {"y1 < 0": y1 >= 0, "x1 < 0": x1 >= 0, "y2 < y1": y2 >= y1, "x2 < x1": x2 >= x1,
+             "y2 > H": y2 <= height, "x2 > W": x2 <= width}
+    for broken, ok in rules.items():
+        if not bool(ok.all()):
+            bad = int((~ok).nonzero()[0, 0])
+            raise ValueError(f"boxes must satisfy 0 <= y1 <= y2 <= H = {height} and 0 <= x1 <= x2 <= W = {width}; "
+                             f"found a box with {broken}: box {bad} = {boxes[bad].tolist()}")
 
 
 def _check_images(images: Tensor, saliency: Tensor | None = None) -> None:

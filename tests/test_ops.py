@@ -1,0 +1,522 @@
+"""The ops: compiled kernels == pure-PyTorch references == brute force, on awkward inputs.
+
+Kernels are called through ``torch.ops.saliencymixplus`` (CPU, and CUDA when there is a
+GPU); references through ``ops.*_reference``; the brute force below enumerates every
+window with plain loops.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+import saliencymixplus
+from saliencymixplus import ops
+
+HAS_OPS = saliencymixplus.extension_info()["loaded"]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and saliencymixplus.extension_info()["cuda"] else [])
+needs_ops = pytest.mark.skipif(not HAS_OPS, reason="the compiled extension is not built")
+kernels = torch.ops.saliencymixplus if HAS_OPS else None
+
+SHAPES = [(1, 1, 1), (1, 7, 5), (3, 9, 13), (4, 16, 16), (2, 31, 17)]
+
+
+# ------------------------------------------------------------------------ brute force
+
+
+def brute_window(s, h, w):
+    """Every h x w window summed directly in float64; the first maximum in row-major order."""
+    height, width = s.shape
+    h, w = min(max(h, 0), height), min(max(w, 0), width)
+    best, where = None, None
+    for y, x in itertools.product(range(height - h + 1), range(width - w + 1)):
+        v = s[y : y + h, x : x + w].double().sum().item()
+        if best is None or v > best:
+            best, where = v, (y, x)
+    return [where[0], where[1], where[0] + h, where[1] + w], best
+
+
+def brute_peak(s, h, w):
+    height, width = s.shape
+    h, w = min(max(h, 0), height), min(max(w, 0), width)
+    flat = s.double().flatten().tolist()
+    k = flat.index(max(flat))
+    py, px = divmod(k, width)
+
+    def clip(v, hi):
+        return min(max(v, 0), hi)
+
+    return [clip(py - h // 2, height), clip(px - w // 2, width), clip(py + h // 2, height), clip(px + w // 2, width)]
+
+
+def brute_weight(s_target, s_source, box, height, width):
+    y1, x1, y2, x2 = box
+    area_rule = 1.0 - (y2 - y1) * (x2 - x1) / (height * width)
+    total_t, total_s = s_target.double().sum().item(), s_source.double().sum().item()
+    if total_t == 0 or total_s == 0:
+        return area_rule
+    a = (total_t - s_target[y1:y2, x1:x2].double().sum().item()) / total_t
+    b = s_source[y1:y2, x1:x2].double().sum().item() / total_s
+    return area_rule if a + b == 0 else a / (a + b)
+
+
+# ------------------------------------------------------------------------- inputs
+
+
+def make_saliency(kind, shape, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "uniform":
+        s = torch.rand(shape, generator=g, dtype=torch.float64)
+    elif kind == "integers":  # many exact ties
+        s = torch.randint(0, 3, shape, generator=g).double()
+    elif kind == "zeros":
+        s = torch.zeros(shape, dtype=torch.float64)
+    elif kind == "blob":  # one salient pixel per map
+        s = torch.zeros(shape, dtype=torch.float64)
+        b, h, w = shape
+        s[torch.arange(b), torch.randint(h, (b,), generator=g), torch.randint(w, (b,), generator=g)] = 1.0
+    else:
+        raise ValueError(kind)
+    if dtype == torch.uint8:
+        return (s / max(s.max().item(), 1e-12) * 255).round().to(torch.uint8)
+    return s.to(dtype)
+
+
+def box_sizes(kind, shape, seed):
+    b, h, w = shape
+    g = torch.Generator().manual_seed(seed + 1)
+    if kind == "zero":
+        return torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long)
+    if kind == "full":
+        return torch.full((b,), h), torch.full((b,), w)
+    if kind == "oversize":  # clamped to the map
+        return torch.full((b,), h + 5), torch.full((b,), -3)
+    return torch.randint(0, h + 1, (b,), generator=g), torch.randint(0, w + 1, (b,), generator=g)
+
+
+def random_perm(batch, seed):
+    return torch.randperm(batch, generator=torch.Generator().manual_seed(seed + 2))
+
+
+CASES = list(itertools.product(SHAPES, ["uniform", "integers", "zeros", "blob"], ["random", "zero", "full", "oversize"]))
+
+
+# ---------------------------------------------------------------------- window search
+
+
+@pytest.mark.parametrize("shape,kind,sizes", CASES)
+def test_window_search_reference_matches_brute_force(shape, kind, sizes):
+    s = make_saliency(kind, shape, seed=len(CASES))
+    h, w = box_sizes(sizes, shape, seed=3)
+    boxes = ops.window_search_reference(s, h, w)
+    for i in range(shape[0]):
+        expected, best = brute_window(s[i], int(h[i]), int(w[i]))
+        y1, x1, y2, x2 = boxes[i].tolist()
+        assert [y2 - y1, x2 - x1] == [expected[2] - expected[0], expected[3] - expected[1]]
+        assert s[i, y1:y2, x1:x2].double().sum().item() == pytest.approx(best, rel=1e-12, abs=1e-12)
+        if kind != "uniform":  # exact sums: the tie rule must pick the very same window
+            assert boxes[i].tolist() == expected
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,kind,sizes", CASES)
+def test_window_search_kernel_matches_reference(device, shape, kind, sizes):
+    s = make_saliency(kind, shape, seed=7)
+    h, w = box_sizes(sizes, shape, seed=5)
+    expected = ops.window_search_reference(s, h, w)
+    got = kernels.window_search(s.to(device), h.to(device), w.to(device)).cpu()
+    if device == "cpu" or kind != "uniform":
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    else:  # a different summation order may pick an equally good window
+        for i in range(shape[0]):
+            y1, x1, y2, x2 = got[i].tolist()
+            e = expected[i].tolist()
+            assert (y2 - y1, x2 - x1) == (e[2] - e[0], e[3] - e[1])
+            torch.testing.assert_close(s[i, y1:y2, x1:x2].double().sum(), s[i, e[0]:e[2], e[1]:e[3]].double().sum())
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64, torch.uint8])
+def test_window_search_saliency_dtypes(device, dtype):
+    s = make_saliency("integers", (3, 11, 9), seed=1, dtype=dtype)
+    h, w = box_sizes("random", (3, 11, 9), seed=2)
+    expected = ops.window_search_reference(s, h, w)
+    torch.testing.assert_close(kernels.window_search(s.to(device), h.to(device), w.to(device)).cpu(), expected)
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+def test_window_search_non_contiguous_saliency(device):
+    s = make_saliency("uniform", (3, 13, 10), seed=4).transpose(1, 2).to(device)  # [3, 10, 13], strided
+    assert not s.is_contiguous()
+    h, w = torch.tensor([3, 10, 1]), torch.tensor([5, 2, 13])
+    expected = ops.window_search_reference(s.cpu().contiguous(), h, w)
+    torch.testing.assert_close(kernels.window_search(s, h.to(device), w.to(device)).cpu(), expected)
+
+
+def test_window_search_accepts_int_sizes_and_finds_the_blob():
+    s = torch.zeros(2, 20, 30)
+    s[0, 12:15, 3:7] = 1.0
+    s[1, 0:4, 26:30] = 1.0
+    boxes = ops.window_search(s, 4, 6)
+    assert boxes.dtype == torch.long and boxes.shape == (2, 4)
+    y1, x1, y2, x2 = boxes[0].tolist()
+    assert y1 <= 12 and y2 >= 15 and x1 <= 3 and x2 >= 7 and (y2 - y1, x2 - x1) == (4, 6)
+    assert boxes[1].tolist() == [0, 24, 4, 30]
+
+
+# ------------------------------------------------------------------------- peak boxes
+
+
+@pytest.mark.parametrize("shape,kind,sizes", CASES)
+def test_peak_boxes_reference_matches_brute_force(shape, kind, sizes):
+    s = make_saliency(kind, shape, seed=11)
+    h, w = box_sizes(sizes, shape, seed=12)
+    boxes = ops.peak_boxes_reference(s, h, w)
+    assert boxes.tolist() == [brute_peak(s[i], int(h[i]), int(w[i])) for i in range(shape[0])]
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,kind,sizes", CASES)
+def test_peak_boxes_kernel_matches_reference(device, shape, kind, sizes):
+    s = make_saliency(kind, shape, seed=13)
+    h, w = box_sizes(sizes, shape, seed=14)
+    got = kernels.peak_boxes(s.to(device), h.to(device), w.to(device)).cpu()
+    torch.testing.assert_close(got, ops.peak_boxes_reference(s, h, w), rtol=0, atol=0)
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.uint8])
+def test_peak_boxes_saliency_dtypes(device, dtype):
+    s = make_saliency("blob", (4, 9, 12), seed=15, dtype=dtype)
+    h, w = box_sizes("random", (4, 9, 12), seed=16)
+    got = kernels.peak_boxes(s.to(device), h.to(device), w.to(device)).cpu()
+    torch.testing.assert_close(got, ops.peak_boxes_reference(s, h, w))
+
+
+def test_peak_box_is_the_published_rule():
+    s = torch.zeros(1, 10, 10)
+    s[0, 1, 8] = 1.0
+    # y: clip(1 - 3, 0) .. 1 + 3; x: clip(8 - 2) .. clip(8 + 2, 10)
+    assert ops.peak_boxes(s, 7, 5).tolist() == [[0, 6, 4, 10]]
+
+
+# ------------------------------------------------------------------------------ paste
+
+
+def random_boxes(batch, height, width, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.sort(torch.randint(0, height + 1, (batch, 2), generator=g), 1).values
+    x = torch.sort(torch.randint(0, width + 1, (batch, 2), generator=g), 1).values
+    boxes = torch.stack([y[:, 0], x[:, 0], y[:, 1], x[:, 1]], 1)
+    boxes[0] = torch.tensor([0, 0, height, width])  # as large as the image
+    if batch > 1:
+        boxes[1] = torch.tensor([height // 2, 1 % (width + 1), height // 2, 1 % (width + 1)])  # empty
+    return boxes
+
+
+def brute_paste(images, perm, boxes):
+    out = images.clone()
+    for i in range(images.shape[0]):
+        y1, x1, y2, x2 = boxes[i].tolist()
+        out[i, :, y1:y2, x1:x2] = images[int(perm[i]), :, y1:y2, x1:x2]
+    return out
+
+
+IMAGE_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 3, 7, 5), (3, 3, 9, 13), (5, 2, 31, 17)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_paste_reference_matches_brute_force(shape, layout):
+    images = make_images(shape, torch.float32, layout, seed=20)
+    perm, boxes = random_perm(shape[0], 21), random_boxes(shape[0], shape[2], shape[3], 22)
+    torch.testing.assert_close(ops.paste_reference(images, perm, boxes), brute_paste(images, perm, boxes))
+
+
+def make_images(shape, dtype, layout, seed):
+    g = torch.Generator().manual_seed(seed)
+    if layout == "strided":  # a view with gaps: every other column of a wider tensor
+        b, c, h, w = shape
+        base = torch.rand((b, c, h, 2 * w), generator=g)
+        images = base[..., ::2]
+    else:
+        images = torch.rand(shape, generator=g)
+    images = (images * 255).to(dtype) if dtype == torch.uint8 else images.to(dtype)
+    if layout == "channels_last":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 3, 7, 5), (3, 3, 9, 13), (4, 4, 32, 32)])
+def test_paste_kernel_matches_reference(device, dtype, layout, shape):
+    images = make_images(shape, dtype, layout, seed=23)
+    perm, boxes = random_perm(shape[0], 24), random_boxes(shape[0], shape[2], shape[3], 25)
+    got = kernels.paste(images.to(device), perm.to(device), boxes.to(device))
+    assert got.dtype == dtype and got.shape == images.shape
+    if layout == "channels_last":
+        assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.cpu(), brute_paste(images, perm, boxes), rtol=0, atol=0)
+    assert got.data_ptr() != images.data_ptr()
+
+
+@needs_ops
+def test_paste_leaves_input_untouched():
+    images = torch.rand(3, 2, 5, 5)
+    before = images.clone()
+    ops.paste(images, torch.tensor([1, 2, 0]), torch.tensor([[0, 0, 5, 5]] * 3))
+    torch.testing.assert_close(images, before, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------- label weights
+
+
+@pytest.mark.parametrize("shape,kind", list(itertools.product(SHAPES, ["uniform", "integers", "zeros", "blob"])))
+def test_label_weights_reference_matches_brute_force(shape, kind):
+    s = make_saliency(kind, shape, seed=30)
+    perm, boxes = random_perm(shape[0], 31), random_boxes(shape[0], shape[1], shape[2], 32)
+    lam = ops.label_weights_reference(s, perm, boxes)
+    assert lam.dtype == torch.float32 and lam.shape == (shape[0],)
+    expected = [brute_weight(s[i], s[int(perm[i])], boxes[i].tolist(), shape[1], shape[2]) for i in range(shape[0])]
+    torch.testing.assert_close(lam, torch.tensor(expected, dtype=torch.float32))
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,kind", list(itertools.product(SHAPES, ["uniform", "integers", "zeros", "blob"])))
+def test_label_weights_kernel_matches_reference(device, shape, kind):
+    s = make_saliency(kind, shape, seed=33)
+    perm, boxes = random_perm(shape[0], 34), random_boxes(shape[0], shape[1], shape[2], 35)
+    got = kernels.label_weights(s.to(device), perm.to(device), boxes.to(device)).cpu()
+    torch.testing.assert_close(got, ops.label_weights_reference(s, perm, boxes))
+
+
+def test_label_weights_known_values_and_fallbacks():
+    s = torch.zeros(2, 4, 4)
+    s[0, :2, :] = 1.0  # target 0: saliency in the top half
+    s[1, :, :2] = 1.0  # image 1: saliency in the left half
+    perm = torch.tensor([1, 0])
+    box = torch.tensor([[0, 0, 1, 2], [0, 0, 4, 1]])
+    # image 0 keeps 6/8 of its saliency (a = .75) and receives 2/8 of image 1's (b = .25)
+    # image 1 keeps 4/8 (a = .5) and receives 2/8 of image 0's (b = .25)
+    torch.testing.assert_close(ops.label_weights(s, perm, box), torch.tensor([0.75, 0.5 / 0.75]))
+    box = torch.tensor([[0, 0, 2, 2], [0, 0, 2, 2]])
+    # all-zero saliency: the area rule, 1 - 4 / 16
+    zeros = torch.zeros(2, 4, 4)
+    torch.testing.assert_close(ops.label_weights(zeros, perm, box), torch.tensor([0.75, 0.75]))
+    # image 0: a box over all of its saliency and none of its source's, a + b = 0 (area rule);
+    # image 1 keeps all of its own (a = 1) and receives all of image 0's (b = 1)
+    s2 = torch.zeros(2, 4, 4)
+    s2[0, 0, 0] = 1.0
+    s2[1, 3, 3] = 1.0
+    torch.testing.assert_close(ops.label_weights(s2, perm, torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1]])),
+                               torch.tensor([1 - 1 / 16, 0.5]))
+    # empty box: the target keeps its label; full box: the source's label
+    full = torch.tensor([[0, 0, 0, 0], [0, 0, 4, 4]])
+    torch.testing.assert_close(ops.label_weights(s, perm, full), torch.tensor([1.0, 0.0]))
+
+
+# ---------------------------------------------------------------------- fused op
+
+
+@pytest.mark.parametrize("mode", ["window", "peak"])
+@pytest.mark.parametrize("kind", ["uniform", "integers", "zeros", "blob"])
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 7, 5), (3, 3, 9, 13), (6, 1, 16, 16)])
+def test_saliency_mix_reference_is_the_three_ops(shape, kind, mode):
+    b, c, h, w = shape
+    images = make_images(shape, torch.float32, "contiguous", seed=40)
+    s = make_saliency(kind, (b, h, w), seed=41)
+    perm = random_perm(b, 42)
+    bh, bw = box_sizes("random", (b, h, w), seed=43)
+    mixed, boxes, lam = ops.saliency_mix_reference(images, s, perm, bh, bw, mode)
+    find = brute_window if mode == "window" else brute_peak
+    for i in range(b):
+        src = int(perm[i])
+        expected = find(s[src], int(bh[i]), int(bw[i]))
+        expected = expected[0] if mode == "window" else expected
+        if kind != "uniform":
+            assert boxes[i].tolist() == expected
+    torch.testing.assert_close(mixed, brute_paste(images, perm, boxes))
+    torch.testing.assert_close(lam, ops.label_weights_reference(s, perm, boxes))
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", ["window", "peak"])
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, "contiguous"), (torch.float16, "channels_last"),
+                                          (torch.bfloat16, "strided"), (torch.uint8, "contiguous")])
+@pytest.mark.parametrize("kind", ["uniform", "integers", "zeros", "blob"])
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 7, 5), (3, 3, 9, 13), (5, 3, 32, 32)])
+def test_saliency_mix_kernel_matches_reference(device, mode, dtype, layout, kind, shape):
+    b, c, h, w = shape
+    images = make_images(shape, dtype, layout, seed=50)
+    s = make_saliency(kind, (b, h, w), seed=51)
+    perm = random_perm(b, 52)
+    bh, bw = box_sizes("random", (b, h, w), seed=53)
+    expected = ops.saliency_mix_reference(images, s, perm, bh, bw, mode)
+    got = kernels.saliency_mix(images.to(device), s.to(device), perm.to(device), bh.to(device), bw.to(device), mode)
+    mixed, boxes, lam = (t.cpu() for t in got)
+    assert mixed.dtype == dtype
+    if device == "cpu" or kind != "uniform" or mode == "peak":
+        torch.testing.assert_close(boxes, expected[1], rtol=0, atol=0)
+        torch.testing.assert_close(lam, expected[2])
+    torch.testing.assert_close(mixed, brute_paste(images, perm, boxes), rtol=0, atol=0)
+    torch.testing.assert_close(lam, ops.label_weights_reference(s, perm, boxes))
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+def test_saliency_mix_box_sizes_extremes(device):
+    images = torch.rand(3, 3, 8, 6, device=device)
+    s = torch.rand(3, 8, 6, device=device)
+    perm = torch.tensor([2, 0, 1], device=device)
+    mixed, boxes, lam = ops.saliency_mix(images, s, perm, 0, 0)
+    torch.testing.assert_close(mixed, images)
+    torch.testing.assert_close(lam, torch.ones(3, device=device))
+    mixed, boxes, lam = ops.saliency_mix(images, s, perm, 8, 6)
+    torch.testing.assert_close(mixed, images[perm])
+    torch.testing.assert_close(lam, torch.zeros(3, device=device))
+    assert boxes.tolist() == [[0, 0, 8, 6]] * 3
+
+
+def test_empty_batch():
+    s = torch.rand(0, 5, 5)
+    assert ops.window_search(s, 2, 2).shape == (0, 4)
+    assert ops.peak_boxes(s, 2, 2).shape == (0, 4)
+    empty_perm, empty_boxes = torch.zeros(0, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long)
+    assert ops.label_weights(s, empty_perm, empty_boxes).shape == (0,)
+    assert ops.paste(torch.rand(0, 3, 5, 5), empty_perm, empty_boxes).shape == (0, 3, 5, 5)
+    mixed, boxes, lam = ops.saliency_mix(torch.rand(0, 3, 5, 5), s, empty_perm, 2, 2)
+    assert mixed.shape == (0, 3, 5, 5) and boxes.shape == (0, 4) and lam.shape == (0,)
+
+
+# ------------------------------------------------------------------------- bad input
+
+# Every public op, on the compiled path and on the reference path.
+PATHS = ["compiled", "reference"] if HAS_OPS else ["reference"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request, monkeypatch):
+    if request.param == "reference":
+        monkeypatch.setattr(saliencymixplus._extension, "has_ops", lambda: False)
+    return request.param
+
+
+def good():
+    images, s = torch.rand(3, 3, 6, 5), torch.rand(3, 6, 5)
+    return images, s, torch.tensor([2, 0, 1]), torch.tensor([[0, 0, 2, 2]] * 3)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda i, s, p, b: ops.window_search(s[0], 2, 2), "saliency must be a Tensor\\[B, H, W\\]"),
+        (lambda i, s, p, b: ops.window_search(s.unsqueeze(0), 2, 2), "saliency must be a Tensor\\[B, H, W\\]"),
+        (lambda i, s, p, b: ops.window_search(s - 0.5, 2, 2), "saliency must be finite and >= 0"),
+        (lambda i, s, p, b: ops.window_search(s.index_fill(1, torch.tensor([0]), float("nan")), 2, 2),
+         "saliency must be finite and >= 0"),
+        (lambda i, s, p, b: ops.peak_boxes(s.index_fill(1, torch.tensor([0]), float("inf")), 2, 2),
+         "saliency must be finite and >= 0"),
+        (lambda i, s, p, b: ops.window_search(s.long(), 2, 2), "saliency must be a floating point or uint8"),
+        (lambda i, s, p, b: ops.window_search(s[:, :0], 2, 2), "saliency must have H > 0 and W > 0"),
+        (lambda i, s, p, b: ops.window_search(s, torch.tensor([1, 2]), 2), "box_h must be"),
+        (lambda i, s, p, b: ops.peak_boxes(s, 2, torch.ones(3)), "box_w must be"),
+        (lambda i, s, p, b: ops.paste(i[0], p, b), "images must be a Tensor\\[B, C, H, W\\]"),
+        (lambda i, s, p, b: ops.paste(i, torch.tensor([0, 1, 3]), b), "perm values must be in \\[0, 3\\)"),
+        (lambda i, s, p, b: ops.paste(i, torch.tensor([0, -1, 2]), b), "perm values must be in \\[0, 3\\)"),
+        (lambda i, s, p, b: ops.paste(i, p[:2], b), "perm must be"),
+        (lambda i, s, p, b: ops.paste(i, p.float(), b), "perm must be"),
+        (lambda i, s, p, b: ops.paste(i, p, b[:, :3]), "boxes must be"),
+        (lambda i, s, p, b: ops.paste(i, p, torch.tensor([[0, 0, 7, 2]] * 3)), "y2 > H"),
+        (lambda i, s, p, b: ops.paste(i, p, torch.tensor([[0, 3, 2, 2]] * 3)), "x2 < x1"),
+        (lambda i, s, p, b: ops.paste(i, p, torch.tensor([[-1, 0, 2, 2]] * 3)), "y1 < 0"),
+        (lambda i, s, p, b: ops.label_weights(s, p, torch.tensor([[0, 0, 2, 6]] * 3)), "x2 > W"),
+        (lambda i, s, p, b: ops.label_weights(s - 1, p, b), "saliency must be finite and >= 0"),
+        (lambda i, s, p, b: ops.saliency_mix(i, s[:, :5], p, 2, 2), "saliency must be a Tensor\\[B, H, W\\] = \\[3, 6, 5\\]"),
+        (lambda i, s, p, b: ops.saliency_mix(i, s[:2], p, 2, 2), "saliency must be a Tensor\\[B, H, W\\]"),
+        (lambda i, s, p, b: ops.saliency_mix(i, s, p, 2, 2, "center"), "mode must be"),
+        (lambda i, s, p, b: ops.saliency_mix(i, s * float("nan"), p, 2, 2), "saliency must be finite and >= 0"),
+        (lambda i, s, p, b: ops.saliency_mix(i, s, torch.tensor([3, 0, 1]), 2, 2), "perm values must be in"),
+    ],
+)
+def test_bad_input_names_the_argument(path, call, match):
+    with pytest.raises((ValueError, RuntimeError), match=match):
+        call(*good())
+
+
+def test_bad_box_size_types():
+    _, s, _, _ = good()
+    with pytest.raises(TypeError, match="box_h must be an int or an integer Tensor"):
+        ops.window_search(s, 2.5, 2)
+    with pytest.raises(TypeError, match="box_w must be an int or an integer Tensor"):
+        ops.saliency_mix(torch.rand(3, 3, 6, 5), s, torch.tensor([2, 0, 1]), 2, None)
+
+
+@needs_ops
+@pytest.mark.skipif("cuda" not in DEVICES, reason="needs a CUDA GPU")
+def test_devices_that_differ():
+    images, s, p, b = good()
+    with pytest.raises((ValueError, RuntimeError), match="saliency must be on"):
+        ops.saliency_mix(images.cuda(), s, p.cuda(), 2, 2)
+    with pytest.raises((ValueError, RuntimeError), match="perm must be on"):
+        ops.paste(images.cuda(), p, b.cuda())
+    with pytest.raises((ValueError, RuntimeError), match="boxes must be on"):
+        ops.label_weights(s.cuda(), p.cuda(), b)
+
+
+def test_devices_that_differ_on_the_reference_path():
+    images, s, p, b = good()
+    with pytest.raises(ValueError, match="perm must be on cpu"):
+        ops.paste_reference(images, p.to("meta"), b)
+    with pytest.raises(ValueError, match="saliency must be on cpu like images"):
+        ops.saliency_mix_reference(images, s.to("meta"), p, 2, 2)
+
+
+# ----------------------------------------------------------- opcheck and torch.compile
+
+
+def opcheck_cases():
+    images, s, p, b = good()
+    h, w = torch.tensor([2, 0, 6]), torch.tensor([5, 1, 3])
+    return [
+        ("window_search", (s, h, w)),
+        ("peak_boxes", (s, h, w)),
+        ("paste", (images, p, b)),
+        ("paste", (images.contiguous(memory_format=torch.channels_last), p, b)),
+        ("label_weights", (s, p, b)),
+        ("saliency_mix", (images, s, p, h, w, "window")),
+        ("saliency_mix", (images.half(), s, p, h, w, "peak")),
+    ]
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name,args", opcheck_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_opcheck(device, name, args):
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(getattr(kernels, name).default, args)
+
+
+@needs_ops
+def test_ops_under_torch_compile_fullgraph():
+    images, s, p, _ = good()
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def mix(images, s, p):
+        boxes = torch.ops.saliencymixplus.window_search(s[p], torch.full((3,), 3), torch.full((3,), 2))
+        out = torch.ops.saliencymixplus.paste(images * 2, p, boxes)
+        return out, torch.ops.saliencymixplus.label_weights(s, p, boxes)
+
+    out, lam = mix(images, s, p)
+    boxes = ops.window_search(s[p], 3, 2)
+    torch.testing.assert_close(out, ops.paste(images * 2, p, boxes))
+    torch.testing.assert_close(lam, ops.label_weights(s, p, boxes))
