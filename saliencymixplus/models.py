@@ -1,0 +1,126 @@
+"""Classifiers used by ``train.py``.
+
+``build_model(name, num_classes, image_size)`` returns a freshly initialised network:
+
+- ``resnet18/34/50/101/152`` and ``wide_resnet50_2/101_2`` from torchvision. For small inputs
+  (``image_size <= 64``, e.g. CIFAR's 32x32) the ImageNet stem (7x7 stride-2 conv + max-pool)
+  is replaced by the CIFAR stem: a 3x3 stride-1 conv and no max-pool, as in the published
+  SaliencyMix+ code.
+- ``resnet_tiny``: a small three-stage ResNet (about 78 k parameters) that trains the
+  embedded demo set on a laptop CPU in seconds per epoch.
+
+All models map ``Tensor[N, 3, H, W]`` float images to ``Tensor[N, num_classes]`` logits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torchvision.models as tvm
+
+__all__ = ["MODELS", "build_model", "TinyResNet"]
+
+_TORCHVISION = {
+    "resnet18": tvm.resnet18,
+    "resnet34": tvm.resnet34,
+    "resnet50": tvm.resnet50,
+    "resnet101": tvm.resnet101,
+    "resnet152": tvm.resnet152,
+    "wide_resnet50_2": tvm.wide_resnet50_2,
+    "wide_resnet101_2": tvm.wide_resnet101_2,
+}
+
+#: Names accepted by :func:`build_model`.
+MODELS: tuple[str, ...] = ("resnet_tiny", *_TORCHVISION)
+
+#: Inputs at most this many pixels on a side get the CIFAR stem.
+SMALL_INPUT_MAX = 64
+
+
+class _Block(nn.Module):
+    """Pre-activation-free basic residual block: conv-BN-ReLU-conv-BN + shortcut, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class TinyResNet(nn.Module):
+    """A three-stage ResNet, one basic block per stage, widths ``(w, 2w, 4w)``.
+
+    Stage strides are 1, 2, 2 after a 3x3 stride-1 stem (stride-2 stem for inputs larger
+    than ``SMALL_INPUT_MAX``), then global average pooling and a linear head.
+
+    Args:
+        num_classes: number of output logits.
+        width: channels of the first stage.
+        image_size: side of the (square) input, used only to pick the stem.
+    """
+
+    def __init__(self, num_classes: int, width: int = 16, image_size: int = 32):
+        super().__init__()
+        stem_stride = 1 if image_size <= SMALL_INPUT_MAX else 2
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, stem_stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+        self.layers = nn.Sequential(
+            _Block(width, width, 1), _Block(width, 2 * width, 2), _Block(2 * width, 4 * width, 2)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``Tensor[N, 3, H, W]`` -> logits ``Tensor[N, num_classes]``."""
+        x = self.layers(self.stem(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def build_model(name: str, num_classes: int, image_size: int) -> nn.Module:
+    """Build a randomly initialised classifier.
+
+    Args:
+        name: one of :data:`MODELS`.
+        num_classes: number of output logits (> 0).
+        image_size: side of the square training input in pixels; ``<= 64`` selects the
+            CIFAR stem (3x3 stride-1 first conv, no max-pool) for the torchvision ResNets.
+
+    Returns:
+        an ``nn.Module`` mapping ``Tensor[N, 3, image_size, image_size]`` to
+        ``Tensor[N, num_classes]``.
+
+    Raises:
+        ValueError: unknown ``name``, or a non-positive ``num_classes`` / ``image_size``.
+    """
+    if num_classes <= 0:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if image_size <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    if name == "resnet_tiny":
+        return TinyResNet(num_classes, image_size=image_size)
+    if name not in _TORCHVISION:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    model = _TORCHVISION[name](weights=None, num_classes=num_classes)
+    if image_size <= SMALL_INPUT_MAX:
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        model.maxpool = nn.Identity()
+    return model
