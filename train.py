@@ -6,7 +6,8 @@
         --mix_prob=0.5 --learning_rate 0.1 --mix_aug saliencymixplus --data-dir data
     torchrun --nproc_per_node 8 train.py ...             # DDP, one process per GPU
 
-See ``python train.py --help`` for all flags; the loop is in saliencymixplus/training.py.
+See ``python train.py --help`` for all flags; the training code is in
+saliencymixplus/training/ (one module per job; see its __init__).
 """
 
 import os

@@ -29,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from saliencymixplus.training import UsageError, parse_config  # noqa: E402
+from saliencymixplus.training import main as train_main  # noqa: E402
+
 #: Published test errors (%), ResNet-50 trained from scratch: {(dataset, model): {mix_aug:
 #: (top-1, top-5 or None)}} with the epochs of the published runs.
 PUBLISHED: dict[tuple[str, str], dict] = {
@@ -91,8 +94,6 @@ def run_row(args, mix_aug: str, extra: list[str]) -> dict | None:
     argv = _train_argv(args, mix_aug, extra)
     out = Path(argv[argv.index("--out-dir") + 1])
     summary_path = out / "summary.json"
-    from saliencymixplus.training import parse_config
-
     cfg = parse_config(argv).to_dict()
     if summary_path.exists():
         s = json.loads(summary_path.read_text())
@@ -107,8 +108,6 @@ def run_row(args, mix_aug: str, extra: list[str]) -> dict | None:
         cmd = shlex.split(args.launcher) + [str(ROOT / "train.py"), *argv]
         rc = subprocess.call(cmd)
     else:
-        from saliencymixplus.training import main as train_main
-
         rc = train_main(argv)
     if rc != 0:
         print(f"[run_table] {mix_aug}: train.py exited with {rc}", file=sys.stderr)
@@ -140,12 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     bad = [r for r in rows if r not in dict(ROWS)]
     if bad:
         p.error(f"--rows: unknown {bad}; choose from {[k for k, _ in ROWS]}")
-    from saliencymixplus.training import parse_config
-
     try:
         cfg = parse_config(_train_argv(args, "none", extra))
-    except SystemExit as e:
+    except SystemExit as e:  # argparse already printed why
         return int(e.code or 2)
+    except UsageError as e:
+        print(f"run_table.py: error: {e}", file=sys.stderr)
+        return 2
     model, epochs = cfg.model, cfg.epochs
     results = {r: run_row(args, r, extra) for r in rows}
     table = markdown_table(args.dataset, model, epochs, results)

@@ -1,0 +1,71 @@
+"""Where this process stands under ``torchrun``: its rank, the world size and its device.
+
+Under ``torchrun --nproc_per_node N`` each process drives one device (NCCL on GPUs, gloo on
+CPUs); a plain ``python train.py`` is a world of one and never touches ``torch.distributed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+from .config import Config, UsageError
+
+__all__ = ["Dist", "setup_distributed", "barrier", "log"]
+
+
+@dataclasses.dataclass
+class Dist:
+    """Where this process stands: ``world`` processes, this one is ``rank``."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def setup_distributed(cfg: Config) -> Dist:
+    """Pick the device and, under torchrun (``WORLD_SIZE`` > 1), join the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cfg.device == "auto":
+        dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(cfg.device)
+        except RuntimeError as e:
+            raise UsageError(f"--device {cfg.device!r}: {e}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {cfg.device} but CUDA is not available here; use --device cpu")
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device(f"cuda:{local_rank}")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return Dist(rank, world, local_rank, dev)
+
+
+def barrier(d: Dist) -> None:
+    """Wait for every process (no-op in a world of one)."""
+    if d.enabled:
+        dist.barrier()
+
+
+def log(d: Dist, msg: str) -> None:
+    """Print ``msg`` on rank 0 only."""
+    if d.main:
+        print(msg, flush=True)

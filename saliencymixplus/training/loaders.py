@@ -1,0 +1,250 @@
+"""Loaders that yield device tensors ``(images, saliency or None, labels)``.
+
+* :class:`DeviceLoader`: a whole in-memory uint8 set (CIFAR-100, demo) on the model's device,
+  shuffled with ``torch.randperm`` and augmented there in batches (airbench style).
+* :class:`TorchLoader`: a ``DataLoader`` over :func:`saliencymixplus.data.build_dataset`
+  (per-image transforms in worker processes), for sets read from files (Oxford-IIIT Pet).
+
+:func:`build_loaders` picks one from the :class:`~.config.Config` and makes sure the saliency
+cache of the training split exists first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import data
+from ..cache import SaliencyCache, quantize
+from ..rawdata import default_workers
+from ..transforms import random_flip_batch
+from .config import Config, UsageError
+from .distributed import Dist, barrier, log
+from .seeding import epoch_seed, seed_worker
+
+__all__ = ["Batch", "DeviceLoader", "TorchLoader", "DEVICE_AUG", "ensure_cache", "build_loaders"]
+
+#: ``(images float32[B, 3, H, W] normalised, saliency float32[B, H, W] in [0, 1] or None,
+#: labels int64[B])``, all on the loader's device.
+Batch = tuple[Tensor, Optional[Tensor], Tensor]
+
+#: Training augmentation of the device loader: the published CIFAR pipeline (and the demo's,
+#: see saliencymixplus.transforms.train_transform) is a horizontal flip only; ``pad`` > 0 adds
+#: a random crop with that much zero padding.
+DEVICE_AUG = {"cifar100": dict(pad=0, flip=True), "demo": dict(pad=0, flip=True)}
+
+
+class DeviceLoader:
+    """A whole in-memory data set on one device, batched augmentation there (airbench style).
+
+    Holds ``images`` as ``uint8[N, 3, H, W]`` and optional ``saliency`` as ``uint8[N, H, W]``
+    on ``device``. Each epoch draws one permutation (same on every rank, each rank takes its
+    ``rank::world`` share), and for training applies, per batch and with masks instead of
+    per-sample Python, a random crop with ``pad`` zero pixels of padding and a horizontal
+    flip, identically to image and saliency.
+
+    Args:
+        images: ``np.uint8[N, H, W, 3]`` RGB.
+        labels: ``[N]`` integer class indices.
+        mean_std: per-channel ``(mean, std)`` in [0, 1] units.
+        saliency: ``np.uint8[N, h, w]`` (resized bilinearly to ``H x W`` when it differs).
+
+    Yields :data:`Batch` triples.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean_std, device: torch.device, *,
+                 batch_size: int, train: bool, saliency: Optional[np.ndarray] = None,
+                 pad: int = 0, flip: bool = True, dist_: Dist = Dist(), drop_last: bool = True,
+                 channels_last: bool = False):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be np.uint8[N, H, W, 3], got {images.dtype}{list(images.shape)}")
+        self.device = device
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).contiguous()
+        self.labels = torch.from_numpy(np.asarray(labels, np.int64)).to(device)
+        self.saliency = None
+        if saliency is not None:
+            s = torch.from_numpy(np.ascontiguousarray(saliency))
+            H, W = self.images.shape[-2:]
+            if s.shape[-2:] != (H, W):  # cache stored at another resolution
+                s = F.interpolate(s[:, None].float(), size=(H, W), mode="bilinear",
+                                  align_corners=False)[:, 0].round().clamp(0, 255).to(torch.uint8)
+            self.saliency = s.to(device)
+        mean, std = mean_std
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.batch_size, self.train, self.pad, self.flip = batch_size, train, pad, flip
+        self.dist, self.drop_last, self.channels_last = dist_, drop_last, channels_last
+        self.seed, self.epoch = 0, 0
+        self.limit: Optional[int] = None
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        self.seed, self.epoch = seed, epoch
+
+    def __len__(self) -> int:
+        n = len(range(self.dist.rank, len(self.labels), self.dist.world))
+        steps = n // self.batch_size if (self.train and self.drop_last) else math.ceil(n / self.batch_size)
+        return min(steps, self.limit) if self.limit else steps
+
+    def _augment(self, x: Tensor, s: Optional[Tensor], g: torch.Generator) -> tuple[Tensor, Optional[Tensor]]:
+        """Random padded crop and flip of ``x`` uint8[B, 3, H, W] and ``s`` uint8[B, H, W] alike."""
+        B, C, H, W = x.shape
+        dev = x.device
+        if self.pad:
+            p = self.pad
+            xp = F.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (B,), device=dev, generator=g)
+            dx = torch.randint(0, 2 * p + 1, (B,), device=dev, generator=g)
+            rows = (dy[:, None] + torch.arange(H, device=dev))  # [B, H]
+            cols = (dx[:, None] + torch.arange(W, device=dev))  # [B, W]
+            bi = torch.arange(B, device=dev)[:, None, None]
+            x = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+            if s is not None:
+                s = F.pad(s, (p, p, p, p))[bi, rows[:, :, None], cols[:, None, :]]
+        if self.flip:
+            x, s = random_flip_batch(x, s, generator=g)
+        return x, s
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.labels)
+        shard = slice(self.dist.rank, n, self.dist.world)
+        if self.train:
+            g_cpu = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))  # same on all ranks
+            order = torch.randperm(n, generator=g_cpu)[shard].to(self.device)
+            g = torch.Generator(device=self.device)
+            g.manual_seed(epoch_seed(self.seed, self.epoch, self.dist.rank + 1))
+        else:
+            order = torch.arange(n, device=self.device)[shard]
+        for step in range(len(self)):
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            x = self.images[idx]
+            s = self.saliency[idx] if self.saliency is not None else None
+            if self.train:
+                x, s = self._augment(x, s, g)
+            x = (x.float() - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, (s.float() / 255.0 if s is not None else None), self.labels[idx]
+
+
+class TorchLoader:
+    """A ``DataLoader`` over :func:`saliencymixplus.data.build_dataset`, moved to ``device``.
+
+    Training uses a ``DistributedSampler`` under DDP (else a seeded shuffle); the test split
+    is sharded ``rank::world`` without padding so that the reduced errors are exact.
+    Yields the same :data:`Batch` triples as :class:`DeviceLoader`.
+    """
+
+    def __init__(self, dataset, device: torch.device, *, batch_size: int, train: bool,
+                 workers: int, dist_: Dist = Dist(), channels_last: bool = False):
+        from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+        self.device, self.train, self.dist, self.channels_last = device, train, dist_, channels_last
+        self.generator = torch.Generator()
+        self.sampler = None
+        if train and dist_.enabled:
+            self.sampler = DistributedSampler(dataset, num_replicas=dist_.world, rank=dist_.rank,
+                                              shuffle=True, drop_last=True)
+        elif not train and dist_.enabled:
+            dataset = Subset(dataset, range(dist_.rank, len(dataset), dist_.world))
+        self.loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=(train and self.sampler is None),
+            sampler=self.sampler, num_workers=workers, pin_memory=device.type == "cuda",
+            drop_last=train, generator=self.generator, worker_init_fn=seed_worker,
+            persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+        self.limit: Optional[int] = None
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        self.generator.manual_seed(epoch_seed(seed, epoch, self.dist.rank))
+        if self.sampler is not None:
+            self.sampler.seed = seed
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return min(len(self.loader), self.limit) if self.limit else len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for step, batch in enumerate(self.loader):
+            if self.limit and step >= self.limit:
+                break
+            if len(batch) == 3:
+                x, s, y = batch
+                s = s.to(self.device, non_blocking=True)
+            else:
+                (x, y), s = batch, None
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, s, y.to(self.device, non_blocking=True)
+
+
+def ensure_cache(cfg: Config, d: Dist) -> Optional[str]:
+    """Make sure the training split's saliency cache exists (rank 0 builds it) and matches.
+
+    Returns the cache path, or ``None`` when the run needs no cached saliency.
+
+    Raises:
+        CacheMismatchError: the file exists but was built from other data.
+    """
+    if cfg.saliency_cache is None or cfg.saliency != "cache":
+        return None
+    path = cfg.saliency_cache
+    if d.main and not os.path.exists(path):
+        from ..precompute import build_cache  # OpenCV and worker pools: only when building
+
+        log(d, f"saliency cache {path} not found: building it ({cfg.saliency_method}) ...")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        build_cache(cfg.dataset, cfg.data_dir, "train", cfg.saliency_method, path,
+                    workers=cfg.workers, progress=cfg.progress)
+    barrier(d)
+    return path
+
+
+def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, DeviceLoader | TorchLoader]:
+    """``(train_loader, test_loader)`` for the config; both yield :data:`Batch` triples.
+
+    Raises:
+        FileNotFoundError: the data set is missing.
+        CacheMismatchError: the saliency cache was built from other data.
+        UsageError: the batch is larger than this process's share of the training split.
+    """
+    local_batch = cfg.batch_size // d.world
+    download = cfg.download and d.main
+    train_raw = data.load_split(cfg.dataset, cfg.data_dir, "train", download=download)  # fails before cache work
+    cache = ensure_cache(cfg, d)
+    if cfg.loader == "device":
+        mean_std = data.MEAN_STD[cfg.dataset]
+        test_raw = data.load_split(cfg.dataset, cfg.data_dir, "test", download=download)
+        sal = None
+        if cache is not None:
+            sal = SaliencyCache(cache, expect=train_raw).read_all()
+            if sal.dtype != np.uint8:  # float caches: to the uint8 the loader keeps
+                sal = quantize(sal, "uint8")
+        train = DeviceLoader(train_raw.images, train_raw.labels, mean_std, d.device,
+                             batch_size=local_batch, train=True, saliency=sal, dist_=d,
+                             channels_last=cfg.channels_last, **DEVICE_AUG[cfg.dataset])
+        test = DeviceLoader(test_raw.images, test_raw.labels, mean_std, d.device,
+                            batch_size=max(local_batch, 256), train=False, dist_=d,
+                            channels_last=cfg.channels_last)
+    else:
+        workers = cfg.workers
+        if workers is None:
+            workers = max(0, min(8, default_workers() // d.world - 1))
+        train_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "train", train=True,
+                                      saliency_cache=cache, download=download)
+        test_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "test", train=False)
+        train = TorchLoader(train_ds, d.device, batch_size=local_batch, train=True,
+                            workers=workers, dist_=d, channels_last=cfg.channels_last)
+        test = TorchLoader(test_ds, d.device, batch_size=local_batch, train=False,
+                           workers=workers, dist_=d, channels_last=cfg.channels_last)
+    train.limit, test.limit = cfg.limit_train_batches, cfg.limit_test_batches
+    if len(train) == 0:
+        raise UsageError(f"--batch_size {cfg.batch_size} is larger than the training split "
+                         f"({d.world} process(es)): no full batch to train on")
+    return train, test

@@ -1,0 +1,161 @@
+"""One training epoch (with the mixing step) and one evaluation pass.
+
+Every epoch reseeds its random streams from ``(seed, epoch, rank)``, so that a resumed run
+replays the interrupted epoch exactly. The per-step totals stay on the device; the only
+host syncs are the progress bar's (every ``LOG_EVERY`` steps) and the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import mix
+from ..saliency import gradient_saliency
+from .config import SALIENCY_MIXES, Config
+from .distributed import Dist
+from .reporting import progress
+from .seeding import epoch_seed, seed_everything
+
+__all__ = ["MixFn", "build_mixer", "online_saliency", "train_one_epoch", "evaluate"]
+
+#: ``(images float32[B, C, H, W], labels int64[B], saliency float32[B, H, W] or None,
+#: generator) -> (images float32[B', C, H, W], soft targets float32[B', K])``; ``B' = B // 2``
+#: with half-batch pairing.
+MixFn = Callable[[Tensor, Tensor, Optional[Tensor], torch.Generator], tuple[Tensor, Tensor]]
+
+LOG_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)
+
+
+def build_mixer(cfg: Config) -> Optional[MixFn]:
+    """The mixing callable ``(images, labels, saliency, generator) -> (images, soft targets)``,
+    or ``None`` for ``--mix_aug none``. ``generator`` is a CPU ``torch.Generator`` for all of
+    the mixer's draws. The mixers are built with ``prob=1``: the per-batch ``--mix_prob``
+    coin is tossed by the loop (so online saliency is computed only for mixed batches)."""
+    common = dict(alpha=cfg.alpha, prob=1.0, label_smoothing=cfg.label_smoothing, lam_mode=cfg.lam_mode)
+    if cfg.mix_aug == "none":
+        return None
+    if cfg.mix_aug == "cutmix":
+        m = mix.CutMix(cfg.num_classes, **common)
+        return lambda x, y, s, g: m(x, y, generator=g)
+    if cfg.mix_aug == "saliencymix":
+        m = mix.SaliencyMix(cfg.num_classes, **common)
+    else:
+        m = mix.SaliencyMixPlus(cfg.num_classes, **common, box=cfg.box, pairing=cfg.pairing)
+    return lambda x, y, s, g: m(x, y, s, generator=g)
+
+
+def online_saliency(net: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+    """Gradient saliency ``float32[B, H, W]`` of ``net`` (unwrapped, not DDP) on ``images``
+    ``float32[B, C, H, W]``, leaving the parameters' ``.grad`` and the BatchNorm statistics
+    untouched."""
+    return gradient_saliency(net, images, labels)
+
+
+def _autocast(cfg: Config, device: torch.device):
+    if cfg.amp is None:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _topk_correct(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Top-1 and top-5 hits (0-d int64 tensors) of ``logits[B, K]`` against ``labels[B]``."""
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    hit = top == labels[:, None]
+    return hit[:, 0].sum(), hit.any(1).sum()
+
+
+def _err(correct: float, n: float) -> float:
+    """Error in %, rounded to 4 decimals (``100 * (n - correct) / n``)."""
+    return round(100.0 * (n - correct) / n, 4)
+
+
+def _reduce(d: Dist, tot: Tensor, n: int) -> tuple[float, float, float, float]:
+    """Sum ``(loss * n, top-1 hits, top-5 hits)`` and the image count ``n`` over ranks;
+    the count is at least 1."""
+    tot = torch.cat([tot, tot.new_tensor([float(n)])])
+    if d.enabled:
+        dist.all_reduce(tot)
+    loss_sum, c1, c5, n_all = tot.tolist()
+    return loss_sum, c1, c5, max(n_all, 1.0)
+
+
+def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, loader, mixer: Optional[MixFn],
+                    optimizer: torch.optim.Optimizer, scaler, epoch: int) -> dict[str, float]:
+    """One pass over ``loader``. ``model`` is what is trained (maybe DDP/compiled), ``net``
+    the plain module (for online saliency). Returns the epoch's train loss, top-1/top-5
+    error (%, of the trained images against their own labels, as published), images/s."""
+    model.train()
+    coin = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0) + 1)  # same on all ranks
+    mix_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, d.rank) + 2)
+    seed_everything(epoch_seed(cfg.seed, epoch, d.rank))
+    loader.set_epoch(cfg.seed, epoch)
+    dev = d.device
+    online = cfg.saliency == "online" and cfg.mix_aug in SALIENCY_MIXES
+    tot = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, top-1 hits, top-5 hits
+    seen = 0
+    bar = progress(cfg, d, len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
+    t0 = time.perf_counter()
+    for step, (x, s, y) in enumerate(loader):
+        mixed = mixer is not None and torch.rand((), generator=coin).item() < cfg.mix_prob
+        if mixed:
+            if online:
+                s = online_saliency(net, x, y)
+            x, targets = mixer(x, y, s, mix_gen)
+            y = y[: x.shape[0]]  # half-batch pairing trains on the first half only
+        else:
+            targets = mix.one_hot(y, cfg.num_classes, cfg.label_smoothing)
+        with _autocast(cfg, dev):
+            logits = model(x)
+        loss = mix.soft_target_cross_entropy(logits.float(), targets.to(dev))
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            n = x.shape[0]
+            c1, c5 = _topk_correct(logits.detach(), y)
+            tot += torch.stack([loss.detach().double() * n, c1.double(), c5.double()])
+            seen += n
+        if bar is not None and (step % LOG_EVERY == LOG_EVERY - 1 or step == len(loader) - 1):
+            loss_sum, hits, _ = tot.tolist()
+            el = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", err=f"{100 - 100 * hits / seen:.1f}",
+                            img_s=f"{seen * d.world / max(el, 1e-9):.0f}", refresh=False)
+            bar.update(step + 1 - bar.n)
+    if bar is not None:
+        bar.close()
+    loss_sum, c1, c5, n = _reduce(d, tot, seen)
+    elapsed = time.perf_counter() - t0
+    return {"train_loss": loss_sum / n, "train_top1_err": _err(c1, n), "train_top5_err": _err(c5, n),
+            "images_per_s": n / max(elapsed, 1e-9), "train_time_s": elapsed}
+
+
+@torch.no_grad()
+def evaluate(cfg: Config, d: Dist, model: nn.Module, loader) -> dict[str, float]:
+    """Top-1/top-5 error (%) and mean cross-entropy on ``loader``, reduced exactly over ranks."""
+    model.eval()
+    tot = torch.zeros(3, dtype=torch.float64, device=d.device)  # loss sum, top-1 hits, top-5 hits
+    seen = 0
+    for x, _, y in loader:
+        with _autocast(cfg, d.device):
+            logits = model(x)
+        c1, c5 = _topk_correct(logits, y)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum")
+        tot += torch.stack([loss.double(), c1.double(), c5.double()])
+        seen += len(y)
+    loss_sum, c1, c5, n = _reduce(d, tot, seen)
+    model.train()
+    return {"test_loss": loss_sum / n, "test_top1_err": _err(c1, n), "test_top5_err": _err(c5, n)}
