@@ -11,9 +11,10 @@ namespace saliencymixplus {
 void check_saliency(const at::Tensor& saliency) {
   TORCH_CHECK_VALUE(
       saliency.dim() == 3, "saliency must be a Tensor[B, H, W], got shape ", saliency.sizes());
+  const at::ScalarType type = saliency.scalar_type();
   TORCH_CHECK_VALUE(
-      at::isFloatingType(saliency.scalar_type()) || saliency.scalar_type() == at::kByte,
-      "saliency must be a floating point or uint8 tensor, got ", saliency.scalar_type());
+      type == at::kFloat || type == at::kDouble || type == at::kHalf || type == at::kBFloat16 || type == at::kByte,
+      "saliency must be a float32, float64, float16, bfloat16 or uint8 tensor, got ", type);
   TORCH_CHECK_VALUE(
       saliency.size(1) > 0 && saliency.size(2) > 0,
       "saliency must have H > 0 and W > 0, got shape ", saliency.sizes());
@@ -53,6 +54,36 @@ void check_boxes(const at::Tensor& boxes, int64_t batch, const at::Device& devic
       boxes.scalar_type() == at::kLong && boxes.dim() == 2 && boxes.size(0) == batch && boxes.size(1) == 4,
       "boxes must be an int64 Tensor[", batch, ", 4], got ", boxes.scalar_type(), " of shape ", boxes.sizes());
   TORCH_CHECK_VALUE(boxes.device() == device, "boxes must be on ", device, ", got ", boxes.device());
+}
+
+void check_search_args(const at::Tensor& saliency, const at::Tensor& box_h, const at::Tensor& box_w) {
+  check_saliency(saliency);
+  check_box_sizes(box_h, "box_h", saliency.size(0), saliency.device());
+  check_box_sizes(box_w, "box_w", saliency.size(0), saliency.device());
+}
+
+void check_paste_args(const at::Tensor& images, const at::Tensor& perm, const at::Tensor& boxes) {
+  check_images(images);
+  check_perm(perm, images.size(0), images.device());
+  check_boxes(boxes, images.size(0), images.device());
+}
+
+void check_label_weights_args(const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& boxes) {
+  check_saliency(saliency);
+  check_perm(perm, saliency.size(0), saliency.device());
+  check_boxes(boxes, saliency.size(0), saliency.device());
+}
+
+void check_saliency_mix_args(
+    const at::Tensor& images, const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
+    const at::Tensor& box_w, c10::string_view mode) {
+  TORCH_CHECK_VALUE(mode == "window" || mode == "peak", "mode must be 'window' or 'peak', got '", mode, "'");
+  check_images(images);
+  check_saliency(saliency);
+  check_images_match(images, saliency);
+  check_perm(perm, images.size(0), images.device());
+  check_box_sizes(box_h, "box_h", images.size(0), images.device());
+  check_box_sizes(box_w, "box_w", images.size(0), images.device());
 }
 
 void check_values(

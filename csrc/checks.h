@@ -3,10 +3,11 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
 namespace saliencymixplus {
 
-// saliency: Tensor[B, H, W] of a floating point type or uint8, H > 0 and W > 0.
+// saliency: Tensor[B, H, W] of float32/float64/float16/bfloat16 or uint8, H > 0 and W > 0.
 void check_saliency(const at::Tensor& saliency);
 // images: Tensor[B, C, H, W].
 void check_images(const at::Tensor& images);
@@ -18,6 +19,14 @@ void check_box_sizes(const at::Tensor& size, const char* name, int64_t batch, co
 void check_perm(const at::Tensor& perm, int64_t batch, const at::Device& device);
 // boxes: int64 Tensor[B, 4] on `device`.
 void check_boxes(const at::Tensor& boxes, int64_t batch, const at::Device& device);
+
+// Each op's checks of shapes, dtypes and devices, shared by its CPU and CUDA kernels.
+void check_search_args(const at::Tensor& saliency, const at::Tensor& box_h, const at::Tensor& box_w);
+void check_paste_args(const at::Tensor& images, const at::Tensor& perm, const at::Tensor& boxes);
+void check_label_weights_args(const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& boxes);
+void check_saliency_mix_args(
+    const at::Tensor& images, const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
+    const at::Tensor& box_w, c10::string_view mode);
 
 // The checks that read the data, done with one transfer to the host: saliency finite and
 // >= 0, perm in [0, B), boxes with 0 <= y1 <= y2 <= H and 0 <= x1 <= x2 <= W. Pass an

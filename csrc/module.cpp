@@ -3,7 +3,7 @@
 #include <Python.h>
 
 extern "C" {
-PyObject* PyInit__C(void) {
+PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
       "_C",  // name

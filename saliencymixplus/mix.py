@@ -154,9 +154,39 @@ class _Mixer:
         self.lam_mode = lam_mode
         self.generator = generator
 
-    def __call__(self, images: Tensor, labels: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        result = self.mix(images, labels, *args, **kwargs)
+    needs_saliency = True
+
+    def __call__(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor] = None, *,
+                 generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+        result = self.mix(images, labels, saliency, generator=generator)
         return result.images, result.targets
+
+    def mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor] = None, *,
+            generator: Optional[torch.Generator] = None) -> MixResult:
+        """Mix a batch; like calling the mixer, but returns the whole :class:`MixResult`.
+
+        Args:
+            images: ``Tensor[B, C, H, W]``, any dtype and device.
+            labels: ``LongTensor[B]`` in ``[0, num_classes)`` on the same device.
+            saliency: ``Tensor[B, H, W]`` (float or uint8, ``>= 0``) on the same device; needed by
+                the saliency mixers, ignored by :class:`CutMix`.
+            generator: a CPU ``torch.Generator`` for this call's draws, instead of the mixer's own.
+        """
+        if self.needs_saliency and saliency is None:
+            raise ValueError(f"{type(self).__name__} needs saliency: call it as mixer(images, labels, saliency)")
+        self._check(images, labels, saliency if self.needs_saliency else None)
+        gen = generator if generator is not None else self.generator
+        if self._skip(gen):
+            targets = one_hot(labels, self.num_classes, self.label_smoothing)
+            return MixResult(images, targets, None, None, torch.ones(labels.shape[0], device=labels.device))
+        batch, _, height, width = images.shape
+        cut_h, cut_w = self._box_sizes(batch, height, width, gen)
+        return self._mix(images, labels, saliency, cut_h, cut_w, gen)
+
+    def _mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor], cut_h: Tensor, cut_w: Tensor,
+             gen: Optional[torch.Generator]) -> MixResult:
+        """Mix a batch that is to be mixed, with box sizes ``cut_h``/``cut_w`` (``LongTensor[B]`` on the CPU)."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "generator")
@@ -183,16 +213,9 @@ class _Mixer:
             if saliency.device != images.device:
                 raise ValueError(f"saliency must be on {images.device} like images, got {saliency.device}")
 
-    def _generator(self, generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
-        return generator if generator is not None else self.generator
-
     def _skip(self, gen: Optional[torch.Generator]) -> bool:
         """Whether this batch stays unmixed (drawn even when prob is 0 or 1, so streams stay aligned)."""
         return not bool(torch.rand((), generator=gen, dtype=torch.float64) < self.prob)
-
-    def _unmixed(self, images: Tensor, labels: Tensor) -> MixResult:
-        targets = one_hot(labels, self.num_classes, self.label_smoothing)
-        return MixResult(images, targets, None, None, torch.ones(labels.shape[0], device=labels.device))
 
     def _box_sizes(self, batch: int, height: int, width: int, gen: Optional[torch.Generator]) -> tuple[Tensor, Tensor]:
         """``cut = int(size * sqrt(1 - lam))`` with lam ~ Beta(alpha, alpha): ``LongTensor[B]`` each, on the CPU."""
@@ -228,18 +251,16 @@ class CutMix(_Mixer):
             ``"sample"``: one per image.
         generator: a CPU ``torch.Generator`` for every random draw (``None``: the global RNG).
 
-    Call: ``CutMix(...)(images Tensor[B, C, H, W], labels LongTensor[B]) -> (images, targets FloatTensor[B, K])``.
+    Call: ``CutMix(...)(images Tensor[B, C, H, W], labels LongTensor[B]) -> (images, targets FloatTensor[B, K])``
+    (a saliency argument is accepted and ignored, so the three mixers are called alike).
     The box is ``cut = int(size * sqrt(1 - lam))`` centred on a uniform pixel, clipped to
     the image; the label weight is ``1 - box_area / (H * W)``.
     """
 
-    def mix(self, images: Tensor, labels: Tensor, *, generator: Optional[torch.Generator] = None) -> MixResult:
-        self._check(images, labels)
-        gen = self._generator(generator)
-        if self._skip(gen):
-            return self._unmixed(images, labels)
+    needs_saliency = False
+
+    def _mix(self, images, labels, saliency, cut_h, cut_w, gen):
         batch, _, height, width = images.shape
-        cut_h, cut_w = self._box_sizes(batch, height, width, gen)
         centres = 1 if self.lam_mode == "batch" else batch
         cy = torch.randint(height, (centres,), generator=gen).expand(batch)
         cx = torch.randint(width, (centres,), generator=gen).expand(batch)
@@ -263,14 +284,8 @@ class SaliencyMix(_Mixer):
     ``images[perm[0]]``; labels are weighted by area.
     """
 
-    def mix(self, images: Tensor, labels: Tensor, saliency: Tensor, *,
-            generator: Optional[torch.Generator] = None) -> MixResult:
-        self._check(images, labels, saliency)
-        gen = self._generator(generator)
-        if self._skip(gen):
-            return self._unmixed(images, labels)
+    def _mix(self, images, labels, saliency, cut_h, cut_w, gen):
         batch, _, height, width = images.shape
-        cut_h, cut_w = self._box_sizes(batch, height, width, gen)
         perm = torch.randperm(batch, generator=gen).to(images.device, non_blocking=True)
         source = saliency[perm[:1]].expand(batch, height, width)
         boxes = ops.peak_boxes(source, cut_h.to(images.device), cut_w.to(images.device))
@@ -305,16 +320,10 @@ class SaliencyMixPlus(_Mixer):
         self.box = box
         self.pairing = pairing
 
-    def mix(self, images: Tensor, labels: Tensor, saliency: Tensor, *,
-            generator: Optional[torch.Generator] = None) -> MixResult:
-        self._check(images, labels, saliency)
-        gen = self._generator(generator)
-        if self._skip(gen):
-            return self._unmixed(images, labels)
-        batch, _, height, width = images.shape
+    def _mix(self, images, labels, saliency, cut_h, cut_w, gen):
+        batch = images.shape[0]
         if self.pairing == "half" and batch < 2:
             raise ValueError(f"pairing='half' needs a batch of at least 2 images, got {batch}")
-        cut_h, cut_w = self._box_sizes(batch, height, width, gen)
         perm = self._pairing(batch, gen).to(images.device, non_blocking=True)
         mixed, boxes, lam = ops.saliency_mix(images, saliency, perm, cut_h.to(images.device),
                                              cut_w.to(images.device), self.box)

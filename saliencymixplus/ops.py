@@ -49,6 +49,7 @@ __all__ = [
 
 BoxSize = Union[int, Tensor]
 MODES = ("window", "peak")
+SALIENCY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8)
 
 
 # --------------------------------------------------------------------------- public ops
@@ -65,7 +66,8 @@ def window_search(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
     Returns:
         ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``: for each map, the window of the given
         size fully inside the map whose saliency sum is largest (a summed-area table, so
-        O(H*W) per map). Ties go to the smallest ``(y1, x1)``.
+        O(H*W) per map). Ties go to the smallest ``(y1, x1)``; sums are float64 (the same on
+    every device), so windows whose sums differ only by rounding count as different.
     """
     box_h, box_w = _box_sizes(saliency, box_h, box_w)
     if _extension.has_ops():
@@ -97,7 +99,8 @@ def paste(images: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
     """Paste box ``i`` of image ``perm[i]`` into image ``i`` at the same coordinates.
 
     Args:
-        images: ``Tensor[B, C, H, W]`` of any dtype; any strides (channels-last is kept).
+        images: ``Tensor[B, C, H, W]`` of any dtype and strides; a dense channels-last input
+            gives a channels-last output, anything else a contiguous one.
         perm: integer ``Tensor[B]`` with values in ``[0, B)``: image ``i`` receives from
             image ``perm[i]``.
         boxes: ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)`` with
@@ -201,8 +204,8 @@ def _box_sizes(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> tuple[Tensor
 def _check_map(saliency: Tensor, name: str = "saliency") -> None:
     if saliency.dim() != 3:
         raise ValueError(f"{name} must be a Tensor[B, H, W], got shape {list(saliency.shape)}")
-    if not (saliency.is_floating_point() or saliency.dtype == torch.uint8):
-        raise ValueError(f"{name} must be a floating point or uint8 tensor, got {saliency.dtype}")
+    if saliency.dtype not in SALIENCY_DTYPES:
+        raise ValueError(f"{name} must be a float32, float64, float16, bfloat16 or uint8 tensor, got {saliency.dtype}")
     if saliency.shape[1] == 0 or saliency.shape[2] == 0:
         raise ValueError(f"{name} must have H > 0 and W > 0, got shape {list(saliency.shape)}")
     if saliency.numel() and saliency.is_floating_point():

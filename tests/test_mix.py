@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from saliencymixplus import CutMix, SaliencyMix, SaliencyMixPlus, mix_targets, one_hot, ops, soft_target_cross_entropy
 from saliencymixplus.mix import sample_beta
 
+from brute_force import brute_paste
+
 K = 7
 
 
@@ -28,14 +30,6 @@ MIXERS = {
     "saliencymixplus": lambda **kw: SaliencyMixPlus(K, **kw),
     "saliencymixplus-peak": lambda **kw: SaliencyMixPlus(K, box="peak", **kw),
 }
-
-
-def brute_paste(images, perm, boxes):
-    out = images.clone()
-    for i in range(images.shape[0]):
-        y1, x1, y2, x2 = boxes[i].tolist()
-        out[i, :, y1:y2, x1:x2] = images[int(perm[i]), :, y1:y2, x1:x2]
-    return out
 
 
 @pytest.mark.parametrize("name", MIXERS)
@@ -135,6 +129,13 @@ def test_same_generator_same_result(name, lam_mode):
     assert d.boxes.tolist() != a.boxes.tolist() or d.perm.tolist() != a.perm.tolist()
 
 
+def test_cutmix_is_called_like_the_others():
+    images, labels, saliency = batch()
+    a = CutMix(K, generator=torch.Generator().manual_seed(0))(images, labels)
+    b = CutMix(K, generator=torch.Generator().manual_seed(0))(images, labels, saliency)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_lam_modes():
     images, labels, saliency = batch(b=16, h=32, w=32)
     r = SaliencyMixPlus(K, lam_mode="sample", generator=torch.Generator().manual_seed(2)).mix(images, labels, saliency)
@@ -210,6 +211,7 @@ def test_bad_options(make, match):
         (lambda m, x, y, s: m(x, y, s[:, :5]), "saliency must be a Tensor\\[6, 12, 10\\]"),
         (lambda m, x, y, s: m(x, y, s - 1), "saliency must be finite and >= 0"),
         (lambda m, x, y, s: m(x, y, s.to("meta")), "saliency must be on cpu like images"),
+        (lambda m, x, y, s: m(x, y), "SaliencyMixPlus needs saliency"),
     ],
 )
 def test_bad_input(call, match):

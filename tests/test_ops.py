@@ -13,51 +13,14 @@ import torch
 import saliencymixplus
 from saliencymixplus import ops
 
+from brute_force import brute_paste, brute_peak, brute_weight, brute_window
+
 HAS_OPS = saliencymixplus.extension_info()["loaded"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and saliencymixplus.extension_info()["cuda"] else [])
 needs_ops = pytest.mark.skipif(not HAS_OPS, reason="the compiled extension is not built")
 kernels = torch.ops.saliencymixplus if HAS_OPS else None
 
 SHAPES = [(1, 1, 1), (1, 7, 5), (3, 9, 13), (4, 16, 16), (2, 31, 17)]
-
-
-# ------------------------------------------------------------------------ brute force
-
-
-def brute_window(s, h, w):
-    """Every h x w window summed directly in float64; the first maximum in row-major order."""
-    height, width = s.shape
-    h, w = min(max(h, 0), height), min(max(w, 0), width)
-    best, where = None, None
-    for y, x in itertools.product(range(height - h + 1), range(width - w + 1)):
-        v = s[y : y + h, x : x + w].double().sum().item()
-        if best is None or v > best:
-            best, where = v, (y, x)
-    return [where[0], where[1], where[0] + h, where[1] + w], best
-
-
-def brute_peak(s, h, w):
-    height, width = s.shape
-    h, w = min(max(h, 0), height), min(max(w, 0), width)
-    flat = s.double().flatten().tolist()
-    k = flat.index(max(flat))
-    py, px = divmod(k, width)
-
-    def clip(v, hi):
-        return min(max(v, 0), hi)
-
-    return [clip(py - h // 2, height), clip(px - w // 2, width), clip(py + h // 2, height), clip(px + w // 2, width)]
-
-
-def brute_weight(s_target, s_source, box, height, width):
-    y1, x1, y2, x2 = box
-    area_rule = 1.0 - (y2 - y1) * (x2 - x1) / (height * width)
-    total_t, total_s = s_target.double().sum().item(), s_source.double().sum().item()
-    if total_t == 0 or total_s == 0:
-        return area_rule
-    a = (total_t - s_target[y1:y2, x1:x2].double().sum().item()) / total_t
-    b = s_source[y1:y2, x1:x2].double().sum().item() / total_s
-    return area_rule if a + b == 0 else a / (a + b)
 
 
 # ------------------------------------------------------------------------- inputs
@@ -126,14 +89,7 @@ def test_window_search_kernel_matches_reference(device, shape, kind, sizes):
     h, w = box_sizes(sizes, shape, seed=5)
     expected = ops.window_search_reference(s, h, w)
     got = kernels.window_search(s.to(device), h.to(device), w.to(device)).cpu()
-    if device == "cpu" or kind != "uniform":
-        torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    else:  # a different summation order may pick an equally good window
-        for i in range(shape[0]):
-            y1, x1, y2, x2 = got[i].tolist()
-            e = expected[i].tolist()
-            assert (y2 - y1, x2 - x1) == (e[2] - e[0], e[3] - e[1])
-            torch.testing.assert_close(s[i, y1:y2, x1:x2].double().sum(), s[i, e[0]:e[2], e[1]:e[3]].double().sum())
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)  # every device sums in the same order
 
 
 @needs_ops
@@ -217,14 +173,6 @@ def random_boxes(batch, height, width, seed):
     if batch > 1:
         boxes[1] = torch.tensor([height // 2, 1 % (width + 1), height // 2, 1 % (width + 1)])  # empty
     return boxes
-
-
-def brute_paste(images, perm, boxes):
-    out = images.clone()
-    for i in range(images.shape[0]):
-        y1, x1, y2, x2 = boxes[i].tolist()
-        out[i, :, y1:y2, x1:x2] = images[int(perm[i]), :, y1:y2, x1:x2]
-    return out
 
 
 IMAGE_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8]
@@ -365,9 +313,8 @@ def test_saliency_mix_kernel_matches_reference(device, mode, dtype, layout, kind
     got = kernels.saliency_mix(images.to(device), s.to(device), perm.to(device), bh.to(device), bw.to(device), mode)
     mixed, boxes, lam = (t.cpu() for t in got)
     assert mixed.dtype == dtype
-    if device == "cpu" or kind != "uniform" or mode == "peak":
-        torch.testing.assert_close(boxes, expected[1], rtol=0, atol=0)
-        torch.testing.assert_close(lam, expected[2])
+    torch.testing.assert_close(boxes, expected[1], rtol=0, atol=0)
+    torch.testing.assert_close(lam, expected[2])
     torch.testing.assert_close(mixed, brute_paste(images, perm, boxes), rtol=0, atol=0)
     torch.testing.assert_close(lam, ops.label_weights_reference(s, perm, boxes))
 
@@ -426,7 +373,8 @@ def good():
          "saliency must be finite and >= 0"),
         (lambda i, s, p, b: ops.peak_boxes(s.index_fill(1, torch.tensor([0]), float("inf")), 2, 2),
          "saliency must be finite and >= 0"),
-        (lambda i, s, p, b: ops.window_search(s.long(), 2, 2), "saliency must be a floating point or uint8"),
+        (lambda i, s, p, b: ops.window_search(s.long(), 2, 2), "saliency must be a float32, float64"),
+        (lambda i, s, p, b: ops.window_search(s.to(torch.float8_e4m3fn), 2, 2), "saliency must be a float32, float64"),
         (lambda i, s, p, b: ops.window_search(s[:, :0], 2, 2), "saliency must have H > 0 and W > 0"),
         (lambda i, s, p, b: ops.window_search(s, torch.tensor([1, 2]), 2), "box_h must be"),
         (lambda i, s, p, b: ops.peak_boxes(s, 2, torch.ones(3)), "box_w must be"),
@@ -520,3 +468,16 @@ def test_ops_under_torch_compile_fullgraph():
     boxes = ops.window_search(s[p], 3, 2)
     torch.testing.assert_close(out, ops.paste(images * 2, p, boxes))
     torch.testing.assert_close(lam, ops.label_weights(s, p, boxes))
+
+
+@needs_ops
+@pytest.mark.skipif("cuda" not in DEVICES, reason="needs a CUDA GPU")
+def test_cuda_many_maps_equal_cpu():
+    g = torch.Generator().manual_seed(60)
+    s = torch.rand(4096, 24, 40, generator=g)
+    h, w = torch.randint(0, 25, (4096,), generator=g), torch.randint(0, 41, (4096,), generator=g)
+    perm = torch.randperm(4096, generator=g)
+    boxes = kernels.window_search(s, h, w)
+    torch.testing.assert_close(kernels.window_search(s.cuda(), h.cuda(), w.cuda()).cpu(), boxes, rtol=0, atol=0)
+    torch.testing.assert_close(kernels.label_weights(s.cuda(), perm.cuda(), boxes.cuda()).cpu(),
+                               kernels.label_weights(s, perm, boxes), rtol=0, atol=0)

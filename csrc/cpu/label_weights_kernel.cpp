@@ -7,11 +7,9 @@ namespace saliencymixplus {
 namespace {
 
 at::Tensor label_weights_cpu(const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& boxes) {
-  TORCH_CHECK(saliency.device().is_cpu(), "saliency must be a CPU tensor");
-  check_saliency(saliency);
+  check_label_weights_args(saliency, perm, boxes);
+  TORCH_CHECK(saliency.device().is_cpu(), "saliency must be a CPU tensor, got ", saliency.device());
   const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
-  check_perm(perm, batch, saliency.device());
-  check_boxes(boxes, batch, saliency.device());
   at::Tensor lam = at::empty({batch}, saliency.options().dtype(at::kFloat));
   if (batch == 0) {
     return lam;

@@ -7,11 +7,8 @@ namespace saliencymixplus {
 namespace {
 
 at::Tensor paste_cpu(const at::Tensor& images, const at::Tensor& perm, const at::Tensor& boxes) {
-  TORCH_CHECK(images.device().is_cpu(), "images must be a CPU tensor");
-  check_images(images);
-  const int64_t batch = images.size(0);
-  check_perm(perm, batch, images.device());
-  check_boxes(boxes, batch, images.device());
+  check_paste_args(images, perm, boxes);
+  TORCH_CHECK(images.device().is_cpu(), "images must be a CPU tensor, got ", images.device());
   const at::MemoryFormat format = paste_format(images);
   const at::Tensor in = images.contiguous(format);
   at::Tensor out = at::empty_like(in, in.options(), format);

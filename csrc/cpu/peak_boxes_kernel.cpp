@@ -7,11 +7,9 @@ namespace saliencymixplus {
 namespace {
 
 at::Tensor peak_boxes_cpu(const at::Tensor& saliency, const at::Tensor& box_h, const at::Tensor& box_w) {
-  TORCH_CHECK(saliency.device().is_cpu(), "saliency must be a CPU tensor");
-  check_saliency(saliency);
+  check_search_args(saliency, box_h, box_w);
+  TORCH_CHECK(saliency.device().is_cpu(), "saliency must be a CPU tensor, got ", saliency.device());
   const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
-  check_box_sizes(box_h, "box_h", batch, saliency.device());
-  check_box_sizes(box_w, "box_w", batch, saliency.device());
   at::Tensor boxes = at::empty({batch, 4}, saliency.options().dtype(at::kLong));
   if (batch == 0) {
     return boxes;

@@ -18,42 +18,28 @@
 namespace saliencymixplus {
 namespace cuda {
 
-constexpr int kWarp = 32;
 constexpr int kThreads = 256;
 
 inline int64_t blocks_for(int64_t n, int64_t threads = kThreads) {
   return std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, int64_t{1} << 20));
 }
 
-// One warp per map row: an inclusive scan of the row in float64, written to sat[b][y + 1][1:].
+// One thread per map row (grid-stride): the row's running sums in float64, left to right
+// (the CPU kernel's order, so both build the same tables bit for bit), written to sat[b][y + 1].
 template <typename T>
 __global__ void row_sums_kernel(const T* __restrict__ s, double* __restrict__ sat, int64_t rows, int64_t height,
                                 int64_t width) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
-  if (row >= rows) {
-    return;  // the whole warp leaves together
-  }
-  const int64_t b = row / height, y = row % height;
-  const T* in = s + row * width;
-  double* out = sat + (b * (height + 1) + y + 1) * (width + 1);
-  if (lane == 0) {
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; row < rows;
+       row += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = row / height, y = row % height;
+    const T* in = s + row * width;
+    double* out = sat + (b * (height + 1) + y + 1) * (width + 1);
     out[0] = 0.0;
-  }
-  double carry = 0.0;
-  for (int64_t x0 = 0; x0 < width; x0 += kWarp) {
-    const int64_t x = x0 + lane;
-    double v = x < width ? static_cast<double>(in[x]) : 0.0;
-    for (int offset = 1; offset < kWarp; offset <<= 1) {
-      const double up = __shfl_up_sync(0xffffffffu, v, offset);
-      if (lane >= offset) {
-        v += up;
-      }
+    double sum = 0.0;
+    for (int64_t x = 0; x < width; ++x) {
+      sum += static_cast<double>(in[x]);
+      out[x + 1] = sum;
     }
-    if (x < width) {
-      out[x + 1] = carry + v;
-    }
-    carry += __shfl_sync(0xffffffffu, v, kWarp - 1);
   }
 }
 
@@ -80,7 +66,7 @@ inline at::Tensor summed_area_tables(const at::Tensor& saliency) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t rows = batch * height;
   AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, saliency.scalar_type(), "row_sums", [&] {
-    row_sums_kernel<scalar_t><<<blocks_for(rows * kWarp), kThreads, 0, stream>>>(
+    row_sums_kernel<scalar_t><<<blocks_for(rows), kThreads, 0, stream>>>(
         saliency.const_data_ptr<scalar_t>(), sat.data_ptr<double>(), rows, height, width);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -132,7 +118,7 @@ __global__ void search_kernel(const T* __restrict__ s, const double* __restrict_
   const int64_t i = blockIdx.x;
   const int64_t src = perm == nullptr ? i : perm[i];
   const int64_t h = clamp_to(box_h[i], 0, height), w = clamp_to(box_w[i], 0, width);
-  Best best{-std::numeric_limits<double>::infinity(), std::numeric_limits<int64_t>::max()};
+  Best best{-std::numeric_limits<double>::infinity(), 0};
   int64_t cols = width;
   if (peak) {
     const T* map = s + src * height * width;
@@ -176,6 +162,7 @@ __global__ void search_kernel(const T* __restrict__ s, const double* __restrict_
 inline void search(const at::Tensor& saliency, const at::Tensor& sat, const at::Tensor& perm, const at::Tensor& box_h,
                    const at::Tensor& box_w, bool peak, at::Tensor& boxes, float* lam) {
   const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
+  TORCH_CHECK_VALUE(batch <= std::numeric_limits<int32_t>::max(), "saliency must hold fewer than 2^31 maps, got ", batch);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, saliency.scalar_type(), "search", [&] {
     search_kernel<scalar_t><<<batch, kThreads, 0, stream>>>(

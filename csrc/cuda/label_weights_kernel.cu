@@ -7,28 +7,26 @@
 namespace saliencymixplus {
 namespace {
 
-// One thread per image: the weight from the target's and the source's summed-area tables.
+// One thread per image (grid-stride): the weight from the target's and the source's summed-area tables.
 __global__ void label_weights_kernel(const double* __restrict__ sat, const int64_t* __restrict__ perm,
                                      const int64_t* __restrict__ boxes, int64_t batch, int64_t height, int64_t width,
                                      float* __restrict__ lam) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= batch) {
-    return;
-  }
   const int64_t plane = (height + 1) * (width + 1);
-  const int64_t* box = boxes + 4 * i;
-  const double* target = sat + i * plane;
-  const double* source = sat + perm[i] * plane;
-  lam[i] = label_weight(target[plane - 1], box_sum(target, width, box[0], box[1], box[2], box[3]), source[plane - 1],
-                        box_sum(source, width, box[0], box[1], box[2], box[3]), box, height, width);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < batch;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t* box = boxes + 4 * i;
+    const double* target = sat + i * plane;
+    const double* source = sat + perm[i] * plane;
+    lam[i] = label_weight(target[plane - 1], box_sum(target, width, box[0], box[1], box[2], box[3]),
+                          source[plane - 1], box_sum(source, width, box[0], box[1], box[2], box[3]), box, height,
+                          width);
+  }
 }
 
 at::Tensor label_weights_cuda(const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& boxes) {
-  TORCH_CHECK(saliency.is_cuda(), "saliency must be a CUDA tensor");
-  check_saliency(saliency);
+  check_label_weights_args(saliency, perm, boxes);
+  TORCH_CHECK(saliency.is_cuda(), "saliency must be a CUDA tensor, got ", saliency.device());
   const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
-  check_perm(perm, batch, saliency.device());
-  check_boxes(boxes, batch, saliency.device());
   const c10::cuda::CUDAGuard guard(saliency.device());
   at::Tensor lam = at::empty({batch}, saliency.options().dtype(at::kFloat));
   if (batch == 0) {

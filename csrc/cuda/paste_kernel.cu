@@ -8,11 +8,8 @@ namespace saliencymixplus {
 namespace {
 
 at::Tensor paste_cuda(const at::Tensor& images, const at::Tensor& perm, const at::Tensor& boxes) {
-  TORCH_CHECK(images.is_cuda(), "images must be a CUDA tensor");
-  check_images(images);
-  const int64_t batch = images.size(0);
-  check_perm(perm, batch, images.device());
-  check_boxes(boxes, batch, images.device());
+  check_paste_args(images, perm, boxes);
+  TORCH_CHECK(images.is_cuda(), "images must be a CUDA tensor, got ", images.device());
   const c10::cuda::CUDAGuard guard(images.device());
   const at::MemoryFormat format = paste_format(images);
   const at::Tensor in = images.contiguous(format);

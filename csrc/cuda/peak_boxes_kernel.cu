@@ -8,11 +8,9 @@ namespace saliencymixplus {
 namespace {
 
 at::Tensor peak_boxes_cuda(const at::Tensor& saliency, const at::Tensor& box_h, const at::Tensor& box_w) {
-  TORCH_CHECK(saliency.is_cuda(), "saliency must be a CUDA tensor");
-  check_saliency(saliency);
+  check_search_args(saliency, box_h, box_w);
+  TORCH_CHECK(saliency.is_cuda(), "saliency must be a CUDA tensor, got ", saliency.device());
   const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
-  check_box_sizes(box_h, "box_h", batch, saliency.device());
-  check_box_sizes(box_w, "box_w", batch, saliency.device());
   const c10::cuda::CUDAGuard guard(saliency.device());
   at::Tensor boxes = at::empty({batch, 4}, saliency.options().dtype(at::kLong));
   if (batch == 0) {

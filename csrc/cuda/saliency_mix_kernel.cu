@@ -12,15 +12,9 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cuda(
     const at::Tensor& images, const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
     const at::Tensor& box_w, c10::string_view mode) {
-  TORCH_CHECK(images.is_cuda(), "images must be a CUDA tensor");
-  TORCH_CHECK_VALUE(mode == "window" || mode == "peak", "mode must be 'window' or 'peak', got '", mode, "'");
-  check_images(images);
-  check_saliency(saliency);
-  check_images_match(images, saliency);
+  check_saliency_mix_args(images, saliency, perm, box_h, box_w, mode);
+  TORCH_CHECK(images.is_cuda(), "images must be a CUDA tensor, got ", images.device());
   const int64_t batch = images.size(0), height = images.size(2), width = images.size(3);
-  check_perm(perm, batch, images.device());
-  check_box_sizes(box_h, "box_h", batch, images.device());
-  check_box_sizes(box_w, "box_w", batch, images.device());
   const c10::cuda::CUDAGuard guard(images.device());
 
   const at::MemoryFormat format = paste_format(images);

@@ -43,8 +43,7 @@ def build_mixer(cfg: Config) -> Optional[MixFn]:
         return None
     if cfg.mix_aug == "cutmix":
         m = mix.CutMix(cfg.num_classes, **common)
-        return lambda x, y, s, g: m(x, y, generator=g)
-    if cfg.mix_aug == "saliencymix":
+    elif cfg.mix_aug == "saliencymix":
         m = mix.SaliencyMix(cfg.num_classes, **common)
     else:
         m = mix.SaliencyMixPlus(cfg.num_classes, **common, box=cfg.box, pairing=cfg.pairing)
