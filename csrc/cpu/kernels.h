@@ -1,5 +1,6 @@
-// The CPU building blocks the op kernels share: summed-area tables, the window and peak
-// searches, and the row-wise paste.
+// The CPU building blocks the op kernels share: summed-area tables (one map at a time, in a
+// buffer that stays in cache), the window and peak searches, direct box sums for the label
+// weights, and the paste.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -7,6 +8,7 @@
 
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "../mix_math.h"
 #include "../paste_layout.h"
@@ -31,20 +33,47 @@ void summed_area(const T* s, int64_t height, int64_t width, double* sat) {
   }
 }
 
-// Summed-area tables of every map of a contiguous Tensor[B, H, W] -> double Tensor[B, H+1, W+1].
-inline at::Tensor summed_area_tables(const at::Tensor& saliency) {
-  const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
-  at::Tensor sat = at::empty({batch, height + 1, width + 1}, saliency.options().dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, saliency.scalar_type(), "summed_area", [&] {
-    const scalar_t* s = saliency.const_data_ptr<scalar_t>();
-    double* out = sat.data_ptr<double>();
-    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        summed_area(s + b * height * width, height, width, out + b * (height + 1) * (width + 1));
-      }
-    });
+// Sum of a row-major map over [y1, y2) x [x1, x2) of `box`, float64, in row-major order
+// (so a box over the whole map gives exactly map_sum).
+template <typename T>
+double box_sum_direct(const T* s, int64_t width, const int64_t* box) {
+  double sum = 0.0;
+  for (int64_t y = box[0]; y < box[2]; ++y) {
+    for (int64_t x = box[1]; x < box[3]; ++x) {
+      sum += static_cast<double>(s[y * width + x]);
+    }
+  }
+  return sum;
+}
+
+// Sum of all n values, float64, in order.
+template <typename T>
+double map_sum(const T* s, int64_t n) {
+  double sum = 0.0;
+  for (int64_t k = 0; k < n; ++k) {
+    sum += static_cast<double>(s[k]);
+  }
+  return sum;
+}
+
+// map_sum of each of the B maps of a contiguous [B, H, W] array.
+template <typename T>
+std::vector<double> map_sums(const T* s, int64_t batch, int64_t plane) {
+  std::vector<double> totals(batch);
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      totals[b] = map_sum(s + b * plane, plane);
+    }
   });
-  return sat;
+  return totals;
+}
+
+// lam_i (mix_math.h) of the target map and the source map, given their totals.
+template <typename T>
+float weight_of(const T* target, double target_total, const T* source, double source_total, const int64_t* box,
+                int64_t height, int64_t width) {
+  return label_weight(target_total, box_sum_direct(target, width, box), source_total,
+                      box_sum_direct(source, width, box), box, height, width);
 }
 
 // The h x w window with the largest sum, the first in row-major order on ties.
@@ -99,33 +128,31 @@ inline RowLayout row_layout(const at::Tensor& images, at::MemoryFormat format) {
   return {channels * height, width, 1, height};
 }
 
-// out[b] = in[b] with boxes[b] of in[perm[b]] pasted in. `in` and `out` are contiguous in
-// the same `format`; bytes are copied, so every dtype works.
-inline void paste_rows(
+// Copies box b of in[perm[b]] into out[b], whose other pixels already hold in[b] (out is a
+// copy of in). `in` and `out` are contiguous in the same `format`; bytes are copied, so every
+// dtype works.
+inline void paste_boxes(
     const at::Tensor& in, at::Tensor& out, const int64_t* perm, const int64_t* boxes, at::MemoryFormat format) {
   const RowLayout layout = row_layout(in, format);
   const int64_t item = static_cast<int64_t>(in.element_size());
   const int64_t row_bytes = layout.row_length * item;
   const int64_t image_bytes = layout.rows * row_bytes;
+  const int64_t planes = layout.rows / layout.height;  // C for NCHW, 1 for NHWC
   const char* src = static_cast<const char*>(in.const_data_ptr());
   char* dst = static_cast<char*>(out.data_ptr());
-  const int64_t total_rows = in.size(0) * layout.rows;
-  at::parallel_for(0, total_rows, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / layout.rows, row = r % layout.rows;
-      const int64_t y = row % layout.height;
+  at::parallel_for(0, in.size(0), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
       const int64_t* box = boxes + 4 * b;
-      const char* target = src + b * image_bytes + row * row_bytes;
-      char* out_row = dst + b * image_bytes + row * row_bytes;
-      if (y < box[0] || y >= box[2] || box[1] == box[3]) {
-        std::memcpy(out_row, target, row_bytes);
+      const int64_t start = box[1] * layout.per_x * item, length = (box[3] - box[1]) * layout.per_x * item;
+      if (length == 0) {
         continue;
       }
-      const char* source = src + perm[b] * image_bytes + row * row_bytes;
-      const int64_t start = box[1] * layout.per_x * item, stop = box[3] * layout.per_x * item;
-      std::memcpy(out_row, target, start);
-      std::memcpy(out_row + start, source + start, stop - start);
-      std::memcpy(out_row + stop, target + stop, row_bytes - stop);
+      for (int64_t plane = 0; plane < planes; ++plane) {
+        for (int64_t y = box[0]; y < box[2]; ++y) {
+          const int64_t offset = (plane * layout.height + y) * row_bytes + start;
+          std::memcpy(dst + b * image_bytes + offset, src + perm[b] * image_bytes + offset, length);
+        }
+      }
     }
   });
 }

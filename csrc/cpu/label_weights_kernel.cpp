@@ -16,21 +16,21 @@ at::Tensor label_weights_cpu(const at::Tensor& saliency, const at::Tensor& perm,
   }
   const at::Tensor s = saliency.contiguous();
   check_values(s, perm, boxes, height, width);
-  const at::Tensor sat = cpu::summed_area_tables(s);
   const at::Tensor ps = perm.contiguous(), bs = boxes.contiguous();
   const int64_t* p = ps.const_data_ptr<int64_t>();
   const int64_t* box = bs.const_data_ptr<int64_t>();
-  const double* t = sat.const_data_ptr<double>();
   float* out = lam.data_ptr<float>();
-  const int64_t plane = (height + 1) * (width + 1);
-  for (int64_t i = 0; i < batch; ++i) {
-    const int64_t* bx = box + 4 * i;
-    const double* target = t + i * plane;
-    const double* source = t + p[i] * plane;
-    out[i] = label_weight(
-        target[plane - 1], box_sum(target, width, bx[0], bx[1], bx[2], bx[3]), source[plane - 1],
-        box_sum(source, width, bx[0], bx[1], bx[2], bx[3]), bx, height, width);
-  }
+  const int64_t plane = height * width;
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, s.scalar_type(), "label_weights_cpu", [&] {
+    const scalar_t* data = s.const_data_ptr<scalar_t>();
+    const std::vector<double> totals = cpu::map_sums(data, batch, plane);
+    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        out[i] = cpu::weight_of(
+            data + i * plane, totals[i], data + p[i] * plane, totals[p[i]], box + 4 * i, height, width);
+      }
+    });
+  });
   return lam;
 }
 

@@ -11,13 +11,13 @@ at::Tensor paste_cpu(const at::Tensor& images, const at::Tensor& perm, const at:
   TORCH_CHECK(images.device().is_cpu(), "images must be a CPU tensor, got ", images.device());
   const at::MemoryFormat format = paste_format(images);
   const at::Tensor in = images.contiguous(format);
-  at::Tensor out = at::empty_like(in, in.options(), format);
   if (in.numel() == 0) {
-    return out;
+    return at::empty_like(in, in.options(), format);
   }
   check_values(at::Tensor(), perm, boxes, images.size(2), images.size(3));
+  at::Tensor out = in.clone(format);  // torch's own parallel copy, then the boxes over it
   const at::Tensor p = perm.contiguous(), b = boxes.contiguous();
-  cpu::paste_rows(in, out, p.const_data_ptr<int64_t>(), b.const_data_ptr<int64_t>(), format);
+  cpu::paste_boxes(in, out, p.const_data_ptr<int64_t>(), b.const_data_ptr<int64_t>(), format);
   return out;
 }
 

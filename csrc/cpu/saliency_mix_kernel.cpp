@@ -27,40 +27,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cpu(
   const at::Tensor s = saliency.contiguous();
   check_values(s, perm, at::Tensor(), height, width);
 
-  const at::Tensor sat = cpu::summed_area_tables(s);
   const at::Tensor ps = perm.contiguous(), hs = box_h.contiguous(), ws = box_w.contiguous();
   const int64_t* p = ps.const_data_ptr<int64_t>();
   const int64_t* h = hs.const_data_ptr<int64_t>();
   const int64_t* w = ws.const_data_ptr<int64_t>();
-  const double* t = sat.const_data_ptr<double>();
   int64_t* box = boxes.data_ptr<int64_t>();
   float* out_lam = lam.data_ptr<float>();
-  const int64_t plane = (height + 1) * (width + 1);
+  const int64_t plane = height * width;
   const bool peak = mode == "peak";
 
   AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, s.scalar_type(), "saliency_mix_cpu", [&] {
     const scalar_t* data = s.const_data_ptr<scalar_t>();
+    const std::vector<double> totals = cpu::map_sums(data, batch, plane);
     at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      std::vector<double> sat(peak ? 0 : (height + 1) * (width + 1));
       for (int64_t i = begin; i < end; ++i) {
         const int64_t src = p[i];
         const int64_t bh = clamp_to(h[i], 0, height), bw = clamp_to(w[i], 0, width);
         int64_t* bx = box + 4 * i;
         if (peak) {
-          const int64_t at_peak = cpu::argmax(data + src * height * width, height * width);
+          const int64_t at_peak = cpu::argmax(data + src * plane, plane);
           peak_box(at_peak / width, at_peak % width, bh, bw, height, width, bx);
         } else {
-          cpu::best_window(t + src * plane, height, width, bh, bw, bx);
+          cpu::summed_area(data + src * plane, height, width, sat.data());
+          cpu::best_window(sat.data(), height, width, bh, bw, bx);
         }
-        const double* target = t + i * plane;
-        const double* source = t + src * plane;
-        out_lam[i] = label_weight(
-            target[plane - 1], box_sum(target, width, bx[0], bx[1], bx[2], bx[3]), source[plane - 1],
-            box_sum(source, width, bx[0], bx[1], bx[2], bx[3]), bx, height, width);
+        out_lam[i] = cpu::weight_of(data + i * plane, totals[i], data + src * plane, totals[src], bx, height, width);
       }
     });
   });
   if (in.numel() > 0) {
-    cpu::paste_rows(in, mixed, p, box, format);
+    mixed.copy_(in);
+    cpu::paste_boxes(in, mixed, p, box, format);
   }
   return {mixed, boxes, lam};
 }
