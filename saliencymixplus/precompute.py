@@ -27,7 +27,8 @@ import numpy as np
 from .cache import (CacheMismatchError, CacheWriter, SaliencyCache, format_resolution, parse_resolution,
                     quantize)
 from .rawdata import DATASETS, SPLITS, default_workers, load_split
-from .saliency import METHODS, OPENCV_METHODS, compute_saliency
+from .saliency import (DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
+                       parse_postprocess, sharpen)
 
 __all__ = ["build_cache", "main", "DEFAULT_RESOLUTION", "STOP_AFTER_ENV"]
 
@@ -50,16 +51,16 @@ def _die_with_parent() -> None:
             pass
 
 
-def _init_worker(dataset, data_dir, split, method, resolution, dtype, in_pool=False) -> None:
+def _init_worker(dataset, data_dir, split, method, resolution, dtype, postprocess=None, in_pool=False) -> None:
     import cv2
 
     if in_pool:
         _die_with_parent()
     cv2.setNumThreads(1)  # one process per core already
     key = (dataset, str(data_dir), split)
-    if _STATE.get("key") != key:  # not inherited through fork: load it here
+    if _STATE.get("key") != key:  # a worker process loads the split itself
         _STATE.update(key=key, raw=load_split(dataset, data_dir, split))
-    _STATE.update(method=method, resolution=tuple(resolution), dtype=dtype)
+    _STATE.update(method=method, resolution=tuple(resolution), dtype=dtype, postprocess=parse_postprocess(postprocess))
 
 
 def _resize(m: np.ndarray, resolution) -> np.ndarray:
@@ -81,7 +82,12 @@ def _compute_block(bounds: tuple[int, int]) -> tuple[int, np.ndarray]:
         maps = compute_saliency(raw.images[a:b], method)
     else:
         maps = np.stack([_resize(compute_saliency(raw.image(i), method)[0], res) for i in range(a, b)])
-    return a, quantize(maps, _STATE["dtype"])
+    return a, quantize(_postprocess(maps, _STATE.get("postprocess")), _STATE["dtype"])
+
+
+def _postprocess(maps: np.ndarray, kwargs: dict | None) -> np.ndarray:
+    """:func:`~saliencymixplus.saliency.sharpen` with ``kwargs`` (the identity when empty)."""
+    return sharpen(maps, **kwargs) if kwargs else maps
 
 
 def _file_hash(path) -> str:
@@ -92,21 +98,24 @@ def _file_hash(path) -> str:
     return h.hexdigest()[:16]
 
 
-def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir):
+def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, postprocess=None):
     """Yield ``(start, maps)`` for the pending blocks, in order, computed by ``workers`` processes."""
-    args = (raw.name, data_dir, raw.split, method, resolution, dtype)
-    _STATE.update(key=(raw.name, str(data_dir), raw.split), raw=raw)  # inherited by forked workers
+    args = (raw.name, data_dir, raw.split, method, resolution, dtype, postprocess)
+    _STATE.update(key=(raw.name, str(data_dir), raw.split), raw=raw)  # for the in-process path
     if workers <= 1 or len(pending) <= 1:
         _init_worker(*args)
         yield from map(_compute_block, pending)
         return
     import multiprocessing as mp
 
-    with mp.Pool(min(workers, len(pending)), initializer=_init_worker, initargs=(*args, True)) as pool:
+    # Fresh worker processes: a fork of a process whose OpenCV/OpenMP thread pools are running
+    # can deadlock in the child's first parallel call.
+    context = mp.get_context("spawn")
+    with context.Pool(min(workers, len(pending)), initializer=_init_worker, initargs=(*args, True)) as pool:
         yield from pool.imap(_compute_block, pending, chunksize=1)
 
 
-def _gradient_blocks(raw, pending, checkpoint, resolution, dtype):
+def _gradient_blocks(raw, pending, checkpoint, resolution, dtype, postprocess=None):
     """Yield ``(start, maps)`` of gradient saliency from ``checkpoint``, batched on the best device."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -127,12 +136,14 @@ def _gradient_blocks(raw, pending, checkpoint, resolution, dtype):
             x = torch.stack(xs).to(device)
             y = torch.as_tensor(raw.labels[a:b], device=device)
             s = gradient_saliency(model, x, y).cpu().numpy()
-            yield a, quantize(np.stack([_resize(m, resolution) for m in s]), dtype)
+            maps = np.stack([_resize(m, resolution) for m in s])
+            yield a, quantize(_postprocess(maps, parse_postprocess(postprocess)), dtype)
 
 
 def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolution=None, workers: int | None = None,
                 resume: bool = True, checkpoint=None, progress: bool = True, dtype: str = "uint8",
-                block_size: int | None = None, download: bool = False, log=print) -> Path:
+                block_size: int | None = None, download: bool = False, log=print,
+                postprocess=DEFAULT_POSTPROCESS) -> Path:
     """Compute the saliency maps of one split and write them to the HDF5 cache ``out``.
 
     Args:
@@ -153,6 +164,9 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             16 for image files).
         download: fetch the data set first if missing (when online).
         log: where to print notes.
+        postprocess: :func:`~saliencymixplus.saliency.sharpen` applied to every map before it
+            is stored, as ``"top=0.2,power=2"`` or a dict; ``"none"`` stores the maps as the
+            method gives them. Recorded in the cache attribute ``postprocess``.
 
     Returns:
         the path of the finished cache.
@@ -178,7 +192,9 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         resolution = raw.image_size() or DEFAULT_RESOLUTION[dataset]
     if block_size is None:
         block_size = (256 if method == "gradient" else 500) if raw.in_memory else 16
+    postprocess = format_postprocess(postprocess)  # checks it, and the form the attribute records
     extra = {"checkpoint": _file_hash(checkpoint)} if method == "gradient" else {}
+    extra["postprocess"] = postprocess
     out = Path(out)
 
     if resume and out.is_file():
@@ -201,9 +217,9 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         pending = writer.pending()
         if method in OPENCV_METHODS:
             nw = default_workers() if workers is None else workers
-            blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, data_dir)
+            blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, data_dir, postprocess)
         else:
-            blocks = _gradient_blocks(raw, pending, checkpoint, resolution, dtype)
+            blocks = _gradient_blocks(raw, pending, checkpoint, resolution, dtype, postprocess)
         from tqdm import tqdm
 
         with tqdm(total=len(raw), initial=writer.images_done(), unit="img", disable=not progress,
@@ -231,6 +247,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial")
     p.add_argument("--dtype", default="uint8", choices=("uint8", "float16"))
     p.add_argument("--block-size", type=int, default=None, help="images per resumable block")
+    p.add_argument("--postprocess", default=DEFAULT_POSTPROCESS,
+                   help="sharpen the maps before storing: 'top=F,power=P' keeps the top fraction F of each "
+                        "map's pixels (rescaled) and raises them to P; 'none' stores them as computed "
+                        f"(default: {DEFAULT_POSTPROCESS}, see benchmarks/RESULTS.md)")
     p.add_argument("--download", action="store_true", help="download the data set if missing (online)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -251,6 +271,10 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
         parser.error("--checkpoint is required with --method gradient")
     if args.method != "gradient" and args.checkpoint is not None:
         parser.error(f"--checkpoint is only used with --method gradient, not {args.method}")
+    try:
+        parse_postprocess(args.postprocess)
+    except ValueError as e:
+        parser.error(f"--postprocess: {e}")
     if args.dataset != "demo" and args.data_dir is None:
         parser.error(f"--data-dir is required for --dataset {args.dataset}")
 
@@ -271,7 +295,7 @@ def main(argv=None) -> int:
         path = build_cache(args.dataset, args.data_dir, args.split, args.method, args.out,
                            resolution=args.resolution, workers=args.workers, resume=args.resume,
                            checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
-                           block_size=args.block_size, download=args.download)
+                           block_size=args.block_size, download=args.download, postprocess=args.postprocess)
     except (FileNotFoundError, ValueError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ import torch
 from saliencymixplus.cache import SaliencyCache, quantize
 from saliencymixplus.precompute import STOP_AFTER_ENV, build_cache, main
 from saliencymixplus.rawdata import load_split
-from saliencymixplus.saliency import compute_saliency, gradient_saliency
+from saliencymixplus.saliency import compute_saliency, gradient_saliency, sharpen
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "precompute_saliency.py"
@@ -59,7 +59,7 @@ def run_tool(args, tmp_path, env=None, check_orphans=False):
 
 def test_cifar_maps_equal_opencv(cifar_dir, tmp_path):
     out = build_cache("cifar100", cifar_dir["root"], "train", "fine_grained", tmp_path / "c.h5", workers=2,
-                      block_size=10, **QUIET)
+                      block_size=10, postprocess="none", **QUIET)
     cache = SaliencyCache(out, expect=load_split("cifar100", cifar_dir["root"], "train"), method="fine_grained")
     want = compute_saliency(cifar_dir["train"][0], "fine_grained")
     assert cache.attrs["resolution"] == (32, 32)
@@ -70,7 +70,7 @@ def test_pet_maps_equal_opencv_resized(pet_dir, tmp_path):
     import cv2
 
     out = build_cache("oxford_pet", pet_dir["data_dir"], "test", "spectral_residual", tmp_path / "p.h5",
-                      resolution="24x20", workers=2, block_size=4, **QUIET)
+                      resolution="24x20", workers=2, block_size=4, postprocess="none", **QUIET)
     raw = load_split("oxford_pet", pet_dir["data_dir"], "test")
     cache = SaliencyCache(out, expect=raw)
     assert cache.read_all().shape == (len(raw), 24, 20)
@@ -114,8 +114,11 @@ def test_partial_discarded_without_resume(cifar_dir, tmp_path, capsys):
     Path(str(out) + ".partial").write_bytes(b"stale")
     assert main(args) == 0
     assert "discarding" in capsys.readouterr().out
+    # the default post-processing: the recommended sharpening of the OpenCV maps
     np.testing.assert_array_equal(SaliencyCache(out).read_all(),
-                                  quantize(compute_saliency(cifar_dir["test"][0], "fine_grained")))
+                                  quantize(sharpen(compute_saliency(cifar_dir["test"][0], "fine_grained"), top=0.2,
+                                                   power=2)))
+    assert SaliencyCache(out).attrs["postprocess"] == "top=0.2,power=2"
     assert main(args + ["--dtype", "float16"]) == 0  # rebuilt in place, other dtype
     assert SaliencyCache(out).read_all().dtype == np.float16
 
@@ -154,7 +157,7 @@ def test_gradient_cache_from_a_checkpoint(cifar_dir, tmp_path, fake_models):
     torch.save({"model": net.state_dict(), "config": {"model": "tiny", "dataset": "cifar100", "num_classes": 100}},
                ckpt)
     out = build_cache("cifar100", cifar_dir["root"], "test", "gradient", tmp_path / "g.h5", checkpoint=ckpt,
-                      block_size=10, **QUIET)
+                      block_size=10, postprocess="none", **QUIET)
     raw = load_split("cifar100", cifar_dir["root"], "test")
     cache = SaliencyCache(out, expect=raw, method="gradient")
     assert len(cache.attrs["checkpoint"]) == 16
