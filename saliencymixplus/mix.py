@@ -233,6 +233,13 @@ def _describe(value) -> str:
     return type(value).__name__
 
 
+def _centred_boxes(cy: Tensor, cx: Tensor, cut_h: Tensor, cut_w: Tensor, height: int, width: int) -> Tensor:
+    """The published box: ``cut_h x cut_w`` centred on ``(cy, cx)`` with half sizes ``cut // 2``,
+    clipped to the image. All ``LongTensor[B]`` on one device -> ``LongTensor[B, 4]``."""
+    return torch.stack([(cy - cut_h // 2).clamp(0, height), (cx - cut_w // 2).clamp(0, width),
+                        (cy + cut_h // 2).clamp(0, height), (cx + cut_w // 2).clamp(0, width)], 1)
+
+
 def _area_rule(boxes: Tensor, height: int, width: int) -> Tensor:
     """``1 - box_area / (H * W)`` for ``LongTensor[B, 4]`` boxes -> ``FloatTensor[B]``."""
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -264,8 +271,7 @@ class CutMix(_Mixer):
         centres = 1 if self.lam_mode == "batch" else batch
         cy = torch.randint(height, (centres,), generator=gen).expand(batch)
         cx = torch.randint(width, (centres,), generator=gen).expand(batch)
-        boxes = torch.stack([(cy - cut_h // 2).clamp(0, height), (cx - cut_w // 2).clamp(0, width),
-                             (cy + cut_h // 2).clamp(0, height), (cx + cut_w // 2).clamp(0, width)], 1)
+        boxes = _centred_boxes(cy, cx, cut_h, cut_w, height, width)
         perm = torch.randperm(batch, generator=gen)
         lam = _area_rule(boxes, height, width)
         perm, boxes, lam = (t.to(images.device, non_blocking=True) for t in (perm, boxes, lam))
@@ -287,8 +293,9 @@ class SaliencyMix(_Mixer):
     def _mix(self, images, labels, saliency, cut_h, cut_w, gen):
         batch, _, height, width = images.shape
         perm = torch.randperm(batch, generator=gen).to(images.device, non_blocking=True)
-        source = saliency[perm[:1]].expand(batch, height, width)
-        boxes = ops.peak_boxes(source, cut_h.to(images.device), cut_w.to(images.device))
+        peak = ops.peak_boxes(saliency[perm[:1]], 0, 0)[0]  # a 0-size box: (py, px, py, px)
+        boxes = _centred_boxes(peak[0].expand(batch), peak[1].expand(batch), cut_h.to(images.device),
+                               cut_w.to(images.device), height, width)
         lam = _area_rule(boxes, height, width)
         mixed = ops.paste(images, perm, boxes)
         return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam)

@@ -58,16 +58,16 @@ def test_area_rule_baselines(name):
     assert (r.boxes == r.boxes[0]).all(), "one box for the whole batch"
 
 
-def test_saliencymix_box_is_centred_on_the_first_sources_peak():
+@pytest.mark.parametrize("lam_mode", ["batch", "sample"])
+def test_saliencymix_box_is_centred_on_the_first_sources_peak(lam_mode):
     images, labels, saliency = batch()
-    r = SaliencyMix(K, generator=torch.Generator().manual_seed(1)).mix(images, labels, saliency)
-    size_h = int(r.boxes[0, 2] - r.boxes[0, 0])
-    expected = ops.peak_boxes(saliency[r.perm[:1]], size_h + size_h % 2, 10)  # the size before clipping is unknown
-    peak = int(saliency[r.perm[0]].flatten().argmax())
-    py, px = divmod(peak, 10)
-    y1, x1, y2, x2 = r.boxes[0].tolist()
-    assert y1 <= py <= y2 and x1 <= px <= x2
-    assert expected.shape == (1, 4)
+    r = SaliencyMix(K, lam_mode=lam_mode, generator=torch.Generator().manual_seed(1)).mix(images, labels, saliency)
+    replay = torch.Generator().manual_seed(1)  # the mixer's draws: the prob coin, then lam
+    torch.rand((), generator=replay, dtype=torch.float64)
+    lam = sample_beta(1.0, 1 if lam_mode == "batch" else 6, replay).expand(6)
+    cut_h, cut_w = (12 * torch.sqrt(1 - lam)).long(), (10 * torch.sqrt(1 - lam)).long()
+    source = saliency[r.perm[:1]].expand(6, 12, 10)
+    torch.testing.assert_close(r.boxes, ops.peak_boxes_reference(source, cut_h, cut_w), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("box", ["window", "peak"])
