@@ -7,7 +7,7 @@ Implementations, each called as one mixer step on a batch already on the device
 * ``fused``: ``mixer.mix(...)`` with the compiled ops (``torch.ops.saliencymixplus``);
 * ``reference``: the same call with the compiled ops switched off, so the ``*_reference``
   pure-PyTorch ops run;
-* ``published``: a per-sample Python/numpy loop of the published algorithm (ARCHITECTURE.md):
+* ``published``: a per-sample Python/numpy loop of the published algorithm (docs/design.md):
   saliency to the host as numpy, for each image the box from its source's map
   (peak: argmax; window: a numpy summed-area table), the paste as a tensor slice, the label
   weights from numpy sums, then the weights back to the device. CutMix's published code is one
@@ -20,8 +20,13 @@ ratio to the memory-bandwidth floor: the bytes the op must move (read the batch,
 mixed batch, read the saliency) over the rate of a measured device-to-device copy. The table
 gives the median and the 10th-90th percentile spread over the repeats, after warm-up.
 
+``--threads`` measures instead what a busy machine does to the CPU op: the fused SaliencyMix+
+op on a CIFAR batch with torch's default threads against one thread, interleaved call by
+call, on an idle machine and while another process keeps every core busy.
+
     PYTHONPATH=. python benchmarks/bench_ops.py                   # CPU (and CUDA if present)
     PYTHONPATH=. python benchmarks/bench_ops.py --device cuda --repeats 200
+    PYTHONPATH=. python benchmarks/bench_ops.py --threads         # CPU: default threads vs one, idle and busy
     PYTHONPATH=. python benchmarks/bench_ops.py --quick           # CI: tiny sizes, 2 repeats
 """
 
@@ -33,6 +38,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,14 +52,23 @@ from saliencymixplus import _extension  # noqa: E402
 from saliencymixplus.mix import CutMix, SaliencyMix, SaliencyMixPlus, mix_targets  # noqa: E402
 
 NUM_CLASSES = 100
-SIZES = {  # name: (batch, channels, height, width, dtype)
-    "CIFAR 128x3x32x32 fp32": (128, 3, 32, 32, torch.float32),
-    "ImageNet 256x3x224x224 fp32": (256, 3, 224, 224, torch.float32),
-    "ImageNet 256x3x224x224 bf16": (256, 3, 224, 224, torch.bfloat16),
+SIZES = {  # name: (batch, channels, height, width, image dtype, saliency dtype)
+    "cpu": {
+        "CIFAR 128x3x32x32 fp32, f32 maps": (128, 3, 32, 32, torch.float32, torch.float32),
+        "CIFAR 128x3x32x32 fp32, u8 maps": (128, 3, 32, 32, torch.float32, torch.uint8),
+        "ImageNet 256x3x224x224 fp32, f32 maps": (256, 3, 224, 224, torch.float32, torch.float32),
+    },
+    "cuda": {
+        "CIFAR 128x3x32x32 fp32, f32 maps": (128, 3, 32, 32, torch.float32, torch.float32),
+        "ImageNet 256x3x224x224 fp32, f32 maps": (256, 3, 224, 224, torch.float32, torch.float32),
+        "ImageNet 256x3x224x224 fp32, u8 maps": (256, 3, 224, 224, torch.float32, torch.uint8),
+        "ImageNet 256x3x224x224 bf16, f32 maps": (256, 3, 224, 224, torch.bfloat16, torch.float32),
+        "ImageNet 256x3x224x224 bf16, u8 maps": (256, 3, 224, 224, torch.bfloat16, torch.uint8),
+    },
 }
 QUICK_SIZES = {
-    "tiny 8x3x32x32 fp32": (8, 3, 32, 32, torch.float32),
-    "tiny 4x3x64x64 bf16": (4, 3, 64, 64, torch.bfloat16),
+    "tiny 8x3x32x32 fp32, f32 maps": (8, 3, 32, 32, torch.float32, torch.float32),
+    "tiny 4x3x64x64 bf16, u8 maps": (4, 3, 64, 64, torch.bfloat16, torch.uint8),
 }
 MIXERS = ("CutMix", "SaliencyMix", "SaliencyMix+ window", "SaliencyMix+ peak")
 
@@ -195,9 +210,9 @@ def copy_rate(device: torch.device, nbytes: int = 1 << 30) -> float:
     return 2 * nbytes / statistics.median(times)
 
 
-def floor_bytes(b: int, c: int, h: int, w: int, dtype: torch.dtype) -> int:
-    """What a mixer must move at least: read the batch, write the mixed batch, read float32 saliency."""
-    return 2 * b * c * h * w * torch.tensor([], dtype=dtype).element_size() + 4 * b * h * w
+def floor_bytes(b: int, c: int, h: int, w: int, dtype: torch.dtype, saliency_dtype: torch.dtype) -> int:
+    """What a mixer must move at least: read the batch, write the mixed batch, read the saliency."""
+    return 2 * b * c * h * w * dtype.itemsize + b * h * w * saliency_dtype.itemsize
 
 
 def spread(times: list[float]) -> tuple[float, float, float]:
@@ -212,13 +227,15 @@ def bench(device: torch.device, sizes: dict, warmup: int, repeats: dict, only=No
         print(f"measured device copy rate: {rate / 1e9:.0f} GB/s (read + write)")
     import torchvision.transforms.v2 as v2
 
-    for size_name, (b, c, h, w, dtype) in sizes.items():
+    for size_name, (b, c, h, w, dtype, saliency_dtype) in sizes.items():
         g = torch.Generator().manual_seed(0)
         x = torch.rand(b, c, h, w, generator=g).to(device=device, dtype=dtype)
         y = torch.randint(NUM_CLASSES, (b,), generator=g).to(device)
-        s = torch.rand(b, h, w, generator=g).to(device)
+        s = torch.rand(b, h, w, generator=g)
+        s = (s * 255).to(torch.uint8) if saliency_dtype == torch.uint8 else s.to(saliency_dtype)
+        s = s.to(device)
         reps = repeats[size_name]
-        floor = floor_bytes(b, c, h, w, dtype) / rate if rate else None
+        floor = floor_bytes(b, c, h, w, dtype, saliency_dtype) / rate if rate else None
         for mixer_name in MIXERS:
             mixer = make_mixer(mixer_name, torch.Generator().manual_seed(1))
             args = (x, y) if mixer_name == "CutMix" else (x, y, s)
@@ -241,6 +258,46 @@ def bench(device: torch.device, sizes: dict, warmup: int, repeats: dict, only=No
     return rows
 
 
+# ------------------------------------------------------------- threads on a busy machine
+
+_BUSY = "import torch, os; torch.set_num_threads(os.cpu_count()); a = torch.rand(1024, 1024)\nwhile True: a @ a"
+
+
+def bench_threads(repeats: int, rounds: int = 5) -> list[tuple]:
+    """The fused SaliencyMix+ window op on a CIFAR batch: default threads vs one thread, call by
+    call, idle and with another process keeping every core busy (a torch matmul on all cores)."""
+    g = torch.Generator().manual_seed(0)
+    x, s = torch.rand(128, 3, 32, 32, generator=g), torch.rand(128, 32, 32, generator=g)
+    perm, size = torch.randperm(128, generator=g), torch.full((128,), 16)
+    default = torch.get_num_threads()
+
+    def call():
+        torch.ops.saliencymixplus.saliency_mix(x, s, perm, size, size, "window")
+
+    rows = []
+    for load in ("idle", "busy"):
+        busy = subprocess.Popen([sys.executable, "-c", _BUSY]) if load == "busy" else None
+        try:
+            if busy:
+                time.sleep(2.0)  # let it take the cores
+            times = {default: [], 1: []}
+            for _ in range(rounds):
+                for threads in (default, 1):
+                    torch.set_num_threads(threads)
+                    times[threads] += time_calls(call, torch.device("cpu"), 3, repeats // rounds)
+        finally:
+            torch.set_num_threads(default)
+            if busy:
+                busy.kill()
+                busy.wait()
+        one = statistics.median(times[1])
+        for threads in (default, 1):
+            med, lo, hi = spread(times[threads])
+            rows.append((load, threads, med, lo, hi, len(times[threads]), med / one))
+            print(f"  {load}, {threads} threads: {med * 1e3:.3f} ms", file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", action="append", choices=("cpu", "cuda"),
@@ -249,18 +306,27 @@ def main(argv=None) -> int:
                    help="timed calls per case (default: CPU 50 CIFAR / 10 ImageNet; CUDA 200)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--only", nargs="*", default=None, help="implementations to run (fused reference published ...)")
+    p.add_argument("--threads", action="store_true",
+                   help="CPU only: the fused op with default threads vs one, on an idle and on a busy machine")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats (CI)")
     args = p.parse_args(argv)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    sizes = QUICK_SIZES if args.quick else SIZES
     if args.quick:
         args.warmup = 1
     info = _extension.extension_info()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
           f"torch threads {torch.get_num_threads()}, compiled ops: cpu={info['cpu']} cuda={info['cuda']}")
+    if args.threads:
+        rows = bench_threads(args.repeats or (10 if args.quick else 200), rounds=2 if args.quick else 5)
+        print("\n| machine | threads | median ms | p10-p90 ms | calls | x one thread |")
+        print("|---|---|---|---|---|---|")
+        for load, threads, med, lo, hi, n, rel in rows:
+            print(f"| {load} | {threads} | {med * 1e3:.3f} | {lo * 1e3:.3f}-{hi * 1e3:.3f} | {n} | {rel:.2f} |")
+        return 0
     rows = []
     for dev in devices:
         device = torch.device(dev)
+        sizes = QUICK_SIZES if args.quick else SIZES[dev]
         if device.type == "cuda":
             if not torch.cuda.is_available():
                 print("cuda: not available, skipped")

@@ -11,12 +11,15 @@ cross-entropy, backward, SGD step. Variants:
   (an extra forward + backward in eval mode, no parameter gradients), peak boxes, half-batch
   pairing, trained on half the batch.
 
-Every round runs one step of each variant, in a rotating order, so load changes hit all of
-them alike. Reported: the median time per step and per *trained* sample, their ratios to
-``none``, and the 10th-90th percentile of the per-round ratio of step times.
+Every round runs a block of ``--steps`` consecutive steps of each variant, in a rotating
+order, so load changes hit all of them alike; the device is synchronised only at the ends of a
+block, as in a training loop, so a variant that makes the host wait for the device inside a
+step (a host sync) pays for it here as it would in training. Reported: the median time per
+step and per *trained* sample, their ratios to ``none``, and the 10th-90th percentile of the
+per-round ratio of step times.
 
     PYTHONPATH=. python benchmarks/bench_step.py                       # CPU defaults, ~8 min on 2 cores
-    PYTHONPATH=. python benchmarks/bench_step.py --device cuda --rounds 50 --amp
+    PYTHONPATH=. python benchmarks/bench_step.py --device cuda --rounds 30 --steps 10 --amp
     PYTHONPATH=. python benchmarks/bench_step.py --quick               # CI
 """
 
@@ -70,7 +73,8 @@ class Stepper:
         self.labels = torch.randint(num_classes, (n,), generator=g).to(device)
         self.saliency = torch.rand(n, size, size, generator=g).to(device)
         self.pool_batches, self.i = pool_batches, 0
-        self.amp = (torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext)
+        # a fresh autocast context per use (an autocast object is not a context factory)
+        self.amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
         gen = torch.Generator().manual_seed(seed + 1)
         self.mixers = {
             "CutMix": CutMix(num_classes, generator=gen),
@@ -110,7 +114,7 @@ class Stepper:
         return x.shape[0]
 
 
-def run_config(label, model_name, size, num_classes, batch, device, rounds, warmup, amp, variants):
+def run_config(label, model_name, size, num_classes, batch, device, rounds, warmup, amp, variants, steps=1):
     st = Stepper(model_name, size, num_classes, batch, device, amp)
     for _ in range(warmup):
         for v in variants:
@@ -123,9 +127,10 @@ def run_config(label, model_name, size, num_classes, batch, device, rounds, warm
         for v in order:
             _sync(device)
             t = time.perf_counter()
-            trained[v] = st.step(v)
+            for _ in range(steps):
+                trained[v] = st.step(v)
             _sync(device)
-            times[v].append(time.perf_counter() - t)
+            times[v].append((time.perf_counter() - t) / steps)
     base = np.asarray(times["none"])
     rows = []
     for v in variants:
@@ -144,6 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--batch", type=int, default=None, help="batch size for every config (default per config)")
     p.add_argument("--configs", default=None, help="comma-separated config indices to run (0, 1, 2)")
+    p.add_argument("--steps", type=int, default=None, help="consecutive steps per timed block (default: CPU 1, CUDA 10)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--quick", action="store_true", help="a tiny model, batch 8, 2 rounds (CI)")
     args = p.parse_args(argv)
@@ -155,14 +161,15 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {device}"
           f"{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch threads "
-          f"{torch.get_num_threads()}, amp {'bf16' if args.amp else 'off'}")
+          f"{torch.get_num_threads()}, amp {'bf16' if args.amp else 'off'}, channels-last on CUDA")
     rows = []
     for k, (label, model_name, size, nc, cpu_batch, cuda_batch) in enumerate(configs):
         batch = args.batch or (cuda_batch if device.type == "cuda" else cpu_batch)
         rounds = args.rounds or (2 if args.quick else 50 if device.type == "cuda" else cpu_rounds.get(k, 6))
         t = time.perf_counter()
+        steps = args.steps or (10 if device.type == "cuda" else 1)
         rows += run_config(label, model_name, size, nc, batch, device, rounds, 1 if args.quick else args.warmup,
-                           args.amp, list(VARIANTS))
+                           args.amp, list(VARIANTS), steps)
         print(f"  {label}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     print("\n| model | batch | variant | median s / step | trained / step | step / none | "
           "per trained sample / none | p10-p90 of step / none | rounds |")

@@ -2,10 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cmath>
-
-#include <vector>
-
 namespace saliencymixplus {
 
 void check_saliency(const at::Tensor& saliency) {
@@ -84,55 +80,6 @@ void check_saliency_mix_args(
   check_perm(perm, images.size(0), images.device());
   check_box_sizes(box_h, "box_h", images.size(0), images.device());
   check_box_sizes(box_w, "box_w", images.size(0), images.device());
-}
-
-void check_values(
-    const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& boxes, int64_t height, int64_t width) {
-  // Gather every statistic on the data's device, then read them all with one copy.
-  std::vector<at::Tensor> stats;
-  const bool saliency_stats = saliency.defined() && saliency.numel() > 0 && saliency.is_floating_point();
-  const bool perm_stats = perm.defined() && perm.numel() > 0;
-  const bool box_stats = boxes.defined() && boxes.numel() > 0;
-  if (saliency_stats) {
-    auto [low, high] = at::aminmax(saliency);
-    stats.push_back(low.to(at::kDouble).reshape({1}));
-    stats.push_back(high.to(at::kDouble).reshape({1}));
-  }
-  if (perm_stats) {
-    auto [low, high] = at::aminmax(perm);
-    stats.push_back(low.to(at::kDouble).reshape({1}));
-    stats.push_back(high.to(at::kDouble).reshape({1}));
-  }
-  if (box_stats) {
-    const auto y1 = boxes.select(1, 0), x1 = boxes.select(1, 1), y2 = boxes.select(1, 2), x2 = boxes.select(1, 3);
-    // Each row must be >= 0 for every box: y1, x1, y2 - y1, x2 - x1, H - y2, W - x2.
-    stats.push_back(at::stack({y1, x1, y2 - y1, x2 - x1, height - y2, width - x2}).amin(1).to(at::kDouble));
-  }
-  if (stats.empty()) {
-    return;
-  }
-  const at::Tensor host = at::cat(stats).cpu();
-  const double* v = host.data_ptr<double>();
-  if (saliency_stats) {
-    TORCH_CHECK_VALUE(
-        v[0] >= 0 && std::isfinite(v[1]), "saliency must be finite and >= 0, got values in [", v[0], ", ", v[1], "]");
-    v += 2;
-  }
-  if (perm_stats) {
-    const int64_t batch = perm.size(0);
-    TORCH_CHECK_VALUE(
-        v[0] >= 0 && v[1] < static_cast<double>(batch), "perm values must be in [0, ", batch, "), got values in [",
-        static_cast<int64_t>(v[0]), ", ", static_cast<int64_t>(v[1]), "]");
-    v += 2;
-  }
-  if (box_stats) {
-    static const char* const broken[6] = {"y1 < 0", "x1 < 0", "y2 < y1", "x2 < x1", "y2 > H", "x2 > W"};
-    for (int k = 0; k < 6; ++k) {
-      TORCH_CHECK_VALUE(
-          v[k] >= 0, "boxes must satisfy 0 <= y1 <= y2 <= H = ", height, " and 0 <= x1 <= x2 <= W = ", width,
-          "; found a box with ", broken[k]);
-    }
-  }
 }
 
 }  // namespace saliencymixplus

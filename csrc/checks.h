@@ -1,5 +1,7 @@
-// Argument checks shared by the CPU and CUDA kernels. Every message names the argument
-// and says what was expected and what came.
+// Argument checks shared by the CPU and CUDA kernels: shapes, dtypes and devices only, so
+// they never read device data (no host sync). Values are the kernels' business (mix_math.h
+// says what odd values mean) and the Python ops' (check=True). Every message names the
+// argument and says what was expected and what came.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -27,11 +29,5 @@ void check_label_weights_args(const at::Tensor& saliency, const at::Tensor& perm
 void check_saliency_mix_args(
     const at::Tensor& images, const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
     const at::Tensor& box_w, c10::string_view mode);
-
-// The checks that read the data, done with one transfer to the host: saliency finite and
-// >= 0, perm in [0, B), boxes with 0 <= y1 <= y2 <= H and 0 <= x1 <= x2 <= W. Pass an
-// undefined tensor for what there is nothing to check.
-void check_values(
-    const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& boxes, int64_t height, int64_t width);
 
 }  // namespace saliencymixplus

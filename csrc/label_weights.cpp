@@ -1,4 +1,4 @@
-// label_weights: the saliency-weighted weight of each target label (ARCHITECTURE.md, step 4).
+// label_weights: the saliency-weighted weight of each target label (docs/design.md, "The algorithm", step 4).
 // Kernels: cpu/label_weights_kernel.cpp, cuda/label_weights_kernel.cu.
 #include <torch/library.h>
 

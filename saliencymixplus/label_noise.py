@@ -1,7 +1,7 @@
 """How wrong a mixer's labels are, measured against ground-truth object masks.
 
 With the object mask ``m[i]`` (1 on the object) in place of saliency, the step-4 rule of
-ARCHITECTURE.md gives the *true* weight of the target label of mixed image ``i``::
+docs/design.md gives the *true* weight of the target label of mixed image ``i``::
 
     a = (sum(m[i]) - sum(m[i] in box)) / sum(m[i])        # share of the target object still visible
     b = sum(m[perm[i]] in box) / sum(m[perm[i]])          # share of the source object pasted in
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from .ops import area_rule
 
 __all__ = ["box_sums", "object_shares", "true_label_weights", "area_weights", "label_errors", "noisy_mask",
            "NOISY_PASTED_BELOW", "NOISY_SOURCE_WEIGHT_FROM"]
@@ -84,10 +86,8 @@ def object_shares(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, T
 
 
 def area_weights(boxes: Tensor, height: int, width: int) -> Tensor:
-    """The area rule ``1 - box_area / (H * W)`` -> float64 ``Tensor[B]``."""
-    boxes = boxes.long()
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return 1.0 - area.double() / (height * width)
+    """The area rule (:func:`saliencymixplus.ops.area_rule`) as float64 ``Tensor[B]``."""
+    return area_rule(boxes.long(), height, width).double()
 
 
 def true_label_weights(masks: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:

@@ -6,13 +6,20 @@ Papers:
     SaliencyMix: A Saliency Guided Data Augmentation Strategy for Better Regularization,
         Uddin et al., ICLR 2021 (https://arxiv.org/abs/2006.01791).
     SaliencyMix+: saliency-guided CutMix whose labels are weighted by the saliency that
-        stays visible (see ARCHITECTURE.md).
+        stays visible (docs/design.md).
 
 Every mixer is called as ``mixer(images, labels[, saliency]) -> (images, targets)`` with
 ``images`` ``Tensor[B, C, H, W]`` on any device and ``targets`` ``FloatTensor[B', K]`` soft
 labels whose rows sum to 1. ``mixer.mix(...)`` returns a :class:`MixResult` that also holds
-the pairing, the boxes and the label weights. Random numbers come from the mixer's
-``generator`` (or a per-call one), drawn on the CPU, so a call is reproducible on any device.
+the pairing, the boxes and the label weights.
+
+A mixer call never reads device data on the host, so on a GPU the CPU keeps queueing work
+ahead of it, and a call can be captured in a CUDA graph: the random numbers that shape the
+data (lam, the pairing, CutMix's centres) are drawn on the batch's device, the targets are
+built there, and the value checks (labels in range, saliency finite and ``>= 0``) run only
+where the data live on the CPU and cost no sync; elsewhere the ops run with ``check=False``
+(their kernels are safe by construction: negative, NaN and infinite saliency counts as 0).
+Only the ``prob`` coin, which decides whether any work runs, is drawn on the host.
 """
 
 from __future__ import annotations
@@ -113,10 +120,29 @@ def soft_target_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def sample_beta(alpha: float, n: int, generator: Optional[torch.Generator]) -> Tensor:
-    """``n`` draws of Beta(alpha, alpha) as float64 on the CPU, from ``generator``."""
-    gammas = torch._standard_gamma(torch.full((2, n), float(alpha), dtype=torch.float64), generator=generator)
+def sample_beta(alpha: float, n: int, generator: Optional[torch.Generator], device=None) -> Tensor:
+    """``n`` draws of Beta(alpha, alpha) as float64 on ``device`` (default: the CPU), from ``generator``
+    (on that device, or ``None`` for its default generator)."""
+    gammas = torch._standard_gamma(torch.full((2, n), float(alpha), dtype=torch.float64, device=device),
+                                   generator=generator)
     return gammas[0] / (gammas[0] + gammas[1])
+
+
+def _device_generator(generator: Optional[torch.Generator], device: torch.device) -> Optional[torch.Generator]:
+    """The generator for the draws that shape the data, on the batch's ``device``.
+
+    A generator on that device is used as it is; a CPU generator seeds a new generator there
+    from one host draw of its own (no device sync), so that a sequence of calls is
+    reproducible on each device; ``None`` means the device's default generator.
+    """
+    if generator is None or device.type == "meta":  # meta tensors have no generator
+        return None
+    if generator.device == device:
+        return generator
+    if generator.device.type == "cpu":
+        seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
+        return torch.Generator(device=device).manual_seed(seed)
+    raise ValueError(f"generator must be on {device} like the images, or on the CPU, got one on {generator.device}")
 
 
 # ------------------------------------------------------------------------------ mixers
@@ -145,14 +171,18 @@ class _Mixer:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         if lam_mode not in LAM_MODES:
             raise ValueError(f"lam_mode must be one of {LAM_MODES}, got {lam_mode!r}")
-        if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-            raise ValueError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
         self.num_classes = num_classes
         self.alpha = float(alpha)
         self.prob = float(prob)
         self.label_smoothing = float(label_smoothing)
         self.lam_mode = lam_mode
         self.generator = generator
+        # The prob coin is a host draw: from a CPU generator itself, else from a CPU generator
+        # seeded like the device one (else the global CPU generator).
+        self._coin_generator = (torch.Generator().manual_seed(generator.initial_seed())
+                                if generator is not None and generator.device.type != "cpu" else None)
 
     needs_saliency = True
 
@@ -166,42 +196,52 @@ class _Mixer:
         """Mix a batch; like calling the mixer, but returns the whole :class:`MixResult`.
 
         Args:
-            images: ``Tensor[B, C, H, W]``, any dtype and device.
-            labels: ``LongTensor[B]`` in ``[0, num_classes)`` on the same device.
-            saliency: ``Tensor[B, H, W]`` (float or uint8, ``>= 0``) on the same device; needed by
-                the saliency mixers, ignored by :class:`CutMix`.
-            generator: a CPU ``torch.Generator`` for this call's draws, instead of the mixer's own.
+            images: ``Tensor[B, C, H, W]``, any dtype, layout and device.
+            labels: ``LongTensor[B]`` in ``[0, num_classes)`` on the same device (checked on the
+                CPU, where it costs no sync; on a GPU an out-of-range label fails in the one-hot
+                scatter, as in ``F.cross_entropy``).
+            saliency: ``Tensor[B, H, W]`` (float or uint8, finite and ``>= 0``, checked on the CPU;
+                on a GPU negative, NaN and infinite values count as 0) on the same device;
+                needed by the saliency mixers, ignored by :class:`CutMix`.
+            generator: a ``torch.Generator`` (CPU, or on the batch's device) for this call's
+                draws, instead of the mixer's own.
         """
         if self.needs_saliency and saliency is None:
             raise ValueError(f"{type(self).__name__} needs saliency: call it as mixer(images, labels, saliency)")
         self._check(images, labels, saliency if self.needs_saliency else None)
         gen = generator if generator is not None else self.generator
-        if self._skip(gen):
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+        if not self._coin(gen):
             targets = one_hot(labels, self.num_classes, self.label_smoothing)
             return MixResult(images, targets, None, None, torch.ones(labels.shape[0], device=labels.device))
+        draws = _device_generator(gen, images.device)
         batch, _, height, width = images.shape
-        cut_h, cut_w = self._box_sizes(batch, height, width, gen)
-        return self._mix(images, labels, saliency, cut_h, cut_w, gen)
+        lam = sample_beta(self.alpha, 1 if self.lam_mode == "batch" else batch, draws, images.device).expand(batch)
+        cut_h, cut_w = ops.cut_sizes(lam, height, width)
+        return self._mix(images, labels, saliency, cut_h, cut_w, draws)
 
     def _mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor], cut_h: Tensor, cut_w: Tensor,
-             gen: Optional[torch.Generator]) -> MixResult:
-        """Mix a batch that is to be mixed, with box sizes ``cut_h``/``cut_w`` (``LongTensor[B]`` on the CPU)."""
+             draws: Optional[torch.Generator]) -> MixResult:
+        """Mix a batch that is to be mixed, with box sizes ``cut_h``/``cut_w`` (``LongTensor[B]``
+        on the batch's device) and ``draws`` for the random numbers (on that device)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "generator")
+        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "generator")
         return f"{type(self).__name__}({options})"
 
     # The pieces the subclasses put together.
 
     def _check(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor] = None) -> None:
+        """Shapes, dtypes and devices (free); label values only where they live on the CPU."""
         if not isinstance(images, Tensor) or images.dim() != 4:
             raise ValueError(f"images must be a Tensor[B, C, H, W], got {_describe(images)}")
         if not isinstance(labels, Tensor) or labels.dtype != torch.long or labels.shape != images.shape[:1]:
             raise ValueError(f"labels must be a LongTensor[{images.shape[0]}], got {_describe(labels)}")
         if labels.device != images.device:
             raise ValueError(f"labels must be on {images.device} like images, got {labels.device}")
-        if labels.numel():
+        if _checks_are_free(labels) and labels.numel():
             lo, hi = torch.aminmax(labels)
             if lo < 0 or hi >= self.num_classes:
                 raise ValueError(f"labels must be in [0, {self.num_classes}), got values in [{int(lo)}, {int(hi)}]")
@@ -213,37 +253,24 @@ class _Mixer:
             if saliency.device != images.device:
                 raise ValueError(f"saliency must be on {images.device} like images, got {saliency.device}")
 
-    def _skip(self, gen: Optional[torch.Generator]) -> bool:
-        """Whether this batch stays unmixed (drawn even when prob is 0 or 1, so streams stay aligned)."""
-        return not bool(torch.rand((), generator=gen, dtype=torch.float64) < self.prob)
-
-    def _box_sizes(self, batch: int, height: int, width: int, gen: Optional[torch.Generator]) -> tuple[Tensor, Tensor]:
-        """``cut = int(size * sqrt(1 - lam))`` with lam ~ Beta(alpha, alpha): ``LongTensor[B]`` each, on the CPU."""
-        lam = sample_beta(self.alpha, 1 if self.lam_mode == "batch" else batch, gen).expand(batch)
-        cut = torch.sqrt(1.0 - lam)
-        return (height * cut).long(), (width * cut).long()
+    def _coin(self, gen: Optional[torch.Generator]) -> bool:
+        """Whether this batch is mixed: a host draw, made even when prob is 0 or 1 so streams stay aligned."""
+        host = gen if gen is not None and gen.device.type == "cpu" else self._coin_generator
+        return bool(torch.rand((), generator=host, dtype=torch.float64) < self.prob)
 
     def _targets(self, labels: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
         return mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
+
+
+def _checks_are_free(images: Tensor) -> bool:
+    """Whether value checks cost nothing here: data on the CPU need no device sync to be read."""
+    return images.device.type == "cpu"
 
 
 def _describe(value) -> str:
     if isinstance(value, Tensor):
         return f"{value.dtype} of shape {list(value.shape)}"
     return type(value).__name__
-
-
-def _centred_boxes(cy: Tensor, cx: Tensor, cut_h: Tensor, cut_w: Tensor, height: int, width: int) -> Tensor:
-    """The published box: ``cut_h x cut_w`` centred on ``(cy, cx)`` with half sizes ``cut // 2``,
-    clipped to the image. All ``LongTensor[B]`` on one device -> ``LongTensor[B, 4]``."""
-    return torch.stack([(cy - cut_h // 2).clamp(0, height), (cx - cut_w // 2).clamp(0, width),
-                        (cy + cut_h // 2).clamp(0, height), (cx + cut_w // 2).clamp(0, width)], 1)
-
-
-def _area_rule(boxes: Tensor, height: int, width: int) -> Tensor:
-    """``1 - box_area / (H * W)`` for ``LongTensor[B, 4]`` boxes -> ``FloatTensor[B]``."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return (1.0 - area.double() / (height * width)).float()
 
 
 class CutMix(_Mixer):
@@ -256,26 +283,30 @@ class CutMix(_Mixer):
         label_smoothing: label smoothing of the targets.
         lam_mode: ``"batch"``: one lam and one box centre per batch (as published);
             ``"sample"``: one per image.
-        generator: a CPU ``torch.Generator`` for every random draw (``None``: the global RNG).
+        generator: a ``torch.Generator`` for every random draw (``None``: the default ones).
+            A CPU generator serves a batch on any device (it seeds a generator on the batch's
+            device with one host draw per call); a generator on the batch's device draws there
+            directly (and a CPU generator seeded like it tosses the ``prob`` coin).
 
     Call: ``CutMix(...)(images Tensor[B, C, H, W], labels LongTensor[B]) -> (images, targets FloatTensor[B, K])``
     (a saliency argument is accepted and ignored, so the three mixers are called alike).
     The box is ``cut = int(size * sqrt(1 - lam))`` centred on a uniform pixel, clipped to
-    the image; the label weight is ``1 - box_area / (H * W)``.
+    the image (:func:`saliencymixplus.ops.centred_boxes`); the label weight is
+    ``1 - box_area / (H * W)`` (:func:`saliencymixplus.ops.area_rule`).
     """
 
     needs_saliency = False
 
-    def _mix(self, images, labels, saliency, cut_h, cut_w, gen):
+    def _mix(self, images, labels, saliency, cut_h, cut_w, draws):
         batch, _, height, width = images.shape
+        device = images.device
         centres = 1 if self.lam_mode == "batch" else batch
-        cy = torch.randint(height, (centres,), generator=gen).expand(batch)
-        cx = torch.randint(width, (centres,), generator=gen).expand(batch)
-        boxes = _centred_boxes(cy, cx, cut_h, cut_w, height, width)
-        perm = torch.randperm(batch, generator=gen)
-        lam = _area_rule(boxes, height, width)
-        perm, boxes, lam = (t.to(images.device, non_blocking=True) for t in (perm, boxes, lam))
-        mixed = ops.paste(images, perm, boxes)
+        cy = torch.randint(height, (centres,), generator=draws, device=device).expand(batch)
+        cx = torch.randint(width, (centres,), generator=draws, device=device).expand(batch)
+        boxes = ops.centred_boxes(cy, cx, cut_h, cut_w, height, width)
+        perm = torch.randperm(batch, generator=draws, device=device)
+        lam = ops.area_rule(boxes, height, width)
+        mixed = ops.paste(images, perm, boxes, check=False)  # boxes and perm made right here
         return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam)
 
 
@@ -287,17 +318,19 @@ class SaliencyMix(_Mixer):
 
     Call: ``SaliencyMix(...)(images Tensor[B, C, H, W], labels LongTensor[B], saliency Tensor[B, H, W])
     -> (images, targets FloatTensor[B, K])``. The source of the box is the saliency of
-    ``images[perm[0]]``; labels are weighted by area.
+    ``images[perm[0]]`` (its peak: :func:`saliencymixplus.ops.saliency_peaks`); labels are
+    weighted by area.
     """
 
-    def _mix(self, images, labels, saliency, cut_h, cut_w, gen):
+    def _mix(self, images, labels, saliency, cut_h, cut_w, draws):
         batch, _, height, width = images.shape
-        perm = torch.randperm(batch, generator=gen).to(images.device, non_blocking=True)
-        peak = ops.peak_boxes(saliency[perm[:1]], 0, 0)[0]  # a 0-size box: (py, px, py, px)
-        boxes = _centred_boxes(peak[0].expand(batch), peak[1].expand(batch), cut_h.to(images.device),
-                               cut_w.to(images.device), height, width)
-        lam = _area_rule(boxes, height, width)
-        mixed = ops.paste(images, perm, boxes)
+        perm = torch.randperm(batch, generator=draws, device=images.device)
+        if _checks_are_free(images):
+            ops.check_values(saliency=saliency)
+        py, px = ops.saliency_peaks(saliency[perm[:1]])
+        boxes = ops.centred_boxes(py.expand(batch), px.expand(batch), cut_h, cut_w, height, width)
+        lam = ops.area_rule(boxes, height, width)
+        mixed = ops.paste(images, perm, boxes, check=False)  # boxes and perm made right here
         return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam)
 
 
@@ -327,23 +360,23 @@ class SaliencyMixPlus(_Mixer):
         self.box = box
         self.pairing = pairing
 
-    def _mix(self, images, labels, saliency, cut_h, cut_w, gen):
+    def _mix(self, images, labels, saliency, cut_h, cut_w, draws):
         batch = images.shape[0]
         if self.pairing == "half" and batch < 2:
             raise ValueError(f"pairing='half' needs a batch of at least 2 images, got {batch}")
-        perm = self._pairing(batch, gen).to(images.device, non_blocking=True)
-        mixed, boxes, lam = ops.saliency_mix(images, saliency, perm, cut_h.to(images.device),
-                                             cut_w.to(images.device), self.box)
+        perm = self._pairing(batch, draws, images.device)
+        mixed, boxes, lam = ops.saliency_mix(images, saliency, perm, cut_h, cut_w, self.box,
+                                             check=_checks_are_free(images))
         targets = self._targets(labels, perm, lam)
         if self.pairing == "half":
             kept = batch // 2
             mixed, targets, lam = mixed[:kept], targets[:kept], lam[:kept]
         return MixResult(mixed, targets, perm, boxes, lam)
 
-    def _pairing(self, batch: int, gen: Optional[torch.Generator]) -> Tensor:
-        """``LongTensor[B]`` on the CPU; for ``half`` the second half maps to itself (and is dropped)."""
+    def _pairing(self, batch: int, draws: Optional[torch.Generator], device: torch.device) -> Tensor:
+        """``LongTensor[B]`` on ``device``; for ``half`` the second half maps to itself (and is dropped)."""
         if self.pairing == "full":
-            return torch.randperm(batch, generator=gen)
+            return torch.randperm(batch, generator=draws, device=device)
         kept = batch // 2
-        sources = kept + torch.randperm(batch - kept, generator=gen)[:kept]
-        return torch.cat([sources, torch.arange(kept, batch)])
+        sources = kept + torch.randperm(batch - kept, generator=draws, device=device)[:kept]
+        return torch.cat([sources, torch.arange(kept, batch, device=device)])

@@ -13,7 +13,7 @@ covers ``[y1, y2) x [x1, x2)``. Box sizes (``box_h``, ``box_w``) are an ``int`` 
 integer ``Tensor[B]``; they are clamped to ``[0, H]`` and ``[0, W]``, and a 0-size box is
 legal (it pastes nothing).
 
-The label weight (ARCHITECTURE.md, step 4) of the target label of image ``i`` is::
+The label weight (docs/design.md, "The algorithm", step 4) of the target label of image ``i`` is::
 
     a = (sum(s[i]) - sum(s[i] in box)) / sum(s[i])        # target saliency left visible
     b = sum(s[perm[i]] in box) / sum(s[perm[i]])          # source saliency pasted in
@@ -21,11 +21,23 @@ The label weight (ARCHITECTURE.md, step 4) of the target label of image ``i`` is
 
 falling back to the area rule ``1 - box_area / (H * W)`` where a saliency sum or ``a + b``
 is 0, or the result is not finite.
+
+**Checks.** Each public op checks shapes, dtypes and devices (free), and with
+``check=True`` (the default) also the values users pass by hand: saliency finite and
+``>= 0``, ``perm`` in ``[0, B)``, boxes inside the image. That value check reads one small
+tensor back to the host, a GPU sync. The mixers pass ``check=False``: the kernels are safe
+by construction, so odd values have a defined meaning and nothing is read or written out of
+bounds: a saliency value that is negative, NaN or infinite counts as 0, a box is clamped into
+the image, a ``perm`` value outside ``[0, B)`` means "the image itself".
+
+**Rules.** The rules the mixers and the benchmarks share live here, once:
+:func:`cut_sizes` (box size from ``lam``), :func:`centred_boxes` (the published clipped box),
+:func:`area_rule` (CutMix's label weight), :func:`saliency_peaks` (the argmax pixel).
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -39,6 +51,10 @@ __all__ = [
     "paste",
     "label_weights",
     "saliency_mix",
+    "cut_sizes",
+    "centred_boxes",
+    "area_rule",
+    "saliency_peaks",
     "window_search_reference",
     "peak_boxes_reference",
     "paste_reference",
@@ -55,47 +71,56 @@ SALIENCY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, 
 # --------------------------------------------------------------------------- public ops
 
 
-def window_search(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
+def window_search(saliency: Tensor, box_h: BoxSize, box_w: BoxSize, *, check: bool = True) -> Tensor:
     """The most salient window of each map.
 
     Args:
         saliency: ``Tensor[B, H, W]``, float (any precision) or uint8, ``>= 0`` and finite.
         box_h, box_w: window height and width, an ``int`` or an integer ``Tensor[B]``;
             clamped to ``[0, H]`` / ``[0, W]``.
+        check: validate the saliency values (one host read; see the module docstring).
 
     Returns:
         ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``: for each map, the window of the given
         size fully inside the map whose saliency sum is largest (a summed-area table, so
         O(H*W) per map). Ties go to the smallest ``(y1, x1)``; sums are float64 (the same on
-    every device), so windows whose sums differ only by rounding count as different.
+        every device), so windows whose sums differ only by rounding count as different.
     """
     box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    _check_search_args(saliency, box_h, box_w)
+    if check:
+        check_values(saliency=saliency)
     if _extension.has_ops():
         return torch.ops.saliencymixplus.window_search(saliency, box_h, box_w)
     return window_search_reference(saliency, box_h, box_w)
 
 
-def peak_boxes(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
+def peak_boxes(saliency: Tensor, box_h: BoxSize, box_w: BoxSize, *, check: bool = True) -> Tensor:
     """Boxes centred on the most salient pixel, clipped to the map (the published rule).
 
-    With ``(py, px)`` the argmax pixel (the first in row-major order on ties):
-    ``y1 = clip(py - h // 2, 0, H)``, ``y2 = clip(py + h // 2, 0, H)``, likewise for x, so a
-    box shrinks at the borders and an odd size loses one row/column.
+    With ``(py, px)`` the argmax pixel (the first in row-major order on ties; see
+    :func:`saliency_peaks`) the box is :func:`centred_boxes`: ``y1 = clip(py - h // 2, 0, H)``,
+    ``y2 = clip(py + h // 2, 0, H)``, likewise for x, so a box shrinks at the borders and an
+    odd size loses one row/column.
 
     Args:
         saliency: ``Tensor[B, H, W]``, float or uint8, ``>= 0`` and finite.
         box_h, box_w: an ``int`` or an integer ``Tensor[B]``; clamped to ``[0, H]`` / ``[0, W]``.
+        check: validate the saliency values (one host read).
 
     Returns:
         ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``.
     """
     box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    _check_search_args(saliency, box_h, box_w)
+    if check:
+        check_values(saliency=saliency)
     if _extension.has_ops():
         return torch.ops.saliencymixplus.peak_boxes(saliency, box_h, box_w)
     return peak_boxes_reference(saliency, box_h, box_w)
 
 
-def paste(images: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
+def paste(images: Tensor, perm: Tensor, boxes: Tensor, *, check: bool = True) -> Tensor:
     """Paste box ``i`` of image ``perm[i]`` into image ``i`` at the same coordinates.
 
     Args:
@@ -105,30 +130,38 @@ def paste(images: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
             image ``perm[i]``.
         boxes: ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)`` with
             ``0 <= y1 <= y2 <= H`` and ``0 <= x1 <= x2 <= W``.
+        check: validate ``perm`` and ``boxes`` (one host read).
 
     Returns:
         A new ``Tensor[B, C, H, W]``: ``out[i] = images[i]`` and
         ``out[i, :, y1:y2, x1:x2] = images[perm[i], :, y1:y2, x1:x2]``.
     """
     perm = _as_long(perm, "perm")
+    _check_paste_args(images, perm, boxes)
+    if check:
+        check_values(perm=perm, boxes=boxes, height=images.shape[2], width=images.shape[3])
     if _extension.has_ops():
         return torch.ops.saliencymixplus.paste(images, perm, boxes)
     return paste_reference(images, perm, boxes)
 
 
-def label_weights(saliency: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
+def label_weights(saliency: Tensor, perm: Tensor, boxes: Tensor, *, check: bool = True) -> Tensor:
     """The saliency-weighted label weight ``lam_i`` of each target label.
 
     Args:
         saliency: ``Tensor[B, H, W]``, float or uint8, ``>= 0`` and finite.
         perm: integer ``Tensor[B]`` with values in ``[0, B)``.
         boxes: ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)`` inside the map.
+        check: validate the saliency, ``perm`` and ``boxes`` (one host read).
 
     Returns:
         ``FloatTensor[B]``: the weight of label ``y[i]``; ``y[perm[i]]`` gets ``1 - lam_i``.
         See the module docstring for the rule and its area-rule fallback.
     """
     perm = _as_long(perm, "perm")
+    _check_label_weights_args(saliency, perm, boxes)
+    if check:
+        check_values(saliency=saliency, perm=perm, boxes=boxes, height=saliency.shape[1], width=saliency.shape[2])
     if _extension.has_ops():
         return torch.ops.saliencymixplus.label_weights(saliency, perm, boxes)
     return label_weights_reference(saliency, perm, boxes)
@@ -141,6 +174,8 @@ def saliency_mix(
     box_h: BoxSize,
     box_w: BoxSize,
     mode: str = "window",
+    *,
+    check: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Search, paste and weigh in one op: SaliencyMix+ for a batch.
 
@@ -154,6 +189,7 @@ def saliency_mix(
         perm: integer ``Tensor[B]`` with values in ``[0, B)``.
         box_h, box_w: an ``int`` or an integer ``Tensor[B]``; clamped to the image.
         mode: ``"window"`` or ``"peak"``.
+        check: validate the saliency and ``perm`` (one host read).
 
     Returns:
         ``(mixed Tensor[B, C, H, W], boxes LongTensor[B, 4], lam FloatTensor[B])``, equal to
@@ -164,13 +200,89 @@ def saliency_mix(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     perm = _as_long(perm, "perm")
     box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    _check_saliency_mix_args(images, saliency, perm, box_h, box_w)
+    if check:
+        check_values(saliency=saliency, perm=perm)
     if _extension.has_ops():
         return torch.ops.saliencymixplus.saliency_mix(images, saliency, perm, box_h, box_w, mode)
     return saliency_mix_reference(images, saliency, perm, box_h, box_w, mode)
 
 
-# ------------------------------------------------------------------ argument conversion
+# ------------------------------------------------------------------------------ rules
 
+
+def cut_sizes(lam: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """The box size of a mixing ratio: ``cut = int(size * sqrt(1 - lam))``.
+
+    Args:
+        lam: float ``Tensor[B]`` in ``[0, 1]`` (float64 for the published rounding).
+        height, width: the image size.
+
+    Returns:
+        ``(cut_h, cut_w)``, ``LongTensor[B]`` each, on ``lam``'s device.
+    """
+    cut = torch.sqrt(1.0 - lam)
+    return (height * cut).long(), (width * cut).long()
+
+
+def centred_boxes(cy: Tensor, cx: Tensor, box_h: Tensor, box_w: Tensor, height: int, width: int) -> Tensor:
+    """The published box: ``box_h x box_w`` centred on ``(cy, cx)`` with half sizes ``size // 2``,
+    clipped to the image (so it shrinks at the borders and an odd size loses a row/column).
+
+    Args:
+        cy, cx, box_h, box_w: ``LongTensor[B]`` on one device.
+        height, width: the image size.
+
+    Returns:
+        ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``.
+    """
+    half_h, half_w = box_h.clamp(0, height) // 2, box_w.clamp(0, width) // 2
+    return torch.stack([(cy - half_h).clamp(0, height), (cx - half_w).clamp(0, width),
+                        (cy + half_h).clamp(0, height), (cx + half_w).clamp(0, width)], 1)
+
+
+def area_rule(boxes: Tensor, height: int, width: int) -> Tensor:
+    """CutMix's label weight ``1 - box_area / (H * W)``: ``LongTensor[B, 4]`` -> ``FloatTensor[B]``."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return (1.0 - area.double() / (height * width)).float()
+
+
+def saliency_peaks(saliency: Tensor) -> tuple[Tensor, Tensor]:
+    """The most salient pixel of each map, the first in row-major order on ties.
+
+    Args:
+        saliency: ``Tensor[B, H, W]`` (values counted as the kernels count them).
+
+    Returns:
+        ``(py, px)``, ``LongTensor[B]`` each, on the saliency's device.
+    """
+    width = saliency.shape[2]
+    peak = _counted(saliency).flatten(1).argmax(1)
+    return peak // width, peak % width
+
+
+def _counted(saliency: Tensor) -> Tensor:
+    """Saliency as the kernels count it, in float64: values that are negative, NaN or infinite are 0."""
+    s = saliency.double()
+    return torch.where(torch.isfinite(s) & (s > 0), s, torch.zeros((), dtype=s.dtype, device=s.device))
+
+
+def _clamped_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
+    """Boxes clamped into the image, as the kernels clamp them: ``0 <= y1 <= y2 <= H``, likewise x."""
+    y1, x1 = boxes[:, 0].clamp(0, height), boxes[:, 1].clamp(0, width)
+    y2 = torch.maximum(boxes[:, 2].clamp(max=height), y1)
+    x2 = torch.maximum(boxes[:, 3].clamp(max=width), x1)
+    return torch.stack([y1, x1, y2, x2], 1)
+
+
+def _sources(perm: Tensor) -> Tensor:
+    """The image each image receives from, as the kernels read ``perm``: out-of-range values mean itself."""
+    batch = perm.shape[0]
+    own = torch.arange(batch, device=perm.device)
+    return torch.where((perm >= 0) & (perm < batch), perm, own)
+
+
+# ------------------------------------------------------------------ argument conversion
 
 
 def _as_long(t: Tensor, name: str) -> Tensor:
@@ -198,20 +310,16 @@ def _box_sizes(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> tuple[Tensor
     return out[0], out[1]
 
 
-# ----------------------------------------------------------------------- validation
+# ---------------------------------------------------- checks of shapes, dtypes, devices
 
 
 def _check_map(saliency: Tensor, name: str = "saliency") -> None:
-    if saliency.dim() != 3:
-        raise ValueError(f"{name} must be a Tensor[B, H, W], got shape {list(saliency.shape)}")
+    if not isinstance(saliency, Tensor) or saliency.dim() != 3:
+        raise ValueError(f"{name} must be a Tensor[B, H, W], got shape {_shape(saliency)}")
     if saliency.dtype not in SALIENCY_DTYPES:
         raise ValueError(f"{name} must be a float32, float64, float16, bfloat16 or uint8 tensor, got {saliency.dtype}")
     if saliency.shape[1] == 0 or saliency.shape[2] == 0:
         raise ValueError(f"{name} must have H > 0 and W > 0, got shape {list(saliency.shape)}")
-    if saliency.numel() and saliency.is_floating_point():
-        lo, hi = torch.aminmax(saliency)
-        if not (bool(lo >= 0) and bool(torch.isfinite(hi))):
-            raise ValueError(f"{name} must be finite and >= 0, got values in [{lo.item()}, {hi.item()}]")
 
 
 def _check_sizes(size: Tensor, batch: int, device: torch.device, name: str) -> None:
@@ -226,29 +334,18 @@ def _check_perm(perm: Tensor, batch: int, device: torch.device) -> None:
         raise ValueError(f"perm must be a LongTensor[{batch}], got {perm.dtype} of shape {list(perm.shape)}")
     if perm.device != device:
         raise ValueError(f"perm must be on {device}, got {perm.device}")
-    if batch and not bool(((perm >= 0) & (perm < batch)).all()):
-        raise ValueError(f"perm values must be in [0, {batch}), got values in "
-                         f"[{perm.min().item()}, {perm.max().item()}]")
 
 
-def _check_boxes(boxes: Tensor, batch: int, height: int, width: int, device: torch.device) -> None:
-    if boxes.dtype != torch.long or boxes.shape != (batch, 4):
-        raise ValueError(f"boxes must be a LongTensor[{batch}, 4], got {boxes.dtype} of shape {list(boxes.shape)}")
+def _check_boxes(boxes: Tensor, batch: int, device: torch.device) -> None:
+    if not isinstance(boxes, Tensor) or boxes.dtype != torch.long or boxes.shape != (batch, 4):
+        raise ValueError(f"boxes must be a LongTensor[{batch}, 4], got {_describe(boxes)}")
     if boxes.device != device:
         raise ValueError(f"boxes must be on {device}, got {boxes.device}")
-    y1, x1, y2, x2 = boxes.unbind(1)
-    rules = {"y1 < 0": y1 >= 0, "x1 < 0": x1 >= 0, "y2 < y1": y2 >= y1, "x2 < x1": x2 >= x1,
-             "y2 > H": y2 <= height, "x2 > W": x2 <= width}
-    for broken, ok in rules.items():
-        if not bool(ok.all()):
-            bad = int((~ok).nonzero()[0, 0])
-            raise ValueError(f"boxes must satisfy 0 <= y1 <= y2 <= H = {height} and 0 <= x1 <= x2 <= W = {width}; "
-                             f"found a box with {broken}: box {bad} = {boxes[bad].tolist()}")
 
 
-def _check_images(images: Tensor, saliency: Tensor | None = None) -> None:
-    if images.dim() != 4:
-        raise ValueError(f"images must be a Tensor[B, C, H, W], got shape {list(images.shape)}")
+def _check_images(images: Tensor, saliency: Optional[Tensor] = None) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a Tensor[B, C, H, W], got shape {_shape(images)}")
     if saliency is not None:
         if saliency.device != images.device:
             raise ValueError(f"saliency must be on {images.device} like images, got {saliency.device}")
@@ -257,17 +354,94 @@ def _check_images(images: Tensor, saliency: Tensor | None = None) -> None:
                              f"to match images {list(images.shape)}, got {list(saliency.shape)}")
 
 
+def _check_search_args(saliency: Tensor, box_h: Tensor, box_w: Tensor) -> None:
+    _check_map(saliency)
+    _check_sizes(box_h, saliency.shape[0], saliency.device, "box_h")
+    _check_sizes(box_w, saliency.shape[0], saliency.device, "box_w")
+
+
+def _check_paste_args(images: Tensor, perm: Tensor, boxes: Tensor) -> None:
+    _check_images(images)
+    _check_perm(perm, images.shape[0], images.device)
+    _check_boxes(boxes, images.shape[0], images.device)
+
+
+def _check_label_weights_args(saliency: Tensor, perm: Tensor, boxes: Tensor) -> None:
+    _check_map(saliency)
+    _check_perm(perm, saliency.shape[0], saliency.device)
+    _check_boxes(boxes, saliency.shape[0], saliency.device)
+
+
+def _check_saliency_mix_args(images: Tensor, saliency: Tensor, perm: Tensor, box_h: Tensor, box_w: Tensor) -> None:
+    _check_images(images)
+    _check_map(saliency)
+    _check_images(images, saliency)
+    _check_perm(perm, images.shape[0], images.device)
+    _check_sizes(box_h, images.shape[0], images.device, "box_h")
+    _check_sizes(box_w, images.shape[0], images.device, "box_w")
+
+
+def _shape(value) -> str:
+    return str(list(value.shape)) if isinstance(value, Tensor) else type(value).__name__
+
+
+def _describe(value) -> str:
+    return f"{value.dtype} of shape {list(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+
+
+# ------------------------------------------------------------------ checks of values
+
+
+def check_values(saliency: Optional[Tensor] = None, perm: Optional[Tensor] = None, boxes: Optional[Tensor] = None,
+                  height: int = 0, width: int = 0) -> None:
+    """Saliency finite and ``>= 0``, ``perm`` in ``[0, B)``, boxes inside ``H x W``: the statistics
+    are gathered on the data's device and read back in one copy (a host sync on a GPU)."""
+    stats = []
+    has_saliency = saliency is not None and saliency.numel() > 0 and saliency.is_floating_point()
+    has_perm = perm is not None and perm.numel() > 0
+    has_boxes = boxes is not None and boxes.numel() > 0
+    if has_saliency:
+        stats += list(torch.aminmax(saliency))
+    if has_perm:
+        stats += list(torch.aminmax(perm))
+    if has_boxes:
+        y1, x1, y2, x2 = boxes.unbind(1)
+        stats.append(torch.stack([y1, x1, y2 - y1, x2 - x1, height - y2, width - x2]).amin(1))
+    if not stats:
+        return
+    values = torch.cat([t.double().reshape(-1) for t in stats]).tolist()
+    if has_saliency:
+        low, high = values[:2]
+        values = values[2:]
+        if not (low >= 0 and abs(high) < float("inf")):
+            raise ValueError(f"saliency must be finite and >= 0, got values in [{low}, {high}]")
+    if has_perm:
+        low, high = values[:2]
+        values = values[2:]
+        if low < 0 or high >= perm.shape[0]:
+            raise ValueError(f"perm values must be in [0, {perm.shape[0]}), got values in [{int(low)}, {int(high)}]")
+    if has_boxes:
+        for broken, margin in zip(("y1 < 0", "x1 < 0", "y2 < y1", "x2 < x1", "y2 > H", "x2 > W"), values):
+            if margin < 0:
+                y1, x1, y2, x2 = boxes.unbind(1)
+                ok = torch.stack([y1, x1, y2 - y1, x2 - x1, height - y2, width - x2], 1) >= 0
+                bad = int((~ok.all(1)).nonzero()[0, 0])
+                raise ValueError(f"boxes must satisfy 0 <= y1 <= y2 <= H = {height} and 0 <= x1 <= x2 <= W = {width}; "
+                                 f"found a box with {broken}: box {bad} = {boxes[bad].tolist()}")
+
+
 # ------------------------------------------------------------------------- references
+# What the kernels compute, written plainly; odd values mean what they mean to the kernels
+# (_counted, _clamped_boxes, _sources). Each checks shapes, dtypes and devices, not values.
 
 
 def _summed_area(saliency: Tensor) -> Tensor:
-    """``Tensor[B, H, W]`` -> float64 ``Tensor[B, H+1, W+1]`` with ``sat[:, y, x] = s[:, :y, :x].sum()``.
-
-    Rows are summed first, then columns, the order the kernels use.
+    """``Tensor[B, H, W]`` -> float64 ``Tensor[B, H+1, W+1]`` with ``sat[:, y, x] = s[:, :y, :x].sum()``
+    over the counted values. Rows are summed first, then columns, the order the kernels use.
     """
     batch, height, width = saliency.shape
     sat = saliency.new_zeros((batch, height + 1, width + 1), dtype=torch.float64)
-    sat[:, 1:, 1:] = saliency.double().cumsum(2).cumsum(1)
+    sat[:, 1:, 1:] = _counted(saliency).cumsum(2).cumsum(1)
     return sat
 
 
@@ -281,10 +455,8 @@ def _box_sums(sat: Tensor, boxes: Tensor) -> Tensor:
 def window_search_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
     """Pure-PyTorch :func:`window_search` (a loop over the batch; float64 sums)."""
     box_h, box_w = _box_sizes(saliency, box_h, box_w)
-    _check_map(saliency)
+    _check_search_args(saliency, box_h, box_w)
     batch, height, width = saliency.shape
-    _check_sizes(box_h, batch, saliency.device, "box_h")
-    _check_sizes(box_w, batch, saliency.device, "box_w")
     sat = _summed_area(saliency)
     boxes = []
     for i, (h, w) in enumerate(zip(box_h.clamp(0, height).tolist(), box_w.clamp(0, width).tolist())):
@@ -299,16 +471,10 @@ def window_search_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) ->
 def peak_boxes_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
     """Pure-PyTorch :func:`peak_boxes`."""
     box_h, box_w = _box_sizes(saliency, box_h, box_w)
-    _check_map(saliency)
-    batch, height, width = saliency.shape
-    _check_sizes(box_h, batch, saliency.device, "box_h")
-    _check_sizes(box_w, batch, saliency.device, "box_w")
-    peak = saliency.double().flatten(1).argmax(1) if batch else box_h.new_zeros(0)
-    py, px = peak // width, peak % width
-    h, w = box_h.clamp(0, height) // 2, box_w.clamp(0, width) // 2
-    return torch.stack(
-        [(py - h).clamp(0, height), (px - w).clamp(0, width), (py + h).clamp(0, height), (px + w).clamp(0, width)], 1
-    )
+    _check_search_args(saliency, box_h, box_w)
+    _, height, width = saliency.shape
+    py, px = saliency_peaks(saliency)
+    return centred_boxes(py, px, box_h, box_w, height, width)
 
 
 def _box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
@@ -322,39 +488,34 @@ def _box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
 def paste_reference(images: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
     """Pure-PyTorch :func:`paste` (a masked select over the whole batch)."""
     perm = _as_long(perm, "perm")
-    _check_images(images)
-    batch, _, height, width = images.shape
-    _check_perm(perm, batch, images.device)
-    _check_boxes(boxes, batch, height, width, images.device)
-    mask = _box_mask(boxes, height, width).unsqueeze(1)
-    out = torch.where(mask, images[perm], images)
+    _check_paste_args(images, perm, boxes)
+    _, _, height, width = images.shape
+    mask = _box_mask(_clamped_boxes(boxes, height, width), height, width).unsqueeze(1)
+    out = torch.where(mask, images[_sources(perm)], images)
     return out.contiguous(memory_format=memory_format(images))
 
 
 def label_weights_reference(saliency: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
     """Pure-PyTorch :func:`label_weights` (float64 sums from summed-area tables)."""
     perm = _as_long(perm, "perm")
-    _check_map(saliency)
-    batch, height, width = saliency.shape
-    _check_perm(perm, batch, saliency.device)
-    _check_boxes(boxes, batch, height, width, saliency.device)
+    _check_label_weights_args(saliency, perm, boxes)
+    _, height, width = saliency.shape
+    boxes, sources = _clamped_boxes(boxes, height, width), _sources(perm)
     sat = _summed_area(saliency)
     total = sat[:, -1, -1]
     inside_target = _box_sums(sat, boxes)
-    inside_source = _box_sums(sat[perm], boxes)
-    return _weights_from_sums(total, inside_target, total[perm], inside_source, boxes, height * width)
+    inside_source = _box_sums(sat[sources], boxes)
+    return _weights_from_sums(total, inside_target, total[sources], inside_source, boxes, height, width)
 
 
 def _weights_from_sums(total_t: Tensor, in_t: Tensor, total_s: Tensor, in_s: Tensor, boxes: Tensor,
-                       area: int) -> Tensor:
-    """The step-4 rule on float64 ``[B]`` sums, with the area-rule fallback -> float32 ``[B]``."""
-    y1, x1, y2, x2 = boxes.unbind(1)
-    area_rule = 1.0 - ((y2 - y1) * (x2 - x1)).double() / area
+                       height: int, width: int) -> Tensor:
+    """The label-weight rule on float64 ``[B]`` sums, with the area-rule fallback -> float32 ``[B]``."""
     a = (total_t - in_t) / total_t
     b = in_s / total_s
     lam = a / (a + b)
     usable = (total_t > 0) & (total_s > 0) & ((a + b) > 0) & torch.isfinite(lam)
-    return torch.where(usable, lam, area_rule).float()
+    return torch.where(usable, lam.float(), area_rule(boxes, height, width))
 
 
 def saliency_mix_reference(
@@ -369,8 +530,8 @@ def saliency_mix_reference(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     perm = _as_long(perm, "perm")
-    _check_images(images, saliency)
-    _check_perm(perm, images.shape[0], images.device)
+    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    _check_saliency_mix_args(images, saliency, perm, box_h, box_w)
     find = window_search_reference if mode == "window" else peak_boxes_reference
-    boxes = find(saliency[perm], box_h, box_w)
+    boxes = find(saliency[_sources(perm)], box_h, box_w)
     return paste_reference(images, perm, boxes), boxes, label_weights_reference(saliency, perm, boxes)

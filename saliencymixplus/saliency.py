@@ -74,7 +74,7 @@ def sharpen(maps, *, top: float = 1.0, power: float = 1.0) -> np.ndarray:
     """Sharpen saliency maps: keep each map's most salient pixels and raise them to a power.
 
     OpenCV's maps spread much of their mass over edges and background texture; the label
-    weights (ARCHITECTURE.md, step 4) are sums of saliency, so that mass is label noise.
+    weights (docs/design.md, "The algorithm", step 4) are sums of saliency, so that mass is label noise.
     Per map: divide by its maximum; subtract its ``1 - top`` quantile ``t`` and rescale
     ``(s - t) / (1 - t)``, clipped at 0 (only about the ``top`` fraction of pixels stays
     non-zero; ``top=1`` keeps all); then raise to ``power``.

@@ -293,7 +293,8 @@ def test_saliency_mix_reference_is_the_three_ops(shape, kind, mode):
         if kind != "uniform":
             assert boxes[i].tolist() == expected
     torch.testing.assert_close(mixed, brute_paste(images, perm, boxes))
-    torch.testing.assert_close(lam, ops.label_weights_reference(s, perm, boxes))
+    expected = [brute_weight(s[i], s[int(perm[i])], boxes[i].tolist(), h, w) for i in range(b)]
+    torch.testing.assert_close(lam, torch.tensor(expected, dtype=torch.float32))
 
 
 @needs_ops
@@ -317,6 +318,76 @@ def test_saliency_mix_kernel_matches_reference(device, mode, dtype, layout, kind
     torch.testing.assert_close(lam, expected[2])
     torch.testing.assert_close(mixed, brute_paste(images, perm, boxes), rtol=0, atol=0)
     torch.testing.assert_close(lam, ops.label_weights_reference(s, perm, boxes))
+
+
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", ["window", "peak"])
+@pytest.mark.parametrize("shape", [(2, 1, 1, 1), (3, 2, 17, 23), (2, 3, 224, 224), (2, 1, 257, 250), (130, 1, 8, 8)])
+def test_saliency_mix_uint8_maps(device, mode, shape):
+    """uint8 maps (the cache's dtype) take the on-chip path on a GPU where their table fits
+    (224 x 224) and the float64 path where it does not (257 x 250); both equal the brute force."""
+    b, c, h, w = shape
+    g = torch.Generator().manual_seed(h * w)
+    images = torch.rand(shape, generator=g)
+    s = torch.randint(0, 256, (b, h, w), generator=g, dtype=torch.uint8)
+    s[0] = 0  # an all-zero map: the area rule
+    perm = random_perm(b, 44)
+    bh, bw = torch.randint(0, h + 1, (b,), generator=g), torch.randint(0, w + 1, (b,), generator=g)
+    mixed, boxes, lam = (t.cpu() for t in ops.saliency_mix(
+        images.to(device), s.to(device), perm.to(device), bh.to(device), bw.to(device), mode))
+    find = brute_window if mode == "window" else brute_peak
+    for i in range(min(b, 4)) if h * w > 10000 else range(b):
+        src = int(perm[i])
+        if h * w <= 10000:
+            expected = find(s[src], int(bh[i]), int(bw[i]))
+            assert boxes[i].tolist() == (expected[0] if mode == "window" else expected)
+        assert lam[i].item() == pytest.approx(brute_weight(s[i], s[src], boxes[i].tolist(), h, w), abs=1e-6)
+    torch.testing.assert_close(boxes, ops.saliency_mix_reference(images, s, perm, bh, bw, mode)[1], rtol=0, atol=0)
+    torch.testing.assert_close(mixed, brute_paste(images, perm, boxes), rtol=0, atol=0)
+
+
+def odd_inputs():
+    """Values a user could pass with check=False, and what the kernels must read them as,
+    written out by hand: odd saliency counts as 0, boxes clamp, perm out of range means itself."""
+    g = torch.Generator().manual_seed(70)
+    s = torch.rand(5, 9, 7, generator=g)
+    s[0, 2, 3] = float("nan")
+    s[1, 0, 0] = -5.0
+    s[2, 4, 4] = float("inf")
+    s[3] = -1.0  # all negative: counts as an all-zero map
+    s[4, 1, 1] = float("-inf")
+    counted = s.clone()
+    counted[0, 2, 3] = counted[1, 0, 0] = counted[2, 4, 4] = counted[4, 1, 1] = 0.0
+    counted[3] = 0.0
+    perm = torch.tensor([4, -1, 9, 0, 2])
+    sources = torch.tensor([4, 1, 2, 0, 2])
+    boxes = torch.tensor([[-3, -2, 4, 3], [2, 5, 1, 9], [0, 0, 99, 99], [5, 1, 6, 2], [3, 3, 3, 3]])
+    clamped = torch.tensor([[0, 0, 4, 3], [2, 5, 2, 7], [0, 0, 9, 7], [5, 1, 6, 2], [3, 3, 3, 3]])
+    images = torch.rand(5, 2, 9, 7, generator=g)
+    return images, s, counted, perm, sources, boxes, clamped
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_odd_values_unchecked_are_read_as_documented(path, device):
+    images, s, counted, perm, sources, boxes, clamped = (t.to(device) for t in odd_inputs())
+    h, w = torch.tensor([3, 2, 9, 0, 4], device=device), torch.tensor([2, 7, 1, 3, 3], device=device)
+    cpu = [t.cpu() for t in (images, counted, sources, clamped)]
+    got = ops.window_search(s, h, w, check=False).cpu()
+    assert got.tolist() == [brute_window(cpu[1][i], int(h[i]), int(w[i]))[0] for i in range(5)]
+    got = ops.peak_boxes(s, h, w, check=False).cpu()
+    assert got.tolist() == [brute_peak(cpu[1][i], int(h[i]), int(w[i])) for i in range(5)]
+    torch.testing.assert_close(ops.paste(images, perm, boxes, check=False).cpu(), brute_paste(cpu[0], cpu[2], cpu[3]))
+    expected = [brute_weight(cpu[1][i], cpu[1][int(cpu[2][i])], cpu[3][i].tolist(), 9, 7) for i in range(5)]
+    torch.testing.assert_close(ops.label_weights(s, perm, boxes, check=False).cpu(), torch.tensor(expected))
+    mixed, got_boxes, lam = (t.cpu() for t in ops.saliency_mix(images, s, perm, h, w, check=False))
+    for i in range(5):
+        src = int(cpu[2][i])
+        assert got_boxes[i].tolist() == brute_window(cpu[1][src], int(h[i]), int(w[i]))[0]
+        assert lam[i].item() == pytest.approx(brute_weight(cpu[1][i], cpu[1][src], got_boxes[i].tolist(), 9, 7))
+    torch.testing.assert_close(mixed, brute_paste(cpu[0], cpu[2], got_boxes))
+    with pytest.raises(ValueError, match="saliency must be finite and >= 0"):
+        ops.saliency_mix(images, s, sources, h, w)  # checked by default
 
 
 @needs_ops
@@ -411,7 +482,7 @@ def test_bad_box_size_types():
 
 @needs_ops
 @pytest.mark.skipif("cuda" not in DEVICES, reason="needs a CUDA GPU")
-def test_devices_that_differ():
+def test_cuda_devices_that_differ():
     images, s, p, b = good()
     with pytest.raises((ValueError, RuntimeError), match="saliency must be on"):
         ops.saliency_mix(images.cuda(), s, p.cuda(), 2, 2)

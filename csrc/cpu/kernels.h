@@ -1,11 +1,12 @@
 // The CPU building blocks the op kernels share: summed-area tables (one map at a time, in a
 // buffer that stays in cache), the window and peak searches, direct box sums for the label
-// weights, and the paste.
+// weights, the one-pass paste, and the rule for when to use more than one thread.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -15,6 +16,18 @@
 
 namespace saliencymixplus {
 namespace cpu {
+
+// A task of at least this many elementary steps (about a millisecond) before a second thread
+// is worth waking: a CIFAR batch runs inline on one thread, so a busy machine cannot make it
+// slower than one thread; an ImageNet batch is split over the batch.
+constexpr int64_t kMinTaskWork = int64_t{1} << 20;
+
+// f(begin, end) over the items [0, n), each costing about `work_per_item` steps.
+template <typename F>
+void parallel_items(int64_t n, int64_t work_per_item, const F& f) {
+  const int64_t grain = std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, work_per_item));
+  at::parallel_for(0, n, grain, f);
+}
 
 // sat (H + 1) x (W + 1) of the row-major H x W map s, summed in float64.
 template <typename T>
@@ -27,7 +40,7 @@ void summed_area(const T* s, int64_t height, int64_t width, double* sat) {
     double row = 0.0;
     sat[(y + 1) * stride] = 0.0;
     for (int64_t x = 0; x < width; ++x) {
-      row += static_cast<double>(s[y * width + x]);
+      row += saliency_value(s[y * width + x]);
       sat[(y + 1) * stride + x + 1] = sat[y * stride + x + 1] + row;
     }
   }
@@ -40,7 +53,7 @@ double box_sum_direct(const T* s, int64_t width, const int64_t* box) {
   double sum = 0.0;
   for (int64_t y = box[0]; y < box[2]; ++y) {
     for (int64_t x = box[1]; x < box[3]; ++x) {
-      sum += static_cast<double>(s[y * width + x]);
+      sum += saliency_value(s[y * width + x]);
     }
   }
   return sum;
@@ -51,7 +64,7 @@ template <typename T>
 double map_sum(const T* s, int64_t n) {
   double sum = 0.0;
   for (int64_t k = 0; k < n; ++k) {
-    sum += static_cast<double>(s[k]);
+    sum += saliency_value(s[k]);
   }
   return sum;
 }
@@ -60,7 +73,7 @@ double map_sum(const T* s, int64_t n) {
 template <typename T>
 std::vector<double> map_sums(const T* s, int64_t batch, int64_t plane) {
   std::vector<double> totals(batch);
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+  parallel_items(batch, plane, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       totals[b] = map_sum(s + b * plane, plane);
     }
@@ -68,7 +81,7 @@ std::vector<double> map_sums(const T* s, int64_t batch, int64_t plane) {
   return totals;
 }
 
-// lam_i (mix_math.h) of the target map and the source map, given their totals.
+// lam_i (mix_math.h) of the target map and the source map, given their totals; `box` inside the map.
 template <typename T>
 float weight_of(const T* target, double target_total, const T* source, double source_total, const int64_t* box,
                 int64_t height, int64_t width) {
@@ -96,13 +109,13 @@ inline void best_window(const double* sat, int64_t height, int64_t width, int64_
   box[3] = best_x + w;
 }
 
-// The flat index of the largest value, the first on ties.
+// The flat index of the largest saliency value, the first on ties.
 template <typename T>
 int64_t argmax(const T* s, int64_t n) {
   int64_t best = 0;
-  double best_value = static_cast<double>(s[0]);
+  double best_value = saliency_value(s[0]);
   for (int64_t k = 1; k < n; ++k) {
-    const double v = static_cast<double>(s[k]);
+    const double v = saliency_value(s[k]);
     if (v > best_value) {
       best_value = v;
       best = k;
@@ -112,46 +125,58 @@ int64_t argmax(const T* s, int64_t n) {
 }
 
 // The layout paste works in: a Tensor[B, C, H, W] contiguous either as NCHW or as NHWC,
-// seen as B images of `rows` rows of `row_length` elements, `per_x` elements per pixel.
+// seen as B images of `planes` planes of H rows of `row_length` elements, `per_x` elements
+// per pixel.
 struct RowLayout {
-  int64_t rows;
+  int64_t planes;
+  int64_t height;
   int64_t row_length;
   int64_t per_x;
-  int64_t height;
 };
 
 inline RowLayout row_layout(const at::Tensor& images, at::MemoryFormat format) {
   const int64_t channels = images.size(1), height = images.size(2), width = images.size(3);
   if (format == at::MemoryFormat::ChannelsLast) {
-    return {height, width * channels, channels, height};
+    return {1, height, width * channels, channels};
   }
-  return {channels * height, width, 1, height};
+  return {channels, height, width, 1};
 }
 
-// Copies box b of in[perm[b]] into out[b], whose other pixels already hold in[b] (out is a
-// copy of in). `in` and `out` are contiguous in the same `format`; bytes are copied, so every
-// dtype works.
-inline void paste_boxes(
+// out[b] = in[b] with box b of in[source_of(perm[b])] pasted in, every byte of out written
+// once (in and out contiguous in the same `format`; bytes are copied, so every dtype works).
+inline void paste_images(
     const at::Tensor& in, at::Tensor& out, const int64_t* perm, const int64_t* boxes, at::MemoryFormat format) {
   const RowLayout layout = row_layout(in, format);
+  const int64_t batch = in.size(0), width = in.size(3);
   const int64_t item = static_cast<int64_t>(in.element_size());
   const int64_t row_bytes = layout.row_length * item;
-  const int64_t image_bytes = layout.rows * row_bytes;
-  const int64_t planes = layout.rows / layout.height;  // C for NCHW, 1 for NHWC
+  const int64_t plane_bytes = layout.height * row_bytes;
+  const int64_t image_bytes = layout.planes * plane_bytes;
   const char* src = static_cast<const char*>(in.const_data_ptr());
   char* dst = static_cast<char*>(out.data_ptr());
-  at::parallel_for(0, in.size(0), 1, [&](int64_t begin, int64_t end) {
+  parallel_items(batch, image_bytes, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      const int64_t* box = boxes + 4 * b;
-      const int64_t start = box[1] * layout.per_x * item, length = (box[3] - box[1]) * layout.per_x * item;
-      if (length == 0) {
+      int64_t box[4];
+      clamp_box(boxes + 4 * b, layout.height, width, box);
+      const char* self = src + b * image_bytes;
+      const char* other = src + source_of(perm[b], b, batch) * image_bytes;
+      char* to = dst + b * image_bytes;
+      const int64_t lo = box[1] * layout.per_x * item, hi = box[3] * layout.per_x * item;
+      if (box[0] == box[2] || lo == hi) {
+        std::memcpy(to, self, image_bytes);
         continue;
       }
-      for (int64_t plane = 0; plane < planes; ++plane) {
+      for (int64_t plane = 0; plane < layout.planes; ++plane) {
+        const int64_t p = plane * plane_bytes;
+        std::memcpy(to + p, self + p, box[0] * row_bytes);  // the rows above the box
         for (int64_t y = box[0]; y < box[2]; ++y) {
-          const int64_t offset = (plane * layout.height + y) * row_bytes + start;
-          std::memcpy(dst + b * image_bytes + offset, src + perm[b] * image_bytes + offset, length);
+          const int64_t r = p + y * row_bytes;
+          std::memcpy(to + r, self + r, lo);
+          std::memcpy(to + r + lo, other + r + lo, hi - lo);
+          std::memcpy(to + r + hi, self + r + hi, row_bytes - hi);
         }
+        const int64_t below = p + box[2] * row_bytes;
+        std::memcpy(to + below, self + below, (layout.height - box[2]) * row_bytes);
       }
     }
   });

@@ -15,7 +15,6 @@ at::Tensor label_weights_cpu(const at::Tensor& saliency, const at::Tensor& perm,
     return lam;
   }
   const at::Tensor s = saliency.contiguous();
-  check_values(s, perm, boxes, height, width);
   const at::Tensor ps = perm.contiguous(), bs = boxes.contiguous();
   const int64_t* p = ps.const_data_ptr<int64_t>();
   const int64_t* box = bs.const_data_ptr<int64_t>();
@@ -24,10 +23,12 @@ at::Tensor label_weights_cpu(const at::Tensor& saliency, const at::Tensor& perm,
   AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, s.scalar_type(), "label_weights_cpu", [&] {
     const scalar_t* data = s.const_data_ptr<scalar_t>();
     const std::vector<double> totals = cpu::map_sums(data, batch, plane);
-    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    cpu::parallel_items(batch, plane, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        out[i] = cpu::weight_of(
-            data + i * plane, totals[i], data + p[i] * plane, totals[p[i]], box + 4 * i, height, width);
+        const int64_t src = source_of(p[i], i, batch);
+        int64_t bx[4];
+        clamp_box(box + 4 * i, height, width, bx);
+        out[i] = cpu::weight_of(data + i * plane, totals[i], data + src * plane, totals[src], bx, height, width);
       }
     });
   });

@@ -14,10 +14,9 @@ at::Tensor paste_cpu(const at::Tensor& images, const at::Tensor& perm, const at:
   if (in.numel() == 0) {
     return at::empty_like(in, in.options(), format);
   }
-  check_values(at::Tensor(), perm, boxes, images.size(2), images.size(3));
-  at::Tensor out = in.clone(format);  // torch's own parallel copy, then the boxes over it
+  at::Tensor out = at::empty_like(in, in.options(), format);
   const at::Tensor p = perm.contiguous(), b = boxes.contiguous();
-  cpu::paste_boxes(in, out, p.const_data_ptr<int64_t>(), b.const_data_ptr<int64_t>(), format);
+  cpu::paste_images(in, out, p.const_data_ptr<int64_t>(), b.const_data_ptr<int64_t>(), format);
   return out;
 }
 

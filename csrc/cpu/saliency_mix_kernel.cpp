@@ -25,7 +25,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cpu(
     return {mixed, boxes, lam};
   }
   const at::Tensor s = saliency.contiguous();
-  check_values(s, perm, at::Tensor(), height, width);
 
   const at::Tensor ps = perm.contiguous(), hs = box_h.contiguous(), ws = box_w.contiguous();
   const int64_t* p = ps.const_data_ptr<int64_t>();
@@ -39,10 +38,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, s.scalar_type(), "saliency_mix_cpu", [&] {
     const scalar_t* data = s.const_data_ptr<scalar_t>();
     const std::vector<double> totals = cpu::map_sums(data, batch, plane);
-    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    cpu::parallel_items(batch, 3 * plane, [&](int64_t begin, int64_t end) {
       std::vector<double> sat(peak ? 0 : (height + 1) * (width + 1));
       for (int64_t i = begin; i < end; ++i) {
-        const int64_t src = p[i];
+        const int64_t src = source_of(p[i], i, batch);
         const int64_t bh = clamp_to(h[i], 0, height), bw = clamp_to(w[i], 0, width);
         int64_t* bx = box + 4 * i;
         if (peak) {
@@ -57,8 +56,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cpu(
     });
   });
   if (in.numel() > 0) {
-    mixed.copy_(in);
-    cpu::paste_boxes(in, mixed, p, box, format);
+    cpu::paste_images(in, mixed, p, box, format);
   }
   return {mixed, boxes, lam};
 }

@@ -15,14 +15,13 @@ at::Tensor window_search_cpu(const at::Tensor& saliency, const at::Tensor& box_h
     return boxes;
   }
   const at::Tensor s = saliency.contiguous();
-  check_values(s, at::Tensor(), at::Tensor(), height, width);
   const at::Tensor hs = box_h.contiguous(), ws = box_w.contiguous();
   const int64_t* h = hs.const_data_ptr<int64_t>();
   const int64_t* w = ws.const_data_ptr<int64_t>();
   int64_t* out = boxes.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, s.scalar_type(), "window_search_cpu", [&] {
     const scalar_t* data = s.const_data_ptr<scalar_t>();
-    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    cpu::parallel_items(batch, 2 * height * width, [&](int64_t begin, int64_t end) {
       std::vector<double> sat((height + 1) * (width + 1));
       for (int64_t b = begin; b < end; ++b) {
         cpu::summed_area(data + b * height * width, height, width, sat.data());

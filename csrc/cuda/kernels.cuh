@@ -8,6 +8,7 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 
 #include <algorithm>
 #include <limits>
@@ -37,7 +38,7 @@ __global__ void row_sums_kernel(const T* __restrict__ s, double* __restrict__ sa
     out[0] = 0.0;
     double sum = 0.0;
     for (int64_t x = 0; x < width; ++x) {
-      sum += static_cast<double>(in[x]);
+      sum += saliency_value(in[x]);
       out[x + 1] = sum;
     }
   }
@@ -116,14 +117,14 @@ __global__ void search_kernel(const T* __restrict__ s, const double* __restrict_
                               const int64_t* __restrict__ box_w, int64_t height, int64_t width, bool peak,
                               int64_t* __restrict__ boxes, float* __restrict__ lam) {
   const int64_t i = blockIdx.x;
-  const int64_t src = perm == nullptr ? i : perm[i];
+  const int64_t src = perm == nullptr ? i : source_of(perm[i], i, gridDim.x);  // one block per image: B blocks
   const int64_t h = clamp_to(box_h[i], 0, height), w = clamp_to(box_w[i], 0, width);
   Best best{-std::numeric_limits<double>::infinity(), 0};
   int64_t cols = width;
   if (peak) {
     const T* map = s + src * height * width;
     for (int64_t k = threadIdx.x; k < height * width; k += blockDim.x) {
-      best.take(static_cast<double>(map[k]), k);
+      best.take(saliency_value(map[k]), k);
     }
   } else {
     cols = width - w + 1;
@@ -157,6 +158,130 @@ __global__ void search_kernel(const T* __restrict__ s, const double* __restrict_
   }
 }
 
+// The sum over the block of each thread's value, valid in every thread.
+__device__ inline int64_t block_sum(int64_t mine) {
+  __shared__ int64_t sums[kThreads];
+  sums[threadIdx.x] = mine;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      sums[threadIdx.x] += sums[threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  const int64_t total = sums[0];
+  __syncthreads();
+  return total;
+}
+
+// Window boxes (and label weights) of uint8 maps with the source's summed-area table kept
+// on chip: int32 in shared memory, exact (255 * H * W < 2^31 wherever the table fits), so
+// the boxes and weights equal the float64 path's. One block (kThreads threads) per image i,
+// whose source is perm[i] (i when perm is null); lam may be null.
+__global__ inline void window_on_chip_kernel(const uint8_t* __restrict__ s, const int64_t* __restrict__ perm,
+                                             const int64_t* __restrict__ box_h, const int64_t* __restrict__ box_w,
+                                             int64_t batch, int32_t height, int32_t width,
+                                             int64_t* __restrict__ boxes, float* __restrict__ lam) {
+  extern __shared__ int32_t sat[];  // (H + 1) x (W + 1)
+  const int64_t i = blockIdx.x;
+  const int64_t src = perm == nullptr ? i : source_of(perm[i], i, batch);
+  const int32_t stride = width + 1, plane = height * width;
+  const uint8_t* map = s + src * plane;
+  for (int32_t k = threadIdx.x; k < stride; k += blockDim.x) {
+    sat[k] = 0;
+  }
+  for (int32_t y = threadIdx.x; y < height; y += blockDim.x) {
+    sat[(y + 1) * stride] = 0;
+  }
+  for (int32_t k = threadIdx.x; k < plane; k += blockDim.x) {  // coalesced read of the map
+    const int32_t y = k / width;
+    sat[(y + 1) * stride + k - y * width + 1] = map[k];
+  }
+  __syncthreads();
+  for (int32_t y = threadIdx.x; y < height; y += blockDim.x) {  // rows, then columns
+    int32_t* row = sat + (y + 1) * stride;
+    int32_t sum = 0;
+    for (int32_t x = 1; x <= width; ++x) {
+      sum += row[x];
+      row[x] = sum;
+    }
+  }
+  __syncthreads();
+  for (int32_t x = threadIdx.x + 1; x <= width; x += blockDim.x) {
+    int32_t sum = 0;
+    for (int32_t y = 1; y <= height; ++y) {
+      sum += sat[y * stride + x];
+      sat[y * stride + x] = sum;
+    }
+  }
+  __syncthreads();
+  const int32_t h = static_cast<int32_t>(clamp_to(box_h[i], 0, height));
+  const int32_t w = static_cast<int32_t>(clamp_to(box_w[i], 0, width));
+  const int32_t cols = width - w + 1, positions = (height - h + 1) * cols;
+  Best best{-std::numeric_limits<double>::infinity(), 0};
+  for (int32_t k = threadIdx.x; k < positions; k += blockDim.x) {
+    const int32_t y = k / cols, x = k - y * cols;
+    best.take(static_cast<double>(box_sum(sat, width, y, x, y + h, x + w)), k);
+  }
+  best = block_best(best);  // the same in every thread
+  const int64_t box[4] = {best.index / cols, best.index % cols, best.index / cols + h, best.index % cols + w};
+  int64_t total = 0, inside = 0;
+  if (lam != nullptr) {  // the target's sums, exact in int64
+    const uint8_t* target = s + i * plane;
+    for (int32_t k = threadIdx.x; k < plane; k += blockDim.x) {
+      const int32_t y = k / width, x = k - y * width;
+      const int32_t v = target[k];
+      total += v;
+      inside += (y >= box[0] && y < box[2] && x >= box[1] && x < box[3]) ? v : 0;
+    }
+    total = block_sum(total);
+    inside = block_sum(inside);
+  }
+  if (threadIdx.x != 0) {
+    return;
+  }
+  for (int k = 0; k < 4; ++k) {
+    boxes[4 * i + k] = box[k];
+  }
+  if (lam != nullptr) {
+    const int32_t source_total = sat[height * stride + width];
+    const int32_t source_inside = box_sum(sat, width, box[0], box[1], box[2], box[3]);
+    lam[i] = label_weight(static_cast<double>(total), static_cast<double>(inside), static_cast<double>(source_total),
+                          static_cast<double>(source_inside), box, height, width);
+  }
+}
+
+// The shared memory window_on_chip_kernel needs for H x W maps.
+inline int64_t on_chip_bytes(int64_t height, int64_t width) {
+  return (height + 1) * (width + 1) * static_cast<int64_t>(sizeof(int32_t));
+}
+
+// Whether the window search of this contiguous saliency runs on chip: uint8 maps whose
+// table fits the current device's shared memory (a host query, no sync).
+inline bool window_fits_on_chip(const at::Tensor& saliency) {
+  if (saliency.scalar_type() != at::kByte) {
+    return false;
+  }
+  int limit = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, c10::cuda::current_device()));
+  const int64_t static_bytes = kThreads * (2 * sizeof(double) + sizeof(int64_t));  // block_best, block_sum
+  return on_chip_bytes(saliency.size(1), saliency.size(2)) + static_bytes <= limit;
+}
+
+// Launches window_on_chip_kernel (window_fits_on_chip must hold); perm may be undefined.
+inline void window_on_chip(const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
+                           const at::Tensor& box_w, at::Tensor& boxes, float* lam) {
+  const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
+  const int64_t bytes = on_chip_bytes(height, width);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(
+      window_on_chip_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  window_on_chip_kernel<<<batch, kThreads, bytes, c10::cuda::getCurrentCUDAStream()>>>(
+      saliency.const_data_ptr<uint8_t>(), perm.defined() ? perm.const_data_ptr<int64_t>() : nullptr,
+      box_h.const_data_ptr<int64_t>(), box_w.const_data_ptr<int64_t>(), batch, static_cast<int32_t>(height),
+      static_cast<int32_t>(width), boxes.data_ptr<int64_t>(), lam);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 // Launches search_kernel over a contiguous saliency; sat may be undefined for peak boxes
 // without weights, perm undefined for "each map is its own source".
 inline void search(const at::Tensor& saliency, const at::Tensor& sat, const at::Tensor& perm, const at::Tensor& box_h,
@@ -173,46 +298,90 @@ inline void search(const at::Tensor& saliency, const at::Tensor& sat, const at::
   });
 }
 
-// One thread per output element, in memory order of the (NCHW or NHWC contiguous) layout:
-// copies from image perm[b] inside box b and from image b outside. E is the element's
-// storage type of the same size, so every dtype works.
-template <typename E>
-__global__ void paste_kernel(const E* __restrict__ in, E* __restrict__ out, const int64_t* __restrict__ perm,
-                             const int64_t* __restrict__ boxes, int64_t total, int64_t per_image, int64_t row_length,
-                             int64_t height, int64_t per_x) {
-  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = k / per_image, offset = k - b * per_image;
-    const int64_t row = offset / row_length;
-    const int64_t y = row % height, x = (offset - row * row_length) / per_x;
-    const int64_t* box = boxes + 4 * b;
-    const bool inside = y >= box[0] && y < box[2] && x >= box[1] && x < box[3];
-    out[k] = in[(inside ? perm[b] : b) * per_image + offset];
+// Paste in one pass over the bytes: every granule of G bytes (16, 8, 4, 2 or 1; the
+// largest that divides a row and the base addresses) of out[b] is read from image b, or
+// from its source inside the box, and written once. The box's part of a row is the byte
+// range [x1 * per_x_bytes, x2 * per_x_bytes) in both layouts; a granule across its edge is
+// blended byte by byte. Grid: x over the granules of one image, y over the images.
+template <typename G>
+__global__ void paste_kernel(const char* __restrict__ in, char* __restrict__ out, const int64_t* __restrict__ perm,
+                             const int64_t* __restrict__ boxes, int64_t batch, int32_t rows, int32_t height,
+                             int32_t width, int32_t row_granules, int64_t row_bytes, int64_t per_x_bytes) {
+  constexpr int32_t kBytes = sizeof(G);
+  const int64_t image_bytes = rows * row_bytes;
+  const int32_t granules = rows * row_granules;
+  for (int64_t b = blockIdx.y; b < batch; b += gridDim.y) {
+    int64_t box[4];
+    clamp_box(boxes + 4 * b, height, width, box);
+    const int64_t lo = box[1] * per_x_bytes, hi = box[3] * per_x_bytes;
+    const char* self = in + b * image_bytes;
+    const char* other = in + source_of(perm[b], b, batch) * image_bytes;
+    char* to = out + b * image_bytes;
+    for (int32_t k = blockIdx.x * blockDim.x + threadIdx.x; k < granules; k += gridDim.x * blockDim.x) {
+      const int32_t row = k / row_granules;
+      const int64_t start = static_cast<int64_t>(k - row * row_granules) * kBytes;  // in the row
+      const int64_t offset = row * row_bytes + start;
+      const int32_t y = row % height;
+      const bool box_row = y >= box[0] && y < box[2];
+      G value;
+      if (!box_row || start + kBytes <= lo || start >= hi) {
+        value = *reinterpret_cast<const G*>(self + offset);
+      } else if (start >= lo && start + kBytes <= hi) {
+        value = *reinterpret_cast<const G*>(other + offset);
+      } else {
+        value = *reinterpret_cast<const G*>(self + offset);
+        const G pasted = *reinterpret_cast<const G*>(other + offset);
+        char* v = reinterpret_cast<char*>(&value);
+        const char* p = reinterpret_cast<const char*>(&pasted);
+#pragma unroll
+        for (int32_t j = 0; j < kBytes; ++j) {
+          if (start + j >= lo && start + j < hi) {
+            v[j] = p[j];
+          }
+        }
+      }
+      *reinterpret_cast<G*>(to + offset) = value;
+    }
   }
 }
 
 // out = paste of `in` (contiguous in `format`, like out) with perm and boxes on the device.
 inline void paste(const at::Tensor& in, at::Tensor& out, const at::Tensor& perm, const at::Tensor& boxes,
                   at::MemoryFormat format) {
-  const int64_t channels = in.size(1), height = in.size(2), width = in.size(3);
+  const int64_t batch = in.size(0), channels = in.size(1), height = in.size(2), width = in.size(3);
   const bool last = format == at::MemoryFormat::ChannelsLast;
-  const int64_t row_length = last ? width * channels : width, per_x = last ? channels : 1;
-  const int64_t per_image = channels * height * width, total = in.numel();
+  const int64_t item = in.element_size();
+  const int64_t rows = last ? height : channels * height;
+  const int64_t row_bytes = (last ? width * channels : width) * item;
+  const int64_t per_x_bytes = (last ? channels : 1) * item;
+  const auto in_address = reinterpret_cast<uintptr_t>(in.const_data_ptr());
+  const auto out_address = reinterpret_cast<uintptr_t>(out.data_ptr());
+  int64_t granule = 16;
+  while (granule > 1 && (row_bytes % granule || in_address % granule || out_address % granule)) {
+    granule /= 2;
+  }
+  const int64_t granules = rows * (row_bytes / granule);
+  TORCH_CHECK_VALUE(
+      granules < std::numeric_limits<int32_t>::max() && height < std::numeric_limits<int32_t>::max() &&
+          width < std::numeric_limits<int32_t>::max(),
+      "images must have fewer than 2^31 16-byte pieces per image, got shape ", in.sizes());
+  const dim3 grid(static_cast<unsigned>(blocks_for(granules)), static_cast<unsigned>(std::min<int64_t>(batch, 65535)));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   auto launch = [&](auto tag) {
-    using E = decltype(tag);
-    paste_kernel<E><<<blocks_for(total), kThreads, 0, stream>>>(
-        static_cast<const E*>(in.const_data_ptr()), static_cast<E*>(out.data_ptr()), perm.const_data_ptr<int64_t>(),
-        boxes.const_data_ptr<int64_t>(), total, per_image, row_length, height, per_x);
+    using G = decltype(tag);
+    paste_kernel<G><<<grid, kThreads, 0, stream>>>(
+        static_cast<const char*>(in.const_data_ptr()), static_cast<char*>(out.data_ptr()),
+        perm.const_data_ptr<int64_t>(), boxes.const_data_ptr<int64_t>(), batch, static_cast<int32_t>(rows),
+        static_cast<int32_t>(height), static_cast<int32_t>(width), static_cast<int32_t>(row_bytes / granule),
+        row_bytes, per_x_bytes);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  switch (in.element_size()) {
-    case 1: launch(uint8_t{}); break;
-    case 2: launch(uint16_t{}); break;
+  switch (granule) {
+    case 16: launch(uint4{}); break;
+    case 8: launch(uint2{}); break;
     case 4: launch(uint32_t{}); break;
-    case 8: launch(uint64_t{}); break;
-    case 16: launch(double2{}); break;
-    default: TORCH_CHECK_VALUE(false, "images has an element size of ", in.element_size(), " bytes, not supported");
+    case 2: launch(uint16_t{}); break;
+    default: launch(uint8_t{}); break;
   }
 }
 

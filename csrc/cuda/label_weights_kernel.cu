@@ -14,9 +14,10 @@ __global__ void label_weights_kernel(const double* __restrict__ sat, const int64
   const int64_t plane = (height + 1) * (width + 1);
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < batch;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t* box = boxes + 4 * i;
+    int64_t box[4];
+    clamp_box(boxes + 4 * i, height, width, box);
     const double* target = sat + i * plane;
-    const double* source = sat + perm[i] * plane;
+    const double* source = sat + source_of(perm[i], i, batch) * plane;
     lam[i] = label_weight(target[plane - 1], box_sum(target, width, box[0], box[1], box[2], box[3]),
                           source[plane - 1], box_sum(source, width, box[0], box[1], box[2], box[3]), box, height,
                           width);
@@ -33,7 +34,6 @@ at::Tensor label_weights_cuda(const at::Tensor& saliency, const at::Tensor& perm
     return lam;
   }
   const at::Tensor s = saliency.contiguous();
-  check_values(s, perm, boxes, height, width);
   const at::Tensor sat = cuda::summed_area_tables(s);
   const at::Tensor p = perm.contiguous(), b = boxes.contiguous();
   label_weights_kernel<<<cuda::blocks_for(batch), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(

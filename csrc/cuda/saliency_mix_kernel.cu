@@ -27,9 +27,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cuda(
   }
   const at::Tensor s = saliency.contiguous();
   const at::Tensor p = perm.contiguous();
-  check_values(s, p, at::Tensor(), height, width);
-  const at::Tensor sat = cuda::summed_area_tables(s);
-  cuda::search(s, sat, p, box_h.contiguous(), box_w.contiguous(), mode == "peak", boxes, lam.data_ptr<float>());
+  if (mode == "window" && cuda::window_fits_on_chip(s)) {
+    cuda::window_on_chip(s, p, box_h.contiguous(), box_w.contiguous(), boxes, lam.data_ptr<float>());
+  } else {
+    const at::Tensor sat = cuda::summed_area_tables(s);
+    cuda::search(s, sat, p, box_h.contiguous(), box_w.contiguous(), mode == "peak", boxes, lam.data_ptr<float>());
+  }
   if (in.numel() > 0) {
     cuda::paste(in, mixed, p, boxes, format);
   }
