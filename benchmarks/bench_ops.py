@@ -272,7 +272,7 @@ def bench_threads(repeats: int, rounds: int = 5) -> list[tuple]:
     default = torch.get_num_threads()
 
     def call():
-        torch.ops.saliencymixplus.saliency_mix(x, s, perm, size, size, "window")
+        torch.ops.saliencymixplus.saliency_mix_plus(x, s, perm, size, size, "window")
 
     rows = []
     for load in ("idle", "busy"):

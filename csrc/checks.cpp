@@ -70,10 +70,10 @@ void check_label_weights_args(const at::Tensor& saliency, const at::Tensor& perm
   check_boxes(boxes, saliency.size(0), saliency.device());
 }
 
-void check_saliency_mix_args(
+void check_saliency_mix_plus_args(
     const at::Tensor& images, const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
-    const at::Tensor& box_w, c10::string_view mode) {
-  TORCH_CHECK_VALUE(mode == "window" || mode == "peak", "mode must be 'window' or 'peak', got '", mode, "'");
+    const at::Tensor& box_w, c10::string_view box) {
+  TORCH_CHECK_VALUE(box == "window" || box == "peak", "box must be 'window' or 'peak', got '", box, "'");
   check_images(images);
   check_saliency(saliency);
   check_images_match(images, saliency);

@@ -26,8 +26,8 @@ void check_boxes(const at::Tensor& boxes, int64_t batch, const at::Device& devic
 void check_search_args(const at::Tensor& saliency, const at::Tensor& box_h, const at::Tensor& box_w);
 void check_paste_args(const at::Tensor& images, const at::Tensor& perm, const at::Tensor& boxes);
 void check_label_weights_args(const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& boxes);
-void check_saliency_mix_args(
+void check_saliency_mix_plus_args(
     const at::Tensor& images, const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
-    const at::Tensor& box_w, c10::string_view mode);
+    const at::Tensor& box_w, c10::string_view box);
 
 }  // namespace saliencymixplus

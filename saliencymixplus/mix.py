@@ -218,12 +218,12 @@ class _Mixer:
         draws = _device_generator(gen, images.device)
         batch, _, height, width = images.shape
         lam = sample_beta(self.alpha, 1 if self.lam_mode == "batch" else batch, draws, images.device).expand(batch)
-        cut_h, cut_w = ops.cut_sizes(lam, height, width)
-        return self._mix(images, labels, saliency, cut_h, cut_w, draws)
+        box_h, box_w = ops.box_sizes(lam, height, width)
+        return self._mix(images, labels, saliency, box_h, box_w, draws)
 
-    def _mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor], cut_h: Tensor, cut_w: Tensor,
+    def _mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor], box_h: Tensor, box_w: Tensor,
              draws: Optional[torch.Generator]) -> MixResult:
-        """Mix a batch that is to be mixed, with box sizes ``cut_h``/``cut_w`` (``LongTensor[B]``
+        """Mix a batch that is to be mixed, with box sizes ``box_h``/``box_w`` (``LongTensor[B]``
         on the batch's device) and ``draws`` for the random numbers (on that device)."""
         raise NotImplementedError
 
@@ -297,13 +297,13 @@ class CutMix(_Mixer):
 
     needs_saliency = False
 
-    def _mix(self, images, labels, saliency, cut_h, cut_w, draws):
+    def _mix(self, images, labels, saliency, box_h, box_w, draws):
         batch, _, height, width = images.shape
         device = images.device
         centres = 1 if self.lam_mode == "batch" else batch
         cy = torch.randint(height, (centres,), generator=draws, device=device).expand(batch)
         cx = torch.randint(width, (centres,), generator=draws, device=device).expand(batch)
-        boxes = ops.centred_boxes(cy, cx, cut_h, cut_w, height, width)
+        boxes = ops.centred_boxes(cy, cx, box_h, box_w, height, width)
         perm = torch.randperm(batch, generator=draws, device=device)
         lam = ops.area_rule(boxes, height, width)
         mixed = ops.paste(images, perm, boxes, check=False)  # boxes and perm made right here
@@ -322,13 +322,13 @@ class SaliencyMix(_Mixer):
     weighted by area.
     """
 
-    def _mix(self, images, labels, saliency, cut_h, cut_w, draws):
+    def _mix(self, images, labels, saliency, box_h, box_w, draws):
         batch, _, height, width = images.shape
         perm = torch.randperm(batch, generator=draws, device=images.device)
         if _checks_are_free(images):
             ops.check_values(saliency=saliency)
         py, px = ops.saliency_peaks(saliency[perm[:1]])
-        boxes = ops.centred_boxes(py.expand(batch), px.expand(batch), cut_h, cut_w, height, width)
+        boxes = ops.centred_boxes(py.expand(batch), px.expand(batch), box_h, box_w, height, width)
         lam = ops.area_rule(boxes, height, width)
         mixed = ops.paste(images, perm, boxes, check=False)  # boxes and perm made right here
         return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam)
@@ -339,7 +339,7 @@ class SaliencyMixPlus(_Mixer):
 
     Args:
         num_classes, alpha, prob, label_smoothing, lam_mode, generator: as :class:`CutMix`.
-        box: ``"window"``: the most salient ``cut_h x cut_w`` window inside the source
+        box: ``"window"``: the most salient ``box_h x box_w`` window inside the source
             (default); ``"peak"``: centred on the source's saliency peak and clipped (as published).
         pairing: ``"full"``: image ``i`` receives from ``perm[i]`` of a random permutation;
             ``"half"`` (as published): the first ``B // 2`` images receive from a shuffled
@@ -353,20 +353,20 @@ class SaliencyMixPlus(_Mixer):
 
     def __init__(self, num_classes: int, *, box: str = "window", pairing: str = "full", **options) -> None:
         super().__init__(num_classes, **options)
-        if box not in ops.MODES:
-            raise ValueError(f"box must be one of {ops.MODES}, got {box!r}")
+        if box not in ops.BOXES:
+            raise ValueError(f"box must be one of {ops.BOXES}, got {box!r}")
         if pairing not in PAIRINGS:
             raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
         self.box = box
         self.pairing = pairing
 
-    def _mix(self, images, labels, saliency, cut_h, cut_w, draws):
+    def _mix(self, images, labels, saliency, box_h, box_w, draws):
         batch = images.shape[0]
         if self.pairing == "half" and batch < 2:
             raise ValueError(f"pairing='half' needs a batch of at least 2 images, got {batch}")
         perm = self._pairing(batch, draws, images.device)
-        mixed, boxes, lam = ops.saliency_mix(images, saliency, perm, cut_h, cut_w, self.box,
-                                             check=_checks_are_free(images))
+        mixed, boxes, lam = ops.saliency_mix_plus(images, saliency, perm, box_h, box_w, self.box,
+                                                  check=_checks_are_free(images))
         targets = self._targets(labels, perm, lam)
         if self.pairing == "half":
             kept = batch // 2

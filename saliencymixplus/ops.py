@@ -2,7 +2,7 @@
 
 Each op has two faces:
 
-* ``window_search``, ``peak_boxes``, ``paste``, ``label_weights``, ``saliency_mix``: the
+* ``window_search``, ``peak_boxes``, ``paste``, ``label_weights``, ``saliency_mix_plus``: the
   public functions. They call the compiled kernels (``torch.ops.saliencymixplus.*``, CPU
   and CUDA) when the extension is built, and the pure-PyTorch reference otherwise.
 * ``*_reference``: slow, obvious pure-PyTorch versions (float64 sums) that define what the
@@ -31,27 +31,28 @@ bounds: a saliency value that is negative, NaN or infinite counts as 0, a box is
 the image, a ``perm`` value outside ``[0, B)`` means "the image itself".
 
 **Rules.** The rules the mixers and the benchmarks share live here, once:
-:func:`cut_sizes` (box size from ``lam``), :func:`centred_boxes` (the published clipped box),
+:func:`box_sizes` (box size from ``lam``), :func:`centred_boxes` (the published clipped box),
 :func:`area_rule` (CutMix's label weight), :func:`saliency_peaks` (the argmax pixel).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
 from . import _extension
-from ._extension import memory_format
 
 __all__ = [
     "window_search",
     "peak_boxes",
     "paste",
     "label_weights",
-    "saliency_mix",
-    "cut_sizes",
+    "saliency_mix_plus",
+    "paste_memory_format",
+    "box_sizes",
     "centred_boxes",
     "area_rule",
     "saliency_peaks",
@@ -59,12 +60,12 @@ __all__ = [
     "peak_boxes_reference",
     "paste_reference",
     "label_weights_reference",
-    "saliency_mix_reference",
-    "MODES",
+    "saliency_mix_plus_reference",
+    "BOXES",
 ]
 
 BoxSize = Union[int, Tensor]
-MODES = ("window", "peak")
+BOXES = ("window", "peak")  # where a box goes: the most salient window, or centred on the peak
 SALIENCY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8)
 
 
@@ -86,7 +87,7 @@ def window_search(saliency: Tensor, box_h: BoxSize, box_w: BoxSize, *, check: bo
         O(H*W) per map). Ties go to the smallest ``(y1, x1)``; sums are float64 (the same on
         every device), so windows whose sums differ only by rounding count as different.
     """
-    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    box_h, box_w = _size_tensors(saliency, box_h, box_w)
     _check_search_args(saliency, box_h, box_w)
     if check:
         check_values(saliency=saliency)
@@ -111,7 +112,7 @@ def peak_boxes(saliency: Tensor, box_h: BoxSize, box_w: BoxSize, *, check: bool 
     Returns:
         ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``.
     """
-    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    box_h, box_w = _size_tensors(saliency, box_h, box_w)
     _check_search_args(saliency, box_h, box_w)
     if check:
         check_values(saliency=saliency)
@@ -167,20 +168,20 @@ def label_weights(saliency: Tensor, perm: Tensor, boxes: Tensor, *, check: bool 
     return label_weights_reference(saliency, perm, boxes)
 
 
-def saliency_mix(
+def saliency_mix_plus(
     images: Tensor,
     saliency: Tensor,
     perm: Tensor,
     box_h: BoxSize,
     box_w: BoxSize,
-    mode: str = "window",
+    box: str = "window",
     *,
     check: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Search, paste and weigh in one op: SaliencyMix+ for a batch.
 
     The box of image ``i`` is placed on the saliency of its source ``perm[i]`` (the most
-    salient window for ``mode="window"``, the peak-centred box for ``mode="peak"``), the
+    salient window for ``box="window"``, the peak-centred box for ``box="peak"``), the
     source's box is pasted into image ``i`` and ``lam_i`` is the saliency-weighted label weight.
 
     Args:
@@ -188,7 +189,7 @@ def saliency_mix(
         saliency: ``Tensor[B, H, W]``, float or uint8, ``>= 0`` and finite, same H, W as images.
         perm: integer ``Tensor[B]`` with values in ``[0, B)``.
         box_h, box_w: an ``int`` or an integer ``Tensor[B]``; clamped to the image.
-        mode: ``"window"`` or ``"peak"``.
+        box: ``"window"`` or ``"peak"`` (:data:`BOXES`).
         check: validate the saliency and ``perm`` (one host read).
 
     Returns:
@@ -196,33 +197,48 @@ def saliency_mix(
         ``paste(images, perm, boxes)`` and ``label_weights(saliency, perm, boxes)`` with
         ``boxes = window_search(saliency[perm], box_h, box_w)`` (or ``peak_boxes``).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _check_box(box)
     perm = _as_long(perm, "perm")
-    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    box_h, box_w = _size_tensors(saliency, box_h, box_w)
     _check_saliency_mix_args(images, saliency, perm, box_h, box_w)
     if check:
         check_values(saliency=saliency, perm=perm)
     if _extension.has_ops():
-        return torch.ops.saliencymixplus.saliency_mix(images, saliency, perm, box_h, box_w, mode)
-    return saliency_mix_reference(images, saliency, perm, box_h, box_w, mode)
+        return torch.ops.saliencymixplus.saliency_mix_plus(images, saliency, perm, box_h, box_w, box)
+    return saliency_mix_plus_reference(images, saliency, perm, box_h, box_w, box)
+
+
+def saliency_mix(images: Tensor, saliency: Tensor, perm: Tensor, box_h: BoxSize, box_w: BoxSize,
+                 mode: str = "window", *, check: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    """Deprecated name of :func:`saliency_mix_plus` (``mode`` is now ``box``); removed in 0.3."""
+    warnings.warn("saliencymixplus.ops.saliency_mix is deprecated and will be removed in 0.3: it computes "
+                  "SaliencyMix+, so it is now saliency_mix_plus(..., box=...)", DeprecationWarning, stacklevel=2)
+    return saliency_mix_plus(images, saliency, perm, box_h, box_w, mode, check=check)
 
 
 # ------------------------------------------------------------------------------ rules
 
 
-def cut_sizes(lam: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
-    """The box size of a mixing ratio: ``cut = int(size * sqrt(1 - lam))``.
+def paste_memory_format(images: Tensor) -> torch.memory_format:
+    """The layout :func:`paste` writes: channels-last for a channels-last input (that is not
+    also plain contiguous), else contiguous (as ``csrc/paste_layout.h``)."""
+    if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def box_sizes(lam: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """The box size of a mixing ratio: ``box_h = int(H * sqrt(1 - lam))``, likewise ``box_w``.
 
     Args:
         lam: float ``Tensor[B]`` in ``[0, 1]`` (float64 for the published rounding).
         height, width: the image size.
 
     Returns:
-        ``(cut_h, cut_w)``, ``LongTensor[B]`` each, on ``lam``'s device.
+        ``(box_h, box_w)``, ``LongTensor[B]`` each, on ``lam``'s device.
     """
-    cut = torch.sqrt(1.0 - lam)
-    return (height * cut).long(), (width * cut).long()
+    side = torch.sqrt(1.0 - lam)
+    return (height * side).long(), (width * side).long()
 
 
 def centred_boxes(cy: Tensor, cx: Tensor, box_h: Tensor, box_w: Tensor, height: int, width: int) -> Tensor:
@@ -293,7 +309,7 @@ def _as_long(t: Tensor, name: str) -> Tensor:
     return t
 
 
-def _box_sizes(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> tuple[Tensor, Tensor]:
+def _size_tensors(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> tuple[Tensor, Tensor]:
     """Turn ``int`` box sizes into ``LongTensor[B]`` on the saliency's device."""
     if not isinstance(saliency, Tensor):
         raise TypeError(f"saliency must be a Tensor, got {type(saliency).__name__}")
@@ -341,6 +357,11 @@ def _check_boxes(boxes: Tensor, batch: int, device: torch.device) -> None:
         raise ValueError(f"boxes must be a LongTensor[{batch}, 4], got {_describe(boxes)}")
     if boxes.device != device:
         raise ValueError(f"boxes must be on {device}, got {boxes.device}")
+
+
+def _check_box(box: str) -> None:
+    if box not in BOXES:
+        raise ValueError(f"box must be one of {BOXES}, got {box!r}")
 
 
 def _check_images(images: Tensor, saliency: Optional[Tensor] = None) -> None:
@@ -454,7 +475,7 @@ def _box_sums(sat: Tensor, boxes: Tensor) -> Tensor:
 
 def window_search_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
     """Pure-PyTorch :func:`window_search` (a loop over the batch; float64 sums)."""
-    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    box_h, box_w = _size_tensors(saliency, box_h, box_w)
     _check_search_args(saliency, box_h, box_w)
     batch, height, width = saliency.shape
     sat = _summed_area(saliency)
@@ -462,7 +483,8 @@ def window_search_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) ->
     for i, (h, w) in enumerate(zip(box_h.clamp(0, height).tolist(), box_w.clamp(0, width).tolist())):
         t = sat[i]
         sums = t[h:, w:] - t[: height + 1 - h, w:] - t[h:, : width + 1 - w] + t[: height + 1 - h, : width + 1 - w]
-        best = int(sums.flatten().argmax())  # the first maximum: smallest (y1, x1)
+        # the first maximum: smallest (y1, x1); a NaN sum (inf - inf of huge values) never wins
+        best = int(sums.nan_to_num(nan=float("-inf")).flatten().argmax())
         y1, x1 = divmod(best, width + 1 - w)
         boxes.append([y1, x1, y1 + h, x1 + w])
     return torch.tensor(boxes, dtype=torch.long, device=saliency.device).reshape(batch, 4)
@@ -470,7 +492,7 @@ def window_search_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) ->
 
 def peak_boxes_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
     """Pure-PyTorch :func:`peak_boxes`."""
-    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    box_h, box_w = _size_tensors(saliency, box_h, box_w)
     _check_search_args(saliency, box_h, box_w)
     _, height, width = saliency.shape
     py, px = saliency_peaks(saliency)
@@ -492,7 +514,7 @@ def paste_reference(images: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
     _, _, height, width = images.shape
     mask = _box_mask(_clamped_boxes(boxes, height, width), height, width).unsqueeze(1)
     out = torch.where(mask, images[_sources(perm)], images)
-    return out.contiguous(memory_format=memory_format(images))
+    return out.contiguous(memory_format=paste_memory_format(images))
 
 
 def label_weights_reference(saliency: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
@@ -518,20 +540,59 @@ def _weights_from_sums(total_t: Tensor, in_t: Tensor, total_s: Tensor, in_s: Ten
     return torch.where(usable, lam.float(), area_rule(boxes, height, width))
 
 
-def saliency_mix_reference(
+def saliency_mix_plus_reference(
     images: Tensor,
     saliency: Tensor,
     perm: Tensor,
     box_h: BoxSize,
     box_w: BoxSize,
-    mode: str = "window",
+    box: str = "window",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Pure-PyTorch :func:`saliency_mix`: the three unfused reference ops in a row."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    """Pure-PyTorch :func:`saliency_mix_plus`: the three unfused reference ops in a row."""
+    _check_box(box)
     perm = _as_long(perm, "perm")
-    box_h, box_w = _box_sizes(saliency, box_h, box_w)
+    box_h, box_w = _size_tensors(saliency, box_h, box_w)
     _check_saliency_mix_args(images, saliency, perm, box_h, box_w)
-    find = window_search_reference if mode == "window" else peak_boxes_reference
+    find = window_search_reference if box == "window" else peak_boxes_reference
     boxes = find(saliency[_sources(perm)], box_h, box_w)
     return paste_reference(images, perm, boxes), boxes, label_weights_reference(saliency, perm, boxes)
+
+
+# ---------------------------------------------------------------- fake (meta) kernels
+# Output shapes of the compiled ops for torch.compile and meta tensors.
+
+if _extension.has_ops():
+
+    def _batch_of(t: Tensor) -> int:
+        torch._check(t.dim() >= 1, lambda: f"expected a batched tensor, got shape {list(t.shape)}")
+        return t.shape[0]
+
+    @torch.library.register_fake("saliencymixplus::window_search")
+    def _window_search_fake(saliency, box_h, box_w):
+        torch._check(saliency.dim() == 3, lambda: f"saliency must be a Tensor[B, H, W], got {list(saliency.shape)}")
+        return saliency.new_empty((_batch_of(saliency), 4), dtype=torch.long)
+
+    @torch.library.register_fake("saliencymixplus::peak_boxes")
+    def _peak_boxes_fake(saliency, box_h, box_w):
+        torch._check(saliency.dim() == 3, lambda: f"saliency must be a Tensor[B, H, W], got {list(saliency.shape)}")
+        return saliency.new_empty((_batch_of(saliency), 4), dtype=torch.long)
+
+    @torch.library.register_fake("saliencymixplus::paste")
+    def _paste_fake(images, perm, boxes):
+        torch._check(images.dim() == 4, lambda: f"images must be a Tensor[B, C, H, W], got {list(images.shape)}")
+        return torch.empty_like(images, memory_format=paste_memory_format(images))
+
+    @torch.library.register_fake("saliencymixplus::label_weights")
+    def _label_weights_fake(saliency, perm, boxes):
+        torch._check(saliency.dim() == 3, lambda: f"saliency must be a Tensor[B, H, W], got {list(saliency.shape)}")
+        return saliency.new_empty((_batch_of(saliency),), dtype=torch.float32)
+
+    @torch.library.register_fake("saliencymixplus::saliency_mix_plus")
+    def _saliency_mix_plus_fake(images, saliency, perm, box_h, box_w, box):
+        torch._check(images.dim() == 4, lambda: f"images must be a Tensor[B, C, H, W], got {list(images.shape)}")
+        batch = _batch_of(images)
+        return (
+            torch.empty_like(images, memory_format=paste_memory_format(images)),
+            images.new_empty((batch, 4), dtype=torch.long),
+            images.new_empty((batch,), dtype=torch.float32),
+        )

@@ -275,21 +275,21 @@ def test_label_weights_known_values_and_fallbacks():
 # ---------------------------------------------------------------------- fused op
 
 
-@pytest.mark.parametrize("mode", ["window", "peak"])
+@pytest.mark.parametrize("box", ["window", "peak"])
 @pytest.mark.parametrize("kind", ["uniform", "integers", "zeros", "blob"])
 @pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 7, 5), (3, 3, 9, 13), (6, 1, 16, 16)])
-def test_saliency_mix_reference_is_the_three_ops(shape, kind, mode):
+def test_saliency_mix_plus_reference_is_the_three_ops(shape, kind, box):
     b, c, h, w = shape
     images = make_images(shape, torch.float32, "contiguous", seed=40)
     s = make_saliency(kind, (b, h, w), seed=41)
     perm = random_perm(b, 42)
     bh, bw = box_sizes("random", (b, h, w), seed=43)
-    mixed, boxes, lam = ops.saliency_mix_reference(images, s, perm, bh, bw, mode)
-    find = brute_window if mode == "window" else brute_peak
+    mixed, boxes, lam = ops.saliency_mix_plus_reference(images, s, perm, bh, bw, box)
+    find = brute_window if box == "window" else brute_peak
     for i in range(b):
         src = int(perm[i])
         expected = find(s[src], int(bh[i]), int(bw[i]))
-        expected = expected[0] if mode == "window" else expected
+        expected = expected[0] if box == "window" else expected
         if kind != "uniform":
             assert boxes[i].tolist() == expected
     torch.testing.assert_close(mixed, brute_paste(images, perm, boxes))
@@ -299,19 +299,20 @@ def test_saliency_mix_reference_is_the_three_ops(shape, kind, mode):
 
 @needs_ops
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("mode", ["window", "peak"])
+@pytest.mark.parametrize("box", ["window", "peak"])
 @pytest.mark.parametrize("dtype,layout", [(torch.float32, "contiguous"), (torch.float16, "channels_last"),
                                           (torch.bfloat16, "strided"), (torch.uint8, "contiguous")])
 @pytest.mark.parametrize("kind", ["uniform", "integers", "zeros", "blob"])
 @pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 7, 5), (3, 3, 9, 13), (5, 3, 32, 32)])
-def test_saliency_mix_kernel_matches_reference(device, mode, dtype, layout, kind, shape):
+def test_saliency_mix_plus_kernel_matches_reference(device, box, dtype, layout, kind, shape):
     b, c, h, w = shape
     images = make_images(shape, dtype, layout, seed=50)
     s = make_saliency(kind, (b, h, w), seed=51)
     perm = random_perm(b, 52)
     bh, bw = box_sizes("random", (b, h, w), seed=53)
-    expected = ops.saliency_mix_reference(images, s, perm, bh, bw, mode)
-    got = kernels.saliency_mix(images.to(device), s.to(device), perm.to(device), bh.to(device), bw.to(device), mode)
+    expected = ops.saliency_mix_plus_reference(images, s, perm, bh, bw, box)
+    got = kernels.saliency_mix_plus(images.to(device), s.to(device), perm.to(device), bh.to(device), bw.to(device),
+                                     box)
     mixed, boxes, lam = (t.cpu() for t in got)
     assert mixed.dtype == dtype
     torch.testing.assert_close(boxes, expected[1], rtol=0, atol=0)
@@ -322,9 +323,9 @@ def test_saliency_mix_kernel_matches_reference(device, mode, dtype, layout, kind
 
 @needs_ops
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("mode", ["window", "peak"])
+@pytest.mark.parametrize("box", ["window", "peak"])
 @pytest.mark.parametrize("shape", [(2, 1, 1, 1), (3, 2, 17, 23), (2, 3, 224, 224), (2, 1, 257, 250), (130, 1, 8, 8)])
-def test_saliency_mix_uint8_maps(device, mode, shape):
+def test_saliency_mix_plus_uint8_maps(device, box, shape):
     """uint8 maps (the cache's dtype) take the on-chip path on a GPU where their table fits
     (224 x 224) and the float64 path where it does not (257 x 250); both equal the brute force."""
     b, c, h, w = shape
@@ -334,16 +335,16 @@ def test_saliency_mix_uint8_maps(device, mode, shape):
     s[0] = 0  # an all-zero map: the area rule
     perm = random_perm(b, 44)
     bh, bw = torch.randint(0, h + 1, (b,), generator=g), torch.randint(0, w + 1, (b,), generator=g)
-    mixed, boxes, lam = (t.cpu() for t in ops.saliency_mix(
-        images.to(device), s.to(device), perm.to(device), bh.to(device), bw.to(device), mode))
-    find = brute_window if mode == "window" else brute_peak
+    mixed, boxes, lam = (t.cpu() for t in ops.saliency_mix_plus(
+        images.to(device), s.to(device), perm.to(device), bh.to(device), bw.to(device), box))
+    find = brute_window if box == "window" else brute_peak
     for i in range(min(b, 4)) if h * w > 10000 else range(b):
         src = int(perm[i])
         if h * w <= 10000:
             expected = find(s[src], int(bh[i]), int(bw[i]))
-            assert boxes[i].tolist() == (expected[0] if mode == "window" else expected)
+            assert boxes[i].tolist() == (expected[0] if box == "window" else expected)
         assert lam[i].item() == pytest.approx(brute_weight(s[i], s[src], boxes[i].tolist(), h, w), abs=1e-6)
-    torch.testing.assert_close(boxes, ops.saliency_mix_reference(images, s, perm, bh, bw, mode)[1], rtol=0, atol=0)
+    torch.testing.assert_close(boxes, ops.saliency_mix_plus_reference(images, s, perm, bh, bw, box)[1], rtol=0, atol=0)
     torch.testing.assert_close(mixed, brute_paste(images, perm, boxes), rtol=0, atol=0)
 
 
@@ -380,26 +381,27 @@ def test_odd_values_unchecked_are_read_as_documented(path, device):
     torch.testing.assert_close(ops.paste(images, perm, boxes, check=False).cpu(), brute_paste(cpu[0], cpu[2], cpu[3]))
     expected = [brute_weight(cpu[1][i], cpu[1][int(cpu[2][i])], cpu[3][i].tolist(), 9, 7) for i in range(5)]
     torch.testing.assert_close(ops.label_weights(s, perm, boxes, check=False).cpu(), torch.tensor(expected))
-    mixed, got_boxes, lam = (t.cpu() for t in ops.saliency_mix(images, s, perm, h, w, check=False))
+    mixed, got_boxes, lam = (t.cpu() for t in ops.saliency_mix_plus(images, s, perm, h, w, check=False))
     for i in range(5):
         src = int(cpu[2][i])
         assert got_boxes[i].tolist() == brute_window(cpu[1][src], int(h[i]), int(w[i]))[0]
         assert lam[i].item() == pytest.approx(brute_weight(cpu[1][i], cpu[1][src], got_boxes[i].tolist(), 9, 7))
     torch.testing.assert_close(mixed, brute_paste(cpu[0], cpu[2], got_boxes))
     with pytest.raises(ValueError, match="saliency must be finite and >= 0"):
-        ops.saliency_mix(images, s, sources, h, w)  # checked by default
+        ops.saliency_mix_plus(images, s, sources, h, w)  # checked by default
 
 
 @needs_ops
 @pytest.mark.parametrize("device", DEVICES)
 def test_saliency_mix_box_sizes_extremes(device):
+    """Boxes of size 0 paste nothing; boxes as large as the image paste everything."""
     images = torch.rand(3, 3, 8, 6, device=device)
     s = torch.rand(3, 8, 6, device=device)
     perm = torch.tensor([2, 0, 1], device=device)
-    mixed, boxes, lam = ops.saliency_mix(images, s, perm, 0, 0)
+    mixed, boxes, lam = ops.saliency_mix_plus(images, s, perm, 0, 0)
     torch.testing.assert_close(mixed, images)
     torch.testing.assert_close(lam, torch.ones(3, device=device))
-    mixed, boxes, lam = ops.saliency_mix(images, s, perm, 8, 6)
+    mixed, boxes, lam = ops.saliency_mix_plus(images, s, perm, 8, 6)
     torch.testing.assert_close(mixed, images[perm])
     torch.testing.assert_close(lam, torch.zeros(3, device=device))
     assert boxes.tolist() == [[0, 0, 8, 6]] * 3
@@ -412,7 +414,7 @@ def test_empty_batch():
     empty_perm, empty_boxes = torch.zeros(0, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long)
     assert ops.label_weights(s, empty_perm, empty_boxes).shape == (0,)
     assert ops.paste(torch.rand(0, 3, 5, 5), empty_perm, empty_boxes).shape == (0, 3, 5, 5)
-    mixed, boxes, lam = ops.saliency_mix(torch.rand(0, 3, 5, 5), s, empty_perm, 2, 2)
+    mixed, boxes, lam = ops.saliency_mix_plus(torch.rand(0, 3, 5, 5), s, empty_perm, 2, 2)
     assert mixed.shape == (0, 3, 5, 5) and boxes.shape == (0, 4) and lam.shape == (0,)
 
 
@@ -460,11 +462,11 @@ def good():
         (lambda i, s, p, b: ops.paste(i, p, torch.tensor([[-1, 0, 2, 2]] * 3)), "y1 < 0"),
         (lambda i, s, p, b: ops.label_weights(s, p, torch.tensor([[0, 0, 2, 6]] * 3)), "x2 > W"),
         (lambda i, s, p, b: ops.label_weights(s - 1, p, b), "saliency must be finite and >= 0"),
-        (lambda i, s, p, b: ops.saliency_mix(i, s[:, :5], p, 2, 2), "saliency must be a Tensor\\[B, H, W\\] = \\[3, 6, 5\\]"),
-        (lambda i, s, p, b: ops.saliency_mix(i, s[:2], p, 2, 2), "saliency must be a Tensor\\[B, H, W\\]"),
-        (lambda i, s, p, b: ops.saliency_mix(i, s, p, 2, 2, "center"), "mode must be"),
-        (lambda i, s, p, b: ops.saliency_mix(i, s * float("nan"), p, 2, 2), "saliency must be finite and >= 0"),
-        (lambda i, s, p, b: ops.saliency_mix(i, s, torch.tensor([3, 0, 1]), 2, 2), "perm values must be in"),
+        (lambda i, s, p, b: ops.saliency_mix_plus(i, s[:, :5], p, 2, 2), "saliency must be a Tensor\\[B, H, W\\] = \\[3, 6, 5\\]"),
+        (lambda i, s, p, b: ops.saliency_mix_plus(i, s[:2], p, 2, 2), "saliency must be a Tensor\\[B, H, W\\]"),
+        (lambda i, s, p, b: ops.saliency_mix_plus(i, s, p, 2, 2, "center"), "box must be"),
+        (lambda i, s, p, b: ops.saliency_mix_plus(i, s * float("nan"), p, 2, 2), "saliency must be finite and >= 0"),
+        (lambda i, s, p, b: ops.saliency_mix_plus(i, s, torch.tensor([3, 0, 1]), 2, 2), "perm values must be in"),
     ],
 )
 def test_bad_input_names_the_argument(path, call, match):
@@ -477,7 +479,7 @@ def test_bad_box_size_types():
     with pytest.raises(TypeError, match="box_h must be an int or an integer Tensor"):
         ops.window_search(s, 2.5, 2)
     with pytest.raises(TypeError, match="box_w must be an int or an integer Tensor"):
-        ops.saliency_mix(torch.rand(3, 3, 6, 5), s, torch.tensor([2, 0, 1]), 2, None)
+        ops.saliency_mix_plus(torch.rand(3, 3, 6, 5), s, torch.tensor([2, 0, 1]), 2, None)
 
 
 @needs_ops
@@ -485,7 +487,7 @@ def test_bad_box_size_types():
 def test_cuda_devices_that_differ():
     images, s, p, b = good()
     with pytest.raises((ValueError, RuntimeError), match="saliency must be on"):
-        ops.saliency_mix(images.cuda(), s, p.cuda(), 2, 2)
+        ops.saliency_mix_plus(images.cuda(), s, p.cuda(), 2, 2)
     with pytest.raises((ValueError, RuntimeError), match="perm must be on"):
         ops.paste(images.cuda(), p, b.cuda())
     with pytest.raises((ValueError, RuntimeError), match="boxes must be on"):
@@ -497,7 +499,7 @@ def test_devices_that_differ_on_the_reference_path():
     with pytest.raises(ValueError, match="perm must be on cpu"):
         ops.paste_reference(images, p.to("meta"), b)
     with pytest.raises(ValueError, match="saliency must be on cpu like images"):
-        ops.saliency_mix_reference(images, s.to("meta"), p, 2, 2)
+        ops.saliency_mix_plus_reference(images, s.to("meta"), p, 2, 2)
 
 
 # ----------------------------------------------------------- opcheck and torch.compile
@@ -512,8 +514,8 @@ def opcheck_cases():
         ("paste", (images, p, b)),
         ("paste", (images.contiguous(memory_format=torch.channels_last), p, b)),
         ("label_weights", (s, p, b)),
-        ("saliency_mix", (images, s, p, h, w, "window")),
-        ("saliency_mix", (images.half(), s, p, h, w, "peak")),
+        ("saliency_mix_plus", (images, s, p, h, w, "window")),
+        ("saliency_mix_plus", (images.half(), s, p, h, w, "peak")),
     ]
 
 
@@ -552,3 +554,17 @@ def test_cuda_many_maps_equal_cpu():
     torch.testing.assert_close(kernels.window_search(s.cuda(), h.cuda(), w.cuda()).cpu(), boxes, rtol=0, atol=0)
     torch.testing.assert_close(kernels.label_weights(s.cuda(), perm.cuda(), boxes.cuda()).cpu(),
                                kernels.label_weights(s, perm, boxes))
+
+
+def test_old_name_of_the_fused_op_still_works_and_warns():
+    images, s, p, _ = good()
+    expected = ops.saliency_mix_plus(images, s, p, 3, 2, "peak")
+    with pytest.warns(DeprecationWarning, match="saliency_mix_plus"):
+        got = ops.saliency_mix(images, s, p, 3, 2, mode="peak")
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    if HAS_OPS:
+        h, w = torch.full((3,), 3), torch.full((3,), 2)
+        got = torch.ops.saliencymixplus.saliency_mix(images, s, p, h, w, "peak")
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -154,7 +154,7 @@ inline void paste_images(
   const int64_t image_bytes = layout.planes * plane_bytes;
   const char* src = static_cast<const char*>(in.const_data_ptr());
   char* dst = static_cast<char*>(out.data_ptr());
-  parallel_items(batch, image_bytes, [&](int64_t begin, int64_t end) {
+  parallel_items(batch, image_bytes / 8, [&](int64_t begin, int64_t end) {  // memcpy: ~8 bytes a step
     for (int64_t b = begin; b < end; ++b) {
       int64_t box[4];
       clamp_box(boxes + 4 * b, layout.height, width, box);

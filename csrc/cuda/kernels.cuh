@@ -9,9 +9,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAMacros.h>
 
 #include <algorithm>
 #include <limits>
+#include <mutex>
 
 #include "../mix_math.h"
 #include "../paste_layout.h"
@@ -256,16 +258,30 @@ inline int64_t on_chip_bytes(int64_t height, int64_t width) {
   return (height + 1) * (width + 1) * static_cast<int64_t>(sizeof(int32_t));
 }
 
+// The dynamic shared memory window_on_chip_kernel may take on the current device: the
+// device's opt-in limit less the kernel's static arrays (block_best's values and indices,
+// block_sum's sums). Queried, and granted to the kernel, once per device and process (host
+// calls, no sync, legal while a CUDA graph is captured).
+inline int64_t on_chip_limit() {
+  static std::once_flag once[C10_COMPILE_TIME_MAX_GPUS];
+  static int64_t limits[C10_COMPILE_TIME_MAX_GPUS];
+  const c10::DeviceIndex device = c10::cuda::current_device();
+  std::call_once(once[device], [device] {
+    int optin = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const int64_t static_bytes = kThreads * (sizeof(double) + 2 * sizeof(int64_t));
+    limits[device] = std::max<int64_t>(0, optin - static_bytes);
+    C10_CUDA_CHECK(cudaFuncSetAttribute(window_on_chip_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(limits[device])));
+  });
+  return limits[device];
+}
+
 // Whether the window search of this contiguous saliency runs on chip: uint8 maps whose
-// table fits the current device's shared memory (a host query, no sync).
+// table fits the current device's shared memory.
 inline bool window_fits_on_chip(const at::Tensor& saliency) {
-  if (saliency.scalar_type() != at::kByte) {
-    return false;
-  }
-  int limit = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, c10::cuda::current_device()));
-  const int64_t static_bytes = kThreads * (2 * sizeof(double) + sizeof(int64_t));  // block_best, block_sum
-  return on_chip_bytes(saliency.size(1), saliency.size(2)) + static_bytes <= limit;
+  return saliency.scalar_type() == at::kByte && saliency.size(0) <= std::numeric_limits<int32_t>::max() &&
+      on_chip_bytes(saliency.size(1), saliency.size(2)) <= on_chip_limit();
 }
 
 // Launches window_on_chip_kernel (window_fits_on_chip must hold); perm may be undefined.
@@ -273,8 +289,6 @@ inline void window_on_chip(const at::Tensor& saliency, const at::Tensor& perm, c
                            const at::Tensor& box_w, at::Tensor& boxes, float* lam) {
   const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
   const int64_t bytes = on_chip_bytes(height, width);
-  C10_CUDA_CHECK(cudaFuncSetAttribute(
-      window_on_chip_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   window_on_chip_kernel<<<batch, kThreads, bytes, c10::cuda::getCurrentCUDAStream()>>>(
       saliency.const_data_ptr<uint8_t>(), perm.defined() ? perm.const_data_ptr<int64_t>() : nullptr,
       box_h.const_data_ptr<int64_t>(), box_w.const_data_ptr<int64_t>(), batch, static_cast<int32_t>(height),
@@ -309,7 +323,7 @@ __global__ void paste_kernel(const char* __restrict__ in, char* __restrict__ out
                              int32_t width, int32_t row_granules, int64_t row_bytes, int64_t per_x_bytes) {
   constexpr int32_t kBytes = sizeof(G);
   const int64_t image_bytes = rows * row_bytes;
-  const int32_t granules = rows * row_granules;
+  const int64_t granules = static_cast<int64_t>(rows) * row_granules;
   for (int64_t b = blockIdx.y; b < batch; b += gridDim.y) {
     int64_t box[4];
     clamp_box(boxes + 4 * b, height, width, box);
@@ -317,11 +331,12 @@ __global__ void paste_kernel(const char* __restrict__ in, char* __restrict__ out
     const char* self = in + b * image_bytes;
     const char* other = in + source_of(perm[b], b, batch) * image_bytes;
     char* to = out + b * image_bytes;
-    for (int32_t k = blockIdx.x * blockDim.x + threadIdx.x; k < granules; k += gridDim.x * blockDim.x) {
-      const int32_t row = k / row_granules;
-      const int64_t start = static_cast<int64_t>(k - row * row_granules) * kBytes;  // in the row
+    for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < granules;
+         k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const int64_t row = k / row_granules;
+      const int64_t start = (k - row * row_granules) * kBytes;  // in the row
       const int64_t offset = row * row_bytes + start;
-      const int32_t y = row % height;
+      const int64_t y = row % height;
       const bool box_row = y >= box[0] && y < box[2];
       G value;
       if (!box_row || start + kBytes <= lo || start >= hi) {
@@ -364,7 +379,7 @@ inline void paste(const at::Tensor& in, at::Tensor& out, const at::Tensor& perm,
   TORCH_CHECK_VALUE(
       granules < std::numeric_limits<int32_t>::max() && height < std::numeric_limits<int32_t>::max() &&
           width < std::numeric_limits<int32_t>::max(),
-      "images must have fewer than 2^31 16-byte pieces per image, got shape ", in.sizes());
+      "images must have fewer than 2^31 rows and pieces of up to 16 bytes per image, got shape ", in.sizes());
   const dim3 grid(static_cast<unsigned>(blocks_for(granules)), static_cast<unsigned>(std::min<int64_t>(batch, 65535)));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   auto launch = [&](auto tag) {

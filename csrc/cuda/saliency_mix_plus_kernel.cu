@@ -9,10 +9,10 @@
 namespace saliencymixplus {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_plus_cuda(
     const at::Tensor& images, const at::Tensor& saliency, const at::Tensor& perm, const at::Tensor& box_h,
-    const at::Tensor& box_w, c10::string_view mode) {
-  check_saliency_mix_args(images, saliency, perm, box_h, box_w, mode);
+    const at::Tensor& box_w, c10::string_view box) {
+  check_saliency_mix_plus_args(images, saliency, perm, box_h, box_w, box);
   TORCH_CHECK(images.is_cuda(), "images must be a CUDA tensor, got ", images.device());
   const int64_t batch = images.size(0), height = images.size(2), width = images.size(3);
   const c10::cuda::CUDAGuard guard(images.device());
@@ -27,11 +27,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cuda(
   }
   const at::Tensor s = saliency.contiguous();
   const at::Tensor p = perm.contiguous();
-  if (mode == "window" && cuda::window_fits_on_chip(s)) {
+  if (box == "window" && cuda::window_fits_on_chip(s)) {
     cuda::window_on_chip(s, p, box_h.contiguous(), box_w.contiguous(), boxes, lam.data_ptr<float>());
   } else {
     const at::Tensor sat = cuda::summed_area_tables(s);
-    cuda::search(s, sat, p, box_h.contiguous(), box_w.contiguous(), mode == "peak", boxes, lam.data_ptr<float>());
+    cuda::search(s, sat, p, box_h.contiguous(), box_w.contiguous(), box == "peak", boxes, lam.data_ptr<float>());
   }
   if (in.numel() > 0) {
     cuda::paste(in, mixed, p, boxes, format);
@@ -42,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_cuda(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(saliencymixplus, CUDA, m) {
-  m.impl("saliency_mix", &saliency_mix_cuda);
+  m.impl("saliency_mix_plus", &saliency_mix_plus_cuda);
 }
 
 }  // namespace saliencymixplus
