@@ -133,15 +133,13 @@ def test_mismatched_cache_exits_2(tmp_path, cifar_dir, demo_cache, capsys):
 
 # ----------------------------------------------------------------------------- runs
 
-def test_demo_command_end_to_end_under_a_minute(tmp_path):
-    """The README's main command, as a user runs it (defaults: cache built on demand, runs/)."""
-    t0 = time.perf_counter()
+def test_demo_command_end_to_end(tmp_path):
+    """The README's main command, as a user runs it (defaults: cache built on demand, runs/).
+    Its speed is measured in benchmarks/, not here (the timeout only catches a hang)."""
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "demo", "--epochs", "1"],
                        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
-    wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| demo | resnet_tiny | saliencymixplus" in r.stdout  # the result table
-    assert wall < 60, f"demo epoch took {wall:.1f} s"
     assert (tmp_path / "data" / "demo-train-fine_grained.h5").is_file()  # built on demand
     out = tmp_path / "runs" / "demo_resnet_tiny_saliencymixplus0.5_1_s0"
     rows = list(csv.DictReader(open(out / "log.csv")))
