@@ -83,6 +83,16 @@ def pet_dir(tmp_path_factory):
     return make_pet_folder(tmp_path_factory.mktemp("pet"), n_train=10, n_test=6, seed=1)
 
 
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> str:
+    """The demo training split's fine-grained saliency cache, built once per session."""
+    from saliencymixplus.precompute import build_cache
+
+    path = tmp_path_factory.mktemp("cache") / "demo-train.h5"
+    return str(build_cache("demo", None, "train", "fine_grained", path, workers=0, progress=False,
+                           log=lambda *a: None))
+
+
 @pytest.fixture()
 def fake_models(monkeypatch):
     """A stand-in ``saliencymixplus.models.build_model`` (a tiny CNN); yields the calls made."""

@@ -51,16 +51,6 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory) -> str:
-    """The demo training split's fine-grained saliency cache, built once."""
-    from saliencymixplus.precompute import build_cache
-
-    path = tmp_path_factory.mktemp("cache") / "demo-train.h5"
-    return str(build_cache("demo", None, "train", "fine_grained", path, workers=0, progress=False,
-                           log=lambda *a: None))
-
-
 def _weights(path) -> dict:
     return load_checkpoint(path)["model"]
 
