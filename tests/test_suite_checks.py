@@ -58,7 +58,8 @@ def _fake_dist(site: Path, name: str, files: dict[str, bool]) -> None:
 def test_installed_extension(tmp_path, monkeypatch):
     so = "fakepkg_a/_C.cpython-311-x86_64-linux-gnu.so"
     _fake_dist(tmp_path, "fakepkg_a", {"fakepkg_a/__init__.py": True, so: True})
-    _fake_dist(tmp_path, "fakepkg_b", {"fakepkg_b/__init__.py": True, "fakepkg_b/_C.cpython-311-x86_64-linux-gnu.so": False})
+    _fake_dist(tmp_path, "fakepkg_b", {"fakepkg_b/__init__.py": True,
+                                       "fakepkg_b/_C.cpython-311-x86_64-linux-gnu.so": False})
     _fake_dist(tmp_path, "fakepkg_c", {"fakepkg_c/__init__.py": True, "fakepkg_c/_Cython.py": True})
     monkeypatch.syspath_prepend(str(tmp_path))
     assert installed_extension("fakepkg_a") == str(tmp_path / so)
@@ -106,8 +107,8 @@ def test_a_checkout_without_the_extension_cannot_shadow_an_installed_one(tmp_pat
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(tests / "test_one.py")],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
-    probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('saliencymixplus').origin)"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    where = "import importlib.util as u; print(u.find_spec('saliencymixplus').origin)"
+    probe = subprocess.run([sys.executable, "-c", where], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     shadowed = Path(probe.stdout.strip()).parent == pkg
     if shadowed and installed_extension() is not None:
         assert r.returncode == 4, out

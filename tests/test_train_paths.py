@@ -54,11 +54,11 @@ MIXERS = {
 AREA_RULE = ("cutmix", "saliencymix")
 
 
-def _inputs(kind: str, seed: int):
+def _inputs(kind: str, seed: int, device: str = "cpu"):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, 3, H, W, generator=g)
-    s = torch.rand(B, H, W, generator=g) ** 4  # peaked maps
-    y = torch.randint(0, K, (B,), generator=g)
+    x = torch.randn(B, 3, H, W, generator=g).to(device)
+    s = (torch.rand(B, H, W, generator=g) ** 4).to(device)  # peaked maps
+    y = torch.randint(0, K, (B,), generator=g).to(device)
     if "bfloat16" in kind:
         x = x.to(torch.bfloat16)
     if "uint8" in kind:
@@ -73,15 +73,18 @@ def _inputs(kind: str, seed: int):
 @pytest.mark.parametrize("kind", ["channels_last", "bfloat16", "bfloat16-channels_last", "uint8",
                                   "uint8-channels_last-uint8_saliency"])
 @pytest.mark.parametrize("name", MIXERS)
-def test_mixers_on_channels_last_bf16_and_uint8(name, kind):
-    x, y, s = _inputs(kind, seed=3)
+@pytest.mark.parametrize("device", ["cpu", "cuda"])  # cuda: the GPU suite (conftest marks and skips it)
+def test_mixers_on_channels_last_bf16_and_uint8(device, name, kind):
+    x, y, s = _inputs(kind, seed=3, device=device)
     r = MIXERS[name]().mix(x, y, s, generator=torch.Generator().manual_seed(11))
     n = r.images.shape[0]
     assert n == (B // 2 if "half" in name else B) and r.images.dtype == x.dtype
+    assert r.images.device == r.targets.device == x.device
     if "channels_last" in kind:
         assert r.images.is_contiguous(memory_format=torch.channels_last)
     assert r.perm is not None and r.boxes is not None
     perm, boxes = r.perm.tolist(), r.boxes.tolist()
+    x, y, s, images, targets = (t.cpu() for t in (x, y, s, r.images, r.targets))
     sal = s.double()
     pasted = 0
     for i in range(n):
@@ -90,7 +93,7 @@ def test_mixers_on_channels_last_bf16_and_uint8(name, kind):
         j = perm[i]
         expected = x[i].clone()
         expected[:, y1:y2, x1:x2] = x[j, :, y1:y2, x1:x2]
-        assert torch.equal(r.images[i], expected), (i, boxes[i], j)  # bitwise: pasting only copies
+        assert torch.equal(images[i], expected), (i, boxes[i], j)  # bitwise: pasting only copies
         area = (y2 - y1) * (x2 - x1)
         pasted += area > 0
         if name in AREA_RULE:
@@ -100,9 +103,10 @@ def test_mixers_on_channels_last_bf16_and_uint8(name, kind):
             b = sal[j, y1:y2, x1:x2].sum() / sal[j].sum()
             lam = float(a / (a + b))
         want = lam * F.one_hot(y[i], K).double() + (1 - lam) * F.one_hot(y[j], K).double()
-        torch.testing.assert_close(r.targets[i].double(), want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(targets[i].double(), want, rtol=1e-5, atol=1e-6)
     assert pasted > 0, "choose a seed with a non-empty box"
     # The layout and dtype change nothing of what is drawn: the same as float32, contiguous.
+    x, y, s = (t.to(device) for t in (x, y, s))
     ref = MIXERS[name]().mix(x.float().contiguous(), y, s.float(), generator=torch.Generator().manual_seed(11))
     assert torch.equal(ref.perm, r.perm) and torch.equal(ref.boxes, r.boxes)
 
@@ -151,6 +155,20 @@ def test_amp_fp16_finite_step_applies_the_unscaled_gradients():
     for (name, p), q in zip(net.named_parameters(), ref.parameters()):
         # SGD without momentum: w1 = w0 - lr * g, so the applied gradient is (w0 - w1) / lr.
         torch.testing.assert_close((start[name] - p.detach()) / 0.1, q.grad, rtol=0.05, atol=2e-3, msg=name)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("extra", [
+    ["--amp", "fp16", "--channels-last"], ["--paper", "--amp", "bf16"], ["--loader", "torch", "--amp", "fp16"],
+], ids=["fp16-cl", "paper-bf16", "torchloader-fp16"])
+def test_cuda_training_paths(extra, tmp_path, demo_cache, capsys):
+    """The GPU suite: the device loader, mixers, autocast and GradScaler on a CUDA device."""
+    rc = call(["--dataset", "demo", "--epochs", "1", "--mix_prob", "1", "--device", "cuda",
+               "--saliency-cache", demo_cache, "--out-dir", tmp_path, *TINY, *extra])
+    assert rc == 0, capsys.readouterr().err
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert (ck["scaler"] is not None) == ("fp16" in extra)
 
 
 # ----------------------------------------------------------------------------- --compile
