@@ -6,6 +6,8 @@ from torch import nn
 
 from saliencymixplus.models import MODELS, TinyResNet, build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_builds_with_cifar_stem(name):
@@ -33,14 +35,30 @@ def test_large_inputs_keep_the_imagenet_stem():
 
 
 def test_tiny_resnet_trains_and_handles_other_sizes():
+    """A few SGD steps on one fixed batch: every parameter gets a gradient and the loss falls
+    (a network that cannot fit 16 images is broken, e.g. a detached layer or a dead head)."""
     torch.manual_seed(0)
-    model = build_model("resnet_tiny", 10, 32)
+    model = build_model("resnet_tiny", 10, 32).train()
     assert isinstance(model, TinyResNet)
     assert sum(p.numel() for p in model.parameters()) < 200_000
-    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    loss = nn.functional.cross_entropy(model(x), y)
-    loss.backward()
-    assert all(p.grad is not None for p in model.parameters())
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for step in range(15):
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        if step == 0:
+            assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+            assert all(p.grad.abs().sum() > 0 for p in model.parameters())
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.5 * losses[0], losses
+    with torch.no_grad():
+        final = nn.functional.cross_entropy(model.eval()(x), y).item()
+    assert final < losses[0], (final, losses)  # also in eval mode (running BatchNorm statistics)
     assert build_model("resnet_tiny", 5, 96)(torch.randn(1, 3, 96, 96)).shape == (1, 5)
 
 

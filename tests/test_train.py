@@ -51,16 +51,6 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory) -> str:
-    """The demo training split's fine-grained saliency cache, built once."""
-    from saliencymixplus.precompute import build_cache
-
-    path = tmp_path_factory.mktemp("cache") / "demo-train.h5"
-    return str(build_cache("demo", None, "train", "fine_grained", path, workers=0, progress=False,
-                           log=lambda *a: None))
-
-
 def _weights(path) -> dict:
     return load_checkpoint(path)["model"]
 
@@ -133,15 +123,13 @@ def test_mismatched_cache_exits_2(tmp_path, cifar_dir, demo_cache, capsys):
 
 # ----------------------------------------------------------------------------- runs
 
-def test_demo_command_end_to_end_under_a_minute(tmp_path):
-    """The README's main command, as a user runs it (defaults: cache built on demand, runs/)."""
-    t0 = time.perf_counter()
+def test_demo_command_end_to_end(tmp_path):
+    """The README's main command, as a user runs it (defaults: cache built on demand, runs/).
+    Its speed is measured in benchmarks/, not here (the timeout only catches a hang)."""
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "demo", "--epochs", "1"],
                        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
-    wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| demo | resnet_tiny | saliencymixplus" in r.stdout  # the result table
-    assert wall < 60, f"demo epoch took {wall:.1f} s"
     assert (tmp_path / "data" / "demo-train-fine_grained.h5").is_file()  # built on demand
     out = tmp_path / "runs" / "demo_resnet_tiny_saliencymixplus0.5_1_s0"
     rows = list(csv.DictReader(open(out / "log.csv")))
@@ -263,7 +251,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, demo_cache
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b] and len(a) == total
 
 
-def test_ddp_two_gloo_processes_match_one_process_evaluation(tmp_path, demo_cache):
+def test_ddp_two_gloo_processes_evaluate_exactly_like_one_process(tmp_path, demo_cache):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "train.py"), "--dataset", "demo", "--epochs", "1", "--batch_size", "32",
@@ -276,10 +264,12 @@ def test_ddp_two_gloo_processes_match_one_process_evaluation(tmp_path, demo_cach
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert len(rows) == 1
     s = json.loads((out / "summary.json").read_text())
-    # The sharded, all-reduced test errors equal a one-process evaluation of the same weights.
+    # The sharded, all-reduced test errors are exactly a one-process evaluation of the saved
+    # weights (rank 0's; every rank evaluates with rank 0's BatchNorm statistics).
     single = evaluate_checkpoint(out / "last.pt")
-    assert abs(single["test_top1_err"] - s["last_top1_err"]) <= 0.2
-    assert abs(single["test_top5_err"] - s["last_top5_err"]) <= 0.2
+    assert single["test_top1_err"] == s["last_top1_err"]
+    assert single["test_top5_err"] == s["last_top5_err"]
+    assert single["test_loss"] == pytest.approx(load_checkpoint(out / "last.pt")["history"][0]["test_loss"], rel=1e-6)
 
 
 def test_run_table_writes_markdown_beside_published(tmp_path, demo_cache, capsys):

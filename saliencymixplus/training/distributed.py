@@ -11,10 +11,11 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from .config import Config, UsageError
 
-__all__ = ["Dist", "setup_distributed", "barrier", "log"]
+__all__ = ["Dist", "setup_distributed", "barrier", "broadcast_buffers", "log"]
 
 
 @dataclasses.dataclass
@@ -63,6 +64,21 @@ def barrier(d: Dist) -> None:
     """Wait for every process (no-op in a world of one)."""
     if d.enabled:
         dist.barrier()
+
+
+def broadcast_buffers(d: Dist, module: nn.Module, src: int = 0) -> None:
+    """Give every process ``src``'s buffers (BatchNorm running statistics), in place.
+
+    DDP sends rank 0's buffers to the others at the start of each forward, but then every
+    rank updates its running statistics from its own shard: after the last step they differ
+    from rank to rank. Evaluating with them would make the reduced test errors those of no
+    single model (not of the checkpoint, which holds rank 0's). No-op in a world of one.
+    """
+    if not d.enabled:
+        return
+    works = [dist.broadcast(b, src, async_op=True) for b in module.buffers()]
+    for w in works:
+        w.wait()
 
 
 def log(d: Dist, msg: str) -> None:

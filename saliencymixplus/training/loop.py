@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .. import mix
 from ..saliency import gradient_saliency
 from .config import SALIENCY_MIXES, Config
-from .distributed import Dist
+from .distributed import Dist, broadcast_buffers
 from .reporting import progress
 from .seeding import epoch_seed, seed_everything
 
@@ -144,7 +144,12 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
 
 @torch.no_grad()
 def evaluate(cfg: Config, d: Dist, model: nn.Module, loader) -> dict[str, float]:
-    """Top-1/top-5 error (%) and mean cross-entropy on ``loader``, reduced exactly over ranks."""
+    """Top-1/top-5 error (%) and mean cross-entropy on ``loader``, reduced exactly over ranks.
+
+    Every rank first takes rank 0's buffers (BatchNorm running statistics, which DDP lets
+    drift apart during training), so that the result is exactly that of rank 0's model, the
+    one the checkpoint holds, evaluated on the whole split."""
+    broadcast_buffers(d, model)
     model.eval()
     tot = torch.zeros(3, dtype=torch.float64, device=d.device)  # loss sum, top-1 hits, top-5 hits
     seen = 0
