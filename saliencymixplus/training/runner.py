@@ -10,7 +10,7 @@ rank 0 writes logs and checkpoints.
 Before any training, and in this order, :func:`run` checks what can fail cheaply: that the
 output folder (and the saliency cache's folder, when the cache must be built) can be written,
 that the ``--resume`` checkpoint is readable and belongs to this run, that no image file is
-truncated, and that the saliency cache is undamaged (every byte is hashed: about 0.3 s for
+truncated, and that the saliency cache is undamaged (every byte is hashed: about 1 s for
 CIFAR-100) or, when missing, builds it (waiting for another process that builds the same
 file). A non-finite training loss stops the run before that epoch's checkpoint is written.
 """
