@@ -145,14 +145,13 @@ def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, p
         yield from pool.imap(_compute_block, pending, chunksize=1)
 
 
-def _gradient_blocks(raw, pending, checkpoint, resolution, dtype, postprocess=None):
-    """Yield ``(start, maps, bad)`` of gradient saliency from ``checkpoint``, batched on the best device."""
-    from concurrent.futures import ThreadPoolExecutor
+def _load_gradient_model(checkpoint, raw):
+    """The model of ``checkpoint`` on the best device, checked against ``raw``'s classes.
 
-    import torch
-
-    from .saliency import gradient_saliency, load_checkpoint_model
-    from .transforms import test_transform
+    Raises:
+        ValueError: not a readable ``train.py`` checkpoint, or trained on another class count.
+    """
+    from .saliency import load_checkpoint_model
 
     try:
         model, cfg = load_checkpoint_model(checkpoint)
@@ -165,6 +164,18 @@ def _gradient_blocks(raw, pending, checkpoint, resolution, dtype, postprocess=No
     if int(cfg["num_classes"]) != raw.num_classes:
         raise ValueError(f"checkpoint {checkpoint} has {cfg['num_classes']} classes but {raw.name} has "
                          f"{raw.num_classes}: use a checkpoint trained on {raw.name}")
+    return model
+
+
+def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess=None):
+    """Yield ``(start, maps, bad)`` of gradient saliency of ``model``, batched on its device."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from .saliency import gradient_saliency
+    from .transforms import test_transform
+
     device = next(model.parameters()).device
     tf = test_transform(raw.name)
     with ThreadPoolExecutor(max(1, default_workers())) as ex:  # decoding releases the GIL
@@ -276,6 +287,8 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             log(f"{out} is already a complete cache of {dataset}/{split} ({method}); nothing to do")
             return out
         check_output_file(out)
+    model = _load_gradient_model(checkpoint, raw) if method == "gradient" else None  # fails before any writing
+
     lock = CacheLock(out).acquire(
         wait=wait, on_wait=lambda pid: log(f"another process (pid {pid}) is building {out}; waiting for it to "
                                            f"finish (lock {out}.lock) ..."))
@@ -288,7 +301,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             log(f"note: discarding {partial} from an earlier run (pass --resume to continue it)")
         return _write_cache(raw, out, lock, method=method, resolution=resolution, dtype=dtype,
                             block_size=block_size, resume=resume, extra=extra, workers=workers,
-                            data_dir=data_dir, checkpoint=checkpoint, postprocess=postprocess,
+                            data_dir=data_dir, model=model, postprocess=postprocess,
                             progress=progress, log=log)
     finally:
         lock.release()
@@ -304,7 +317,7 @@ def _bad_image_todo(raw, resume: bool = True) -> str:
 
 
 def _write_cache(raw, out: Path, lock: CacheLock, *, method, resolution, dtype, block_size, resume, extra,
-                 workers, data_dir, checkpoint, postprocess, progress, log) -> Path:
+                 workers, data_dir, model, postprocess, progress, log) -> Path:
     """Compute the pending blocks into ``out.partial`` (``lock`` held) and finalize it."""
     stop_after = int(os.environ.get(STOP_AFTER_ENV, "0") or 0)
     pause = os.environ.get(PAUSE_FILE_ENV)
@@ -318,7 +331,7 @@ def _write_cache(raw, out: Path, lock: CacheLock, *, method, resolution, dtype, 
             nw = default_workers() if workers is None else workers
             blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, data_dir, postprocess)
         else:
-            blocks = _gradient_blocks(raw, pending, checkpoint, resolution, dtype, postprocess)
+            blocks = _gradient_blocks(raw, pending, model, resolution, dtype, postprocess)
         from tqdm import tqdm
 
         bad_images: list = []

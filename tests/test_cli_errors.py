@@ -396,6 +396,21 @@ def test_bad_resume_files(kind, finished_run, tmp_path, capsys):
     assert not (out / "last.pt").exists()
 
 
+def test_precompute_refuses_a_cut_gradient_checkpoint_before_writing(finished_run, cifar_dir, tmp_path, capsys):
+    _, run = finished_run
+    cut = tmp_path / "cut.pt"
+    data = (run / "last.pt").read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    out = tmp_path / "g.h5"
+    rc = _call(precompute_main, ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--method", "gradient",
+                                 "--checkpoint", cut, "--out", out, "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    _no_traceback(err)
+    assert f"checkpoint {cut} cannot be read as a train.py checkpoint (RuntimeError: PytorchStreamReader" in err
+    assert list(tmp_path.glob("g.h5*")) == []
+
+
 @pytest.mark.parametrize("flags, diff", [
     (["--mix_aug", "cutmix"], "mix_aug: checkpoint 'saliencymixplus', now 'cutmix'"),
     (["--seed", "5"], "seed: checkpoint 0, now 5"),
