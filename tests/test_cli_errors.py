@@ -258,6 +258,22 @@ def test_train_names_every_bad_image_of_both_splits(odd_pet, tmp_path, capsys):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_image_failing_in_a_loader_worker_is_one_line(tmp_path, capsys):
+    """A test image whose ends look whole but whose data is garbage passes the quick scan; it
+    fails in a DataLoader worker process, and the user still gets its name in one line."""
+    pet = make_pet_folder(tmp_path / "pet", n_train=4, n_test=2, seed=4)
+    bad = pet["root"] / "images" / f"{pet['test'][0][1]}.jpg"
+    bad.write_bytes(b"\xff\xd8" + np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+                    + b"\xff\xd9")
+    rc = _call(train_main, ["--dataset", "oxford_pet", "--data-dir", pet["data_dir"], "--mix_aug", "cutmix",
+                            "--out-dir", tmp_path / "run", "--epochs", "1", "--batch_size", "2", "--no-progress",
+                            "--workers", "1", "--model", "resnet_tiny", "--limit-train-batches", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    _no_traceback(err)
+    assert f"train.py: error: cannot decode image {bad}: not an image file OpenCV or PIL can decode" in err
+
+
 # ----------------------------------------------------------------------------- 5. a diverging run
 
 class NaNAfter(nn.Module):
