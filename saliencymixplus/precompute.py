@@ -56,14 +56,21 @@ _STATE: dict = {}  # per process: the split and settings the workers compute wit
 
 
 def _die_with_parent() -> None:
-    """Linux: have the kernel kill this worker when the main process dies (even by SIGKILL)."""
+    """Linux: have the kernel kill this worker when the main process dies (even by SIGKILL).
+    A worker still starting when its parent died (it may take seconds to import) exits here:
+    the kernel's signal only covers deaths after it is asked for."""
     if sys.platform.startswith("linux"):
+        import multiprocessing as mp
+
+        parent = mp.parent_process()
         try:
             import ctypes
 
             ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+        if parent is not None and os.getppid() != parent.pid:  # reparented: the parent is gone
+            os._exit(1)
 
 
 def _init_worker(dataset, data_dir, split, method, resolution, dtype, postprocess=None, in_pool=False) -> None:
