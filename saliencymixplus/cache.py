@@ -1,42 +1,75 @@
 """The offline saliency cache: one HDF5 file per data set split.
 
-Format (``format_version`` 1):
+Format (``format_version`` 2):
 
 * dataset ``saliency``: ``uint8[N, h, w]`` (``0..255`` for saliency ``0..1``) or
-  ``float16[N, h, w]`` (values in ``[0, 1]``), chunked one image per chunk, uncompressed;
+  ``float16[N, h, w]`` (values in ``[0, 1]``), chunked one image per chunk, uncompressed, each
+  chunk checksummed (HDF5's fletcher32 filter: a damaged chunk fails to read);
 * attributes ``dataset``, ``split``, ``count`` (= N), ``fingerprint`` (hash of the ordered
   file list and labels, :meth:`RawSplit.fingerprint`), ``method``, ``resolution`` (``[h, w]``),
-  ``format_version``; the gradient method adds ``checkpoint`` (a hash of the checkpoint file).
+  ``format_version``; the gradient method adds ``checkpoint`` (a hash of the checkpoint file);
+* attribute ``content_sha256``, written last: a SHA-256 of the other attributes and of every
+  map (:func:`content_hash`). :func:`verify_cache` recomputes it; ``train.py`` does so on every
+  start (it reads the whole file once: about 1 s for a CIFAR-100 cache, 54 MB in 50,000 chunks).
+
+Version 1 files (no checksums, no hash) are refused with the command that rebuilds them.
 
 :class:`CacheWriter` writes ``FILE.h5.partial`` block by block (a ``_done`` dataset records
-the finished blocks, flushed after each one) and renames it to ``FILE.h5`` only when every
-block is written, so ``FILE.h5`` is complete or absent. :class:`SaliencyCache` checks a file
-against the split it is paired with and raises :class:`CacheMismatchError` otherwise.
+the finished blocks, flushed after each one) and, when every block is written, adds the content
+hash, fsyncs the file and renames it to ``FILE.h5`` (``os.replace``), so ``FILE.h5`` is complete
+or absent. Only one writer at a time: each holds :class:`CacheLock`, an advisory lock
+(``fcntl.flock``) on ``FILE.h5.lock`` taken *before* the partial file is opened; a second
+builder waits for it or stops with :class:`CacheBusyError`. :class:`SaliencyCache` checks a
+file against the split it is paired with and raises :class:`CacheMismatchError` otherwise.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Callable, Optional
 
 import h5py
 import numpy as np
 
 __all__ = [
-    "FORMAT_VERSION", "CacheMismatchError", "CacheWriter", "SaliencyCache", "quantize",
-    "parse_resolution", "format_resolution", "rebuild_command", "IN_MEMORY_LIMIT",
+    "FORMAT_VERSION", "CacheMismatchError", "CacheCorruptError", "CacheBusyError", "OutputPathError",
+    "CacheLock", "CacheWriter", "SaliencyCache", "quantize", "parse_resolution", "format_resolution",
+    "rebuild_command", "content_hash", "verify_cache", "check_output_file", "ensure_writable_dir",
+    "IN_MEMORY_LIMIT", "HASH_ATTR",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DATASET = "saliency"
+HASH_ATTR = "content_sha256"
 _DONE = "_done"
 IN_MEMORY_LIMIT = 256 * 2**20  # caches up to this size are read into memory (CIFAR: 50 MB)
-REQUIRED_ATTRS = ("dataset", "split", "count", "fingerprint", "method", "resolution", "format_version")
+REQUIRED_ATTRS = ("dataset", "split", "count", "fingerprint", "method", "resolution", "format_version", HASH_ATTR)
+_TEXT_ATTRS = ("dataset", "split", "fingerprint", "method")
 DTYPES = {"uint8": np.uint8, "float16": np.float16}
+_HASH_BYTES = 16 << 20  # maps read per step when hashing
 
 
 class CacheMismatchError(ValueError):
     """A saliency cache does not match its data set, or is truncated, incomplete or malformed."""
+
+
+class CacheCorruptError(CacheMismatchError):
+    """A saliency cache whose bytes were damaged: a chunk fails its checksum, or the content no
+    longer matches the hash written when it was built."""
+
+
+class CacheBusyError(RuntimeError):
+    """Another process is building the same cache (and we were asked not to wait)."""
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written: a folder where a file is expected, a folder that
+    cannot be created, or one that is not writable (read-only mount, permissions)."""
 
 
 def parse_resolution(text) -> tuple[int, int]:
@@ -60,10 +93,21 @@ def format_resolution(res) -> str:
     return f"{int(res[0])}x{int(res[1])}"
 
 
-def rebuild_command(dataset, split, method, out, resolution=None, data_dir="DATA_DIR") -> str:
-    """The command line that builds this cache."""
-    cmd = (f"saliencymixplus-precompute --dataset {dataset} --data-dir {data_dir} --split {split} "
-           f"--method {method} --out {out}")
+def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None) -> str:
+    """The command line that builds this cache. ``method`` ``None`` leaves the tool's default
+    (``fine_grained``); ``data_dir`` ``None`` leaves ``--data-dir`` out for the generated demo set
+    and writes a ``DATA_DIR`` placeholder for the others (the folder is not known)."""
+    cmd = f"saliencymixplus-precompute --dataset {dataset}"
+    if data_dir is not None:
+        cmd += f" --data-dir {data_dir}"
+    elif dataset != "demo":
+        cmd += " --data-dir DATA_DIR"
+    cmd += f" --split {split}"
+    if method is not None:
+        cmd += f" --method {method}"
+        if method == "gradient":
+            cmd += " --checkpoint CHECKPOINT"
+    cmd += f" --out {out}"
     if resolution is not None:
         cmd += f" --resolution {format_resolution(resolution)}"
     return cmd
@@ -81,18 +125,217 @@ def quantize(maps: np.ndarray, dtype: str = "uint8") -> np.ndarray:
     return m.astype(np.float16)
 
 
+class _BadText(str):
+    """An attribute that is not valid UTF-8 text (kept printable; :meth:`SaliencyCache._check` refuses it)."""
+
+
 def _decode(v):
     if isinstance(v, bytes):
-        return v.decode()
+        try:
+            return v.decode()
+        except UnicodeDecodeError:
+            return _BadText(v.decode("utf-8", "backslashreplace"))
+    if isinstance(v, str):
+        try:
+            v.encode()
+        except UnicodeEncodeError:  # h5py gives undecodable UTF-8 as lone surrogates
+            return _BadText(v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+        return v
     if isinstance(v, np.ndarray):
-        return tuple(int(x) for x in v.tolist())
+        if v.dtype.kind in "iu":
+            return tuple(int(x) for x in v.reshape(-1).tolist()) if v.ndim == 1 else v
+        return v
     if isinstance(v, np.integer):
         return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
     return v
 
 
 def _read_attrs(f: h5py.File) -> dict:
     return {k: _decode(v) for k, v in f.attrs.items()}
+
+
+def _is_resolution(v) -> bool:
+    return isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v)
+
+
+def content_hash(f: h5py.File) -> str:
+    """Hex SHA-256 of an open cache: its attributes (all but :data:`HASH_ATTR`, as canonical
+    JSON), the dtype and shape of ``saliency`` and its bytes in C order, read in steps of 16 MB
+    (so that a damaged chunk fails here, with HDF5's checksum error).
+
+    Raises:
+        OSError: a chunk cannot be read (checksum failure, truncation); the message gives the
+            range of maps.
+    """
+    ds = f[DATASET]
+    h = hashlib.sha256(b"saliencymixplus cache\0")
+    attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in _read_attrs(f).items() if k != HASH_ATTR}
+    h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
+    h.update(f"\0{ds.dtype.str}{list(ds.shape)}\0".encode())
+    n = ds.shape[0] if ds.ndim else 0
+    step = max(1, _HASH_BYTES // max(1, int(np.prod(ds.shape[1:])) * ds.dtype.itemsize))
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        try:
+            block = ds[a:b]
+        except OSError as e:
+            raise OSError(f"maps {a}..{b - 1} cannot be read ({e})") from e
+        h.update(np.ascontiguousarray(block).tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- output paths
+
+def ensure_writable_dir(folder, what: str) -> Path:
+    """Create ``folder`` (and its parents) if missing and check that a file can be written in it
+    (by writing and removing a small temporary file: this also catches read-only mounts).
+
+    Raises:
+        OutputPathError: one line saying what (``what``) and where.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"cannot create {what} {folder}: {e.strerror or e}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutputPathError(f"cannot write in {what} {folder}: {e.strerror or e}") from None
+    return folder
+
+
+def check_output_file(path, what: str = "--out") -> Path:
+    """Check, before any work, that the file ``path`` can be written: it is not a folder and its
+    folder exists (created if missing) and is writable.
+
+    Raises:
+        OutputPathError: one line saying what (``what``) and where.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise OutputPathError(f"{what} {p} is a folder; give the file to write, e.g. {p / (p.name or 'cache') }.h5")
+    ensure_writable_dir(p.parent if str(p.parent) else Path("."), f"the folder of {what}")
+    return p
+
+
+# ----------------------------------------------------------------------------- one writer at a time
+
+class CacheLock:
+    """An exclusive advisory lock (``fcntl.flock``) on ``out + ".lock"``, held while a cache is
+    written. It is released when the holder releases it or dies (even by SIGKILL), so a stale
+    lock file never blocks anyone. The holder writes its pid into the file (for messages) and
+    removes the file on release; a waiter that then holds the lock on the removed file retries
+    with the new one, so two processes never both believe they hold it.
+
+    Use ``with CacheLock(out).acquire(...)`` or :meth:`acquire` / :meth:`release`.
+    """
+
+    def __init__(self, out):
+        self.out = Path(out)
+        self.path = Path(str(out) + ".lock")
+        self._fd: Optional[int] = None
+        self.waited = False
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> str:
+        """The pid written in the lock file (``"?"`` when unknown)."""
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def acquire(self, *, wait: bool = True, on_wait: Optional[Callable[[str], None]] = None) -> "CacheLock":
+        """Take the lock. When another process holds it: with ``wait``, call ``on_wait(pid)`` once
+        and block until it is free; without, raise :class:`CacheBusyError`.
+
+        Raises:
+            CacheBusyError: busy and ``wait`` is false.
+            OutputPathError: the lock file cannot be created (folder not writable).
+        """
+        import fcntl
+
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is already held by this object")
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise OutputPathError(f"cannot create the lock file {self.path}: {e.strerror or e}") from None
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as e:
+                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    pid = self.holder()
+                    if not wait:
+                        raise CacheBusyError(
+                            f"{self.out} is being built by another process (pid {pid}; lock {self.path}): "
+                            f"wait for it to finish, or run again without --no-wait to wait for it") from None
+                    if not self.waited and on_wait is not None:
+                        on_wait(pid)
+                    self.waited = True
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                # The holder we waited for removes the file on release: hold the current one.
+                mine = os.fstat(fd)
+                try:
+                    now = os.stat(self.path)
+                except FileNotFoundError:
+                    now = None
+                if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+                    os.close(fd)
+                    continue
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+            return self
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock (no-op when not held)."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still holding it: waiters notice and retry
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        if self._fd is None:
+            self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:
+            return  # some filesystems do not open folders; the rename is still atomic
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
 
 
 class CacheWriter:
@@ -107,13 +350,17 @@ class CacheWriter:
         resume: reuse a matching ``.partial`` file's finished blocks; a partial file that does
             not match (or cannot be read) is discarded and :attr:`note` says why.
         extra_attrs: more attributes that must also match to resume (e.g. ``checkpoint``).
+        lock: a held :class:`CacheLock` of ``out`` (the caller releases it); by default the
+            writer takes its own without waiting (:class:`CacheBusyError` when another process
+            writes ``out``) and releases it when closed or finalized.
 
-    Use as a context manager; :meth:`finalize` renames the file into place.
+    Use as a context manager; :meth:`finalize` writes the content hash and renames the file
+    into place.
     """
 
     def __init__(self, out, *, dataset: str, split: str, count: int, fingerprint: str, method: str,
                  resolution, dtype: str = "uint8", block_size: int = 512, resume: bool = True,
-                 extra_attrs: dict | None = None):
+                 extra_attrs: dict | None = None, lock: CacheLock | None = None):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         if block_size < 1:
@@ -128,10 +375,20 @@ class CacheWriter:
                       "block_size": self.block_size, **(extra_attrs or {})}
         self.note = ""
         self._f = None
-        if resume and self.partial.exists():
-            self._f = self._open_partial()
-        if self._f is None:
-            self._f = self._create()
+        self._own_lock = None
+        if lock is None:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            lock = self._own_lock = CacheLock(out).acquire(wait=False)
+        elif not lock.held or lock.out != self.out:
+            raise ValueError(f"lock must be a held CacheLock of {self.out}")
+        try:  # the lock is held: the partial file is ours to open (and truncate)
+            if resume and self.partial.exists():
+                self._f = self._open_partial()
+            if self._f is None:
+                self._f = self._create()
+        except BaseException:
+            self._release_lock()
+            raise
 
     # -- opening
     def _open_partial(self):
@@ -143,28 +400,32 @@ class CacheWriter:
         try:
             have = _read_attrs(f)
             diff = [k for k, v in self.attrs.items() if have.get(k) != _decode(np.asarray(v) if isinstance(v, tuple) else v)]
-            ds = f.get(DATASET)
-            if ds is None or f.get(_DONE) is None:
+            ds, done = f.get(DATASET), f.get(_DONE)
+            if not isinstance(ds, h5py.Dataset) or not isinstance(done, h5py.Dataset):
                 diff.append("datasets")
             elif ds.shape != (self.count, *self.resolution) or ds.dtype != np.dtype(self.dtype) \
-                    or f[_DONE].shape != (self.num_blocks,):
+                    or done.shape != (self.num_blocks,) or (self.count and ds.fletcher32 is not True):
                 diff.append("shape/dtype")
             if diff:
                 f.close()
                 self.note = f"discarding partial file {self.partial}: it differs in {', '.join(diff)}"
                 return None
-            done = int(np.count_nonzero(f[_DONE][...]))
-            self.note = f"resuming {self.partial}: {done} of {self.num_blocks} blocks already written"
-            return f
-        except Exception:
+            n_done = int(np.count_nonzero(done[...]))
+        except Exception as e:  # noqa: BLE001 - a damaged or hand-made partial file: start afresh
             f.close()
-            raise
+            self.note = f"discarding unreadable partial file {self.partial} ({e})"
+            return None
+        self.note = f"resuming {self.partial}: {n_done} of {self.num_blocks} blocks already written"
+        return f
 
     def _create(self):
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         f = h5py.File(self.partial, "w")
         h, w = self.resolution
-        f.create_dataset(DATASET, shape=(self.count, h, w), dtype=self.dtype, chunks=(1, h, w) if self.count else None)
+        if self.count:
+            f.create_dataset(DATASET, shape=(self.count, h, w), dtype=self.dtype, chunks=(1, h, w), fletcher32=True)
+        else:
+            f.create_dataset(DATASET, shape=(0, h, w), dtype=self.dtype)
         f.create_dataset(_DONE, shape=(self.num_blocks,), dtype=np.uint8, fillvalue=0)
         for k, v in self.attrs.items():
             f.attrs[k] = np.asarray(v, dtype=np.int64) if k == "resolution" else v
@@ -205,33 +466,68 @@ class CacheWriter:
         self._f.flush()
 
     def finalize(self) -> Path:
-        """Check every block is written, then rename ``.partial`` to the final path atomically."""
+        """Check every block is written, write the content hash (read back from the file, so
+        that it vouches for what is on disk), fsync, and rename ``.partial`` to the final path
+        atomically; then release the writer's own lock."""
         missing = int(np.count_nonzero(~self.done_mask()))
         if missing:
             raise RuntimeError(f"{missing} of {self.num_blocks} blocks are not written yet")
         del self._f[_DONE]
         del self._f.attrs["block_size"]
+        self._f.flush()
+        self._f.attrs[HASH_ATTR] = content_hash(self._f)  # written last
         self._f.close()
         self._f = None
-        fd = os.open(self.partial, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(self.partial)
         os.replace(self.partial, self.out)
+        _fsync_path(self.out.parent if str(self.out.parent) else Path("."), directory=True)
+        self._release_lock()
         return self.out
 
+    def _release_lock(self) -> None:
+        if self._own_lock is not None:
+            self._own_lock.release()
+            self._own_lock = None
+
     def close(self) -> None:
-        """Close, keeping the partial file (to resume later)."""
+        """Close, keeping the partial file (to resume later), and release the writer's own lock."""
         if self._f is not None:
             self._f.close()
             self._f = None
+        self._release_lock()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def verify_cache(path, *, expect=None, method: str | None = None) -> "SaliencyCache":
+    """Check a finished cache completely: the checks of :class:`SaliencyCache` (attributes,
+    shape, the split ``expect`` and ``method`` when given), then every chunk's checksum and the
+    content hash, by reading the whole file once (a CIFAR-100 cache, 54 MB: about 1 s).
+
+    Returns:
+        the checked cache, opened with ``in_memory=False`` (``.attrs``, ``.dtype``, ``.resolution``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CacheMismatchError: see :class:`SaliencyCache`.
+        CacheCorruptError: a chunk fails its checksum or the content hash differs; the message
+            gives the command that rebuilds the cache.
+    """
+    cache = SaliencyCache(path, expect=expect, method=method, in_memory=False)
+    try:
+        with h5py.File(cache.path, "r") as f:
+            got = content_hash(f)
+    except OSError as e:
+        raise CacheCorruptError(cache._fail(f"is damaged: {e}", cache.attrs, expect, method)) from None
+    if got != cache.attrs[HASH_ATTR]:
+        raise CacheCorruptError(cache._fail(
+            f"is damaged: its content no longer matches the hash written when it was built "
+            f"({HASH_ATTR} {str(cache.attrs[HASH_ATTR])[:16]}..., content {got[:16]}...)", cache.attrs, expect, method))
+    return cache
 
 
 class SaliencyCache:
@@ -251,6 +547,7 @@ class SaliencyCache:
         FileNotFoundError: no file (the message gives the command that builds it).
         CacheMismatchError: wrong data set/split/count/fingerprint/method/version, a truncated
             or incomplete file, or a wrong shape; the message says what differs and how to rebuild.
+            (Opening checks the structure only; :func:`verify_cache` also checks every byte.)
     """
 
     def __init__(self, path, *, expect=None, method: str | None = None, in_memory: bool | None = None):
@@ -263,16 +560,21 @@ class SaliencyCache:
             if partial.exists():
                 raise FileNotFoundError(f"saliency cache {self.path} is incomplete (its build was interrupted, "
                                         f"{partial} exists): rerun the build with --resume")
-            how = rebuild_command(expect.name, expect.split, method or "fine_grained", self.path) if expect else \
+            how = rebuild_command(expect.name, expect.split, method, self.path,
+                                  data_dir=getattr(expect, "data_dir", None)) if expect else \
                 "saliencymixplus-precompute --help"
             raise FileNotFoundError(f"no saliency cache at {self.path}; build it with: {how}")
         try:
             f = h5py.File(self.path, "r")
         except OSError as e:
-            raise CacheMismatchError(self._fail(f"is not a readable HDF5 file (truncated or corrupt: {e})", {},
-                                                expect, method)) from e
+            raise CacheCorruptError(self._fail(f"is not a readable HDF5 file (truncated or corrupt: {e})", {},
+                                               expect, method)) from e
         with f:
-            self.attrs = attrs = _read_attrs(f)
+            try:
+                self.attrs = attrs = _read_attrs(f)
+            except Exception as e:  # noqa: BLE001 - hand-made or damaged attributes
+                raise CacheCorruptError(self._fail(f"has attributes that cannot be read ({type(e).__name__}: {e})",
+                                                   {}, expect, method)) from None
             self._check(f, attrs, expect, method)
             self.shape = f[DATASET].shape
             self.dtype = f[DATASET].dtype
@@ -284,32 +586,47 @@ class SaliencyCache:
             self._data = self.read_all()
 
     def _fail(self, what: str, attrs: dict, expect, method) -> str:
-        ds = expect.name if expect is not None else attrs.get("dataset", "DATASET")
-        sp = expect.split if expect is not None else attrs.get("split", "SPLIT")
-        me = method or attrs.get("method", "METHOD")
+        def text(k, default):
+            v = attrs.get(k)
+            return v if isinstance(v, str) and not isinstance(v, _BadText) and v else default
+
+        ds = expect.name if expect is not None else text("dataset", "DATASET")
+        sp = expect.split if expect is not None else text("split", "SPLIT")
+        me = method or text("method", None)
+        res = attrs.get("resolution")
+        res = res if _is_resolution(res) else None
+        data_dir = getattr(expect, "data_dir", None)
         return (f"saliency cache {self.path} {what}. Rebuild it with: "
-                f"{rebuild_command(ds, sp, me, self.path, attrs.get('resolution'))}")
+                f"{rebuild_command(ds, sp, me, self.path, res, data_dir=data_dir)}")
 
     def _check(self, f, attrs, expect, method) -> None:
+        fail = lambda what: CacheMismatchError(self._fail(what, attrs, expect, method))  # noqa: E731
+        version = attrs.get("format_version")
+        if version is not None and version != FORMAT_VERSION:
+            old = " (an older build without checksums)" if version == 1 else ""
+            raise fail(f"has format_version {version!r}{old}, this code reads {FORMAT_VERSION}")
+        if _DONE in f:
+            raise fail("is incomplete (unfinished build)")
         missing = [k for k in REQUIRED_ATTRS if k not in attrs]
         if missing:
-            raise CacheMismatchError(self._fail(f"lacks the attributes {missing} (not a saliency cache?)",
-                                                attrs, expect, method))
-        if attrs["format_version"] != FORMAT_VERSION:
-            raise CacheMismatchError(self._fail(f"has format_version {attrs['format_version']}, this code reads "
-                                                f"{FORMAT_VERSION}", attrs, expect, method))
-        if _DONE in f:
-            raise CacheMismatchError(self._fail("is incomplete (unfinished build)", attrs, expect, method))
-        if DATASET not in f:
-            raise CacheMismatchError(self._fail(f"has no '{DATASET}' dataset", attrs, expect, method))
-        ds = f[DATASET]
+            raise fail(f"lacks the attributes {missing} (not a saliency cache?)")
+        bad = [k for k in (*_TEXT_ATTRS, HASH_ATTR) if not isinstance(attrs[k], str) or isinstance(attrs[k], _BadText)]
+        if bad:
+            raise fail(f"has attributes that are not UTF-8 text: {bad}")
+        if not isinstance(attrs["count"], int) or attrs["count"] < 0:
+            raise fail(f"has attribute count={attrs['count']!r}; expected an integer >= 0")
+        if not _is_resolution(attrs["resolution"]):
+            raise fail(f"has attribute resolution={attrs['resolution']!r}; expected [h, w], two positive integers")
+        ds = f.get(DATASET)
+        if not isinstance(ds, h5py.Dataset):
+            raise fail(f"has no '{DATASET}' dataset" if ds is None else
+                       f"has '{DATASET}' as a {type(ds).__name__}, not a dataset")
         want = (attrs["count"], *attrs["resolution"])
         if ds.shape != want:
-            raise CacheMismatchError(self._fail(f"has '{DATASET}' of shape {list(ds.shape)}, but its attributes "
-                                                f"say count x resolution = {list(want)}", attrs, expect, method))
+            raise fail(f"has '{DATASET}' of shape {list(ds.shape or ())}, but its attributes "
+                       f"say count x resolution = {list(want)}")
         if ds.dtype not in (np.uint8, np.float16):
-            raise CacheMismatchError(self._fail(f"has dtype {ds.dtype}; expected uint8 or float16",
-                                                attrs, expect, method))
+            raise fail(f"has dtype {ds.dtype}; expected uint8 or float16")
         diffs = []
         if expect is not None:
             mine = {"dataset": expect.name, "split": expect.split, "count": len(expect),
@@ -318,7 +635,7 @@ class SaliencyCache:
         if method is not None and attrs["method"] != method:
             diffs.append(f"method: cache has {attrs['method']!r}, requested {method!r}")
         if diffs:
-            raise CacheMismatchError(self._fail("does not match: " + "; ".join(diffs), attrs, expect, method))
+            raise fail("does not match: " + "; ".join(diffs))
 
     # -- access
     def _handle(self):

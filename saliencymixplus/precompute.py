@@ -10,6 +10,18 @@ process writes each finished block to ``OUT.partial`` and flushes it, so a kille
 most the blocks in flight: ``--resume`` continues from the finished blocks. ``OUT`` appears
 (atomically renamed) only when every map is written. ``gradient`` runs batched on the best
 device in the main process.
+
+One build per ``OUT`` at a time: a build holds an advisory lock on ``OUT.lock`` (see
+:class:`~saliencymixplus.cache.CacheLock`). A second build of the same ``OUT`` (another
+``saliencymixplus-precompute``, or a ``train.py`` building its cache) says that it waits, waits,
+and then reuses the finished cache when it matches; with ``--no-wait`` it stops at once with
+exit status 2 instead. A ``kill -9`` releases the lock.
+
+Before any work the tool checks that ``OUT`` can be written (exit 2 otherwise). While computing
+it collects every image that cannot be decoded, or only in part (a truncated file, which OpenCV
+would decode into grey rows), and names them all in one error at the end (exit 2), keeping the
+finished blocks for ``--resume``.
+Exit status: 0 done, 2 bad arguments, data, output path or busy cache, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,31 +36,41 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import (CacheMismatchError, CacheWriter, SaliencyCache, format_resolution, parse_resolution,
-                    quantize)
-from .rawdata import DATASETS, SPLITS, default_workers, load_split
+from .cache import (CacheBusyError, CacheLock, CacheMismatchError, CacheWriter, OutputPathError, SaliencyCache,
+                    check_output_file, format_resolution, parse_resolution, quantize, verify_cache)
+from .rawdata import DATASETS, SPLITS, ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
                        parse_postprocess, sharpen)
 
-__all__ = ["build_cache", "main", "DEFAULT_RESOLUTION", "STOP_AFTER_ENV"]
+__all__ = ["build_cache", "main", "DEFAULT_RESOLUTION", "STOP_AFTER_ENV", "PAUSE_FILE_ENV"]
 
 # Resolution of the stored maps when --resolution is not given and images vary in size.
 DEFAULT_RESOLUTION = {"oxford_pet": (256, 256)}  # the size the Pet training pipeline resizes to first
 # Test hook: after this many written blocks the process SIGKILLs itself (a real, unclean death).
 STOP_AFTER_ENV = "SALIENCYMIXPLUS_PRECOMPUTE_STOP_AFTER"
+# Test hook: after each written block, wait while the file this names exists (so that a test
+# can hold a build, and its lock, until a second process has met it).
+PAUSE_FILE_ENV = "SALIENCYMIXPLUS_PRECOMPUTE_PAUSE_FILE"
 
 _STATE: dict = {}  # per process: the split and settings the workers compute with
 
 
 def _die_with_parent() -> None:
-    """Linux: have the kernel kill this worker when the main process dies (even by SIGKILL)."""
+    """Linux: have the kernel kill this worker when the main process dies (even by SIGKILL).
+    A worker still starting when its parent died (it may take seconds to import) exits here:
+    the kernel's signal only covers deaths after it is asked for."""
     if sys.platform.startswith("linux"):
+        import multiprocessing as mp
+
+        parent = mp.parent_process()
         try:
             import ctypes
 
             ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+        if parent is not None and os.getppid() != parent.pid:  # reparented: the parent is gone
+            os._exit(1)
 
 
 def _init_worker(dataset, data_dir, split, method, resolution, dtype, postprocess=None, in_pool=False) -> None:
@@ -74,15 +96,30 @@ def _resize(m: np.ndarray, resolution) -> np.ndarray:
     return cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _compute_block(bounds: tuple[int, int]) -> tuple[int, np.ndarray]:
-    """Maps of images ``[a, b)`` in the storage dtype, ``[b - a, h, w]``."""
+def _decode(raw, i: int, bad: list):
+    """Image ``i`` of ``raw``, or ``None`` after appending ``(file, reason)`` to ``bad``."""
+    try:
+        return raw.image(i)
+    except ImageDecodeError as e:
+        bad.extend(e.bad or [(str(i), str(e))])
+        return None
+
+
+def _compute_block(bounds: tuple[int, int]) -> tuple[int, np.ndarray, list]:
+    """Maps of images ``[a, b)`` in the storage dtype, ``[b - a, h, w]``, and the
+    ``(file, reason)`` of the images that could not be decoded (their maps are zeros)."""
     a, b = bounds
     raw, method, res = _STATE["raw"], _STATE["method"], _STATE["resolution"]
+    bad: list = []
     if raw.in_memory and raw.image_size() == res:
         maps = compute_saliency(raw.images[a:b], method)
     else:
-        maps = np.stack([_resize(compute_saliency(raw.image(i), method)[0], res) for i in range(a, b)])
-    return a, quantize(_postprocess(maps, _STATE.get("postprocess")), _STATE["dtype"])
+        maps = np.zeros((b - a, *res), np.float32)
+        for i in range(a, b):
+            img = _decode(raw, i, bad)
+            if img is not None:
+                maps[i - a] = _resize(compute_saliency(img, method)[0], res)
+    return a, quantize(_postprocess(maps, _STATE.get("postprocess")), _STATE["dtype"]), bad
 
 
 def _postprocess(maps: np.ndarray, kwargs: dict | None) -> np.ndarray:
@@ -99,7 +136,7 @@ def _file_hash(path) -> str:
 
 
 def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, postprocess=None):
-    """Yield ``(start, maps)`` for the pending blocks, in order, computed by ``workers`` processes."""
+    """Yield ``(start, maps, bad)`` for the pending blocks, in order, computed by ``workers`` processes."""
     args = (raw.name, data_dir, raw.split, method, resolution, dtype, postprocess)
     _STATE.update(key=(raw.name, str(data_dir), raw.split), raw=raw)  # for the in-process path
     if workers <= 1 or len(pending) <= 1:
@@ -115,35 +152,62 @@ def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, p
         yield from pool.imap(_compute_block, pending, chunksize=1)
 
 
-def _gradient_blocks(raw, pending, checkpoint, resolution, dtype, postprocess=None):
-    """Yield ``(start, maps)`` of gradient saliency from ``checkpoint``, batched on the best device."""
+def _load_gradient_model(checkpoint, raw):
+    """The model of ``checkpoint`` on the best device, checked against ``raw``'s classes.
+
+    Raises:
+        ValueError: not a readable ``train.py`` checkpoint, or trained on another class count.
+    """
+    from .saliency import load_checkpoint_model
+
+    try:
+        model, cfg = load_checkpoint_model(checkpoint)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for a cut or foreign file
+        text = str(e).strip()
+        raise ValueError(f"checkpoint {checkpoint} cannot be read as a train.py checkpoint "
+                         f"({type(e).__name__}: {text.splitlines()[0] if text else ''})") from None
+    if int(cfg["num_classes"]) != raw.num_classes:
+        raise ValueError(f"checkpoint {checkpoint} has {cfg['num_classes']} classes but {raw.name} has "
+                         f"{raw.num_classes}: use a checkpoint trained on {raw.name}")
+    return model
+
+
+def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess=None):
+    """Yield ``(start, maps, bad)`` of gradient saliency of ``model``, batched on its device."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    from .saliency import gradient_saliency, load_checkpoint_model
+    from .saliency import gradient_saliency
     from .transforms import test_transform
 
-    model, cfg = load_checkpoint_model(checkpoint)
-    if int(cfg["num_classes"]) != raw.num_classes:
-        raise ValueError(f"checkpoint {checkpoint} has {cfg['num_classes']} classes but {raw.name} has "
-                         f"{raw.num_classes}: use a checkpoint trained on {raw.name}")
     device = next(model.parameters()).device
     tf = test_transform(raw.name)
     with ThreadPoolExecutor(max(1, default_workers())) as ex:  # decoding releases the GIL
         for a, b in pending:
-            xs = list(ex.map(lambda i: tf(raw.image(i))[0], range(a, b)))
+            bad: list = []
+
+            def load(i):
+                img = _decode(raw, i, bad)
+                return None if img is None else tf(img)[0]
+
+            xs = list(ex.map(load, range(a, b)))
+            if bad:
+                yield a, None, bad
+                continue
             x = torch.stack(xs).to(device)
             y = torch.as_tensor(raw.labels[a:b], device=device)
             s = gradient_saliency(model, x, y).cpu().numpy()
             maps = np.stack([_resize(m, resolution) for m in s])
-            yield a, quantize(_postprocess(maps, parse_postprocess(postprocess)), dtype)
+            yield a, quantize(_postprocess(maps, parse_postprocess(postprocess)), dtype), []
 
 
 def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolution=None, workers: int | None = None,
                 resume: bool = True, checkpoint=None, progress: bool = True, dtype: str = "uint8",
                 block_size: int | None = None, download: bool = False, log=print,
-                postprocess=DEFAULT_POSTPROCESS) -> Path:
+                postprocess=DEFAULT_POSTPROCESS, wait: bool = True) -> Path:
     """Compute the saliency maps of one split and write them to the HDF5 cache ``out``.
 
     Args:
@@ -156,7 +220,8 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             CIFAR/demo, 256x256 for Pet).
         workers: processes for the OpenCV methods (default: every core; 0 or 1: in process).
         resume: continue a matching ``out.partial`` and return at once if ``out`` is already a
-            matching complete cache; ``False`` starts afresh.
+            matching complete cache (every byte checked, :func:`~saliencymixplus.cache.verify_cache`);
+            ``False`` starts afresh.
         checkpoint: a ``train.py`` checkpoint, required for ``method="gradient"``.
         progress: show a progress bar (images/s).
         dtype: ``"uint8"`` (default) or ``"float16"``.
@@ -167,9 +232,17 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         postprocess: :func:`~saliencymixplus.saliency.sharpen` applied to every map before it
             is stored, as ``"top=0.2,power=2"`` or a dict; ``"none"`` stores the maps as the
             method gives them. Recorded in the cache attribute ``postprocess``.
+        wait: when another process is building ``out``, wait for it (saying so through ``log``)
+            and then reuse its cache if it matches; ``False`` raises :class:`CacheBusyError`.
 
     Returns:
         the path of the finished cache.
+
+    Raises:
+        ValueError: bad arguments. OutputPathError: ``out`` cannot be written (checked first).
+        FileNotFoundError: missing data or checkpoint. ImageDecodeError: image files that
+        cannot be decoded (all of them named; finished blocks are kept for ``resume``).
+        CacheBusyError: ``wait=False`` and another process is building ``out``.
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
@@ -185,33 +258,79 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
-    raw = load_split(dataset, data_dir, split, download=download)
     if resolution is not None:
         resolution = parse_resolution(resolution)
-    else:
+    out = Path(out)
+    if not (resume and out.is_file()):
+        check_output_file(out)  # before any work: a folder, or a folder we cannot write in
+    raw = load_split(dataset, data_dir, split, download=download)
+    if resolution is None:
         resolution = raw.image_size() or DEFAULT_RESOLUTION[dataset]
     if block_size is None:
         block_size = (256 if method == "gradient" else 500) if raw.in_memory else 16
     postprocess = format_postprocess(postprocess)  # checks it, and the form the attribute records
     extra = {"checkpoint": _file_hash(checkpoint)} if method == "gradient" else {}
     extra["postprocess"] = postprocess
-    out = Path(out)
+
+    def reusable(note_mismatch: bool) -> bool:
+        """``out`` is a complete, undamaged cache of these settings."""
+        try:
+            done = verify_cache(out, expect=raw, method=method)
+        except FileNotFoundError:
+            return False
+        except CacheMismatchError as e:
+            if note_mismatch:
+                log(f"rebuilding {out}: {e}")
+            return False
+        if done.resolution == resolution and done.dtype == np.dtype(dtype) and \
+                all(done.attrs.get(k) == v for k, v in extra.items()):
+            return True
+        if note_mismatch:
+            log(f"{out} holds other settings; rebuilding it")
+        return False
 
     if resume and out.is_file():
-        try:
-            done = SaliencyCache(out, expect=raw, method=method, in_memory=False)
-            if done.resolution == resolution and done.dtype == np.dtype(dtype) and \
-                    all(done.attrs.get(k) == v for k, v in extra.items()):
-                log(f"{out} is already a complete cache of {dataset}/{split} ({method}); nothing to do")
-                return out
-            log(f"{out} holds other settings; rebuilding it")
-        except CacheMismatchError as e:
-            log(f"rebuilding {out}: {e}")
+        if reusable(True):
+            log(f"{out} is already a complete cache of {dataset}/{split} ({method}); nothing to do")
+            return out
+        check_output_file(out)
+    model = _load_gradient_model(checkpoint, raw) if method == "gradient" else None  # fails before any writing
 
+    lock = CacheLock(out).acquire(
+        wait=wait, on_wait=lambda pid: log(f"another process (pid {pid}) is building {out}; waiting for it to "
+                                           f"finish (lock {out}.lock) ..."))
+    try:
+        if lock.waited and reusable(False):
+            log(f"{out} was built by the other process; reusing it")
+            return out
+        partial = Path(str(out) + ".partial")
+        if not resume and partial.exists():
+            log(f"note: discarding {partial} from an earlier run (pass --resume to continue it)")
+        return _write_cache(raw, out, lock, method=method, resolution=resolution, dtype=dtype,
+                            block_size=block_size, resume=resume, extra=extra, workers=workers,
+                            data_dir=data_dir, model=model, postprocess=postprocess,
+                            progress=progress, log=log)
+    finally:
+        lock.release()
+
+
+def _bad_image_todo(raw, resume: bool = True) -> str:
+    lists = f"annotations/{'trainval' if raw.split == 'train' else 'test'}.txt" if raw.name == "oxford_pet" \
+        else "the data set's file list"
+    again = "run the same command again" + (" (the finished maps are kept: add --resume to the "
+                                            "precompute command)" if resume else "")
+    fetch = " (tools/get_oxford_pet.sh fetches the set again)" if raw.name == "oxford_pet" else ""
+    return f"Replace each with an intact copy{fetch}, or delete its line from {lists}; then {again}."
+
+
+def _write_cache(raw, out: Path, lock: CacheLock, *, method, resolution, dtype, block_size, resume, extra,
+                 workers, data_dir, model, postprocess, progress, log) -> Path:
+    """Compute the pending blocks into ``out.partial`` (``lock`` held) and finalize it."""
     stop_after = int(os.environ.get(STOP_AFTER_ENV, "0") or 0)
-    with CacheWriter(out, dataset=dataset, split=split, count=len(raw), fingerprint=raw.fingerprint(),
+    pause = os.environ.get(PAUSE_FILE_ENV)
+    with CacheWriter(out, dataset=raw.name, split=raw.split, count=len(raw), fingerprint=raw.fingerprint(),
                      method=method, resolution=resolution, dtype=dtype, block_size=block_size,
-                     resume=resume, extra_attrs=extra) as writer:
+                     resume=resume, extra_attrs=extra, lock=lock) as writer:
         if writer.note:
             log(writer.note)
         pending = writer.pending()
@@ -219,16 +338,24 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             nw = default_workers() if workers is None else workers
             blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, data_dir, postprocess)
         else:
-            blocks = _gradient_blocks(raw, pending, checkpoint, resolution, dtype, postprocess)
+            blocks = _gradient_blocks(raw, pending, model, resolution, dtype, postprocess)
         from tqdm import tqdm
 
+        bad_images: list = []
         with tqdm(total=len(raw), initial=writer.images_done(), unit="img", disable=not progress,
-                  desc=f"{method} {dataset}/{split}", dynamic_ncols=True, file=sys.stderr) as bar:
-            for n, (a, maps) in enumerate(blocks, 1):
+                  desc=f"{method} {raw.name}/{raw.split}", dynamic_ncols=True, file=sys.stderr) as bar:
+            for n, (a, maps, bad) in enumerate(blocks, 1):
+                if bad:  # not written: the block is computed again once its images are fixed
+                    bad_images += bad
+                    continue
                 writer.write(a, maps)
                 bar.update(len(maps))
                 if stop_after and n >= stop_after:
                     os.kill(os.getpid(), signal.SIGKILL)
+                while pause and os.path.exists(pause):
+                    time.sleep(0.05)
+        if bad_images:
+            raise ImageDecodeError.for_files(bad_images, f"{raw.name}/{raw.split}", _bad_image_todo(raw, resume=True))
         return writer.finalize()
 
 
@@ -253,6 +380,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default: {DEFAULT_POSTPROCESS}, see benchmarks/RESULTS.md)")
     p.add_argument("--download", action="store_true", help="download the data set if missing (online)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-wait", action="store_true",
+                   help="if another process is building OUT, stop (exit 2) instead of waiting for it "
+                        "and reusing its result")
     return p
 
 
@@ -288,15 +418,14 @@ def main(argv=None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     partial = Path(args.out + ".partial")
-    if not args.resume and partial.exists():
-        print(f"note: discarding {partial} from an earlier run (pass --resume to continue it)")
     t0 = time.perf_counter()
     try:
         path = build_cache(args.dataset, args.data_dir, args.split, args.method, args.out,
                            resolution=args.resolution, workers=args.workers, resume=args.resume,
                            checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
-                           block_size=args.block_size, download=args.download, postprocess=args.postprocess)
-    except (FileNotFoundError, ValueError) as e:
+                           block_size=args.block_size, download=args.download, postprocess=args.postprocess,
+                           wait=not args.no_wait, log=lambda msg: print(msg, flush=True))
+    except (FileNotFoundError, ValueError, CacheBusyError) as e:  # OutputPathError, ImageDecodeError included
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,7 +19,8 @@ import numpy as np
 
 __all__ = [
     "DATASETS", "NUM_CLASSES", "MEAN_STD", "SPLITS", "RawSplit", "ArraySplit", "FileSplit",
-    "load_split", "load_cifar100", "load_oxford_pet", "find_oxford_pet_root",
+    "load_split", "load_cifar100", "load_oxford_pet", "find_oxford_pet_root", "read_rgb",
+    "ImageDecodeError", "image_file_problem",
 ]
 
 DATASETS = ("cifar100", "oxford_pet", "demo")
@@ -51,9 +52,12 @@ class RawSplit:
         labels: ``np.int64[N]`` class indices in ``[0, num_classes)``.
         num_classes: number of classes.
         ids: list of N strings naming each image (file names); the fingerprint hashes them.
+        data_dir: the folder it was loaded from, as given to :func:`load_split` (``None`` for
+            the generated demo set); messages use it to print commands that work as written.
     """
 
     in_memory = False
+    data_dir: str | None = None
 
     def __init__(self, name: str, split: str, labels: np.ndarray, ids: list[str]):
         self.name = name
@@ -75,6 +79,12 @@ class RawSplit:
     def image_size(self) -> tuple[int, int] | None:
         """``(H, W)`` when all images share one size (in-memory sets), else ``None``."""
         return None
+
+    def find_bad_images(self) -> list[tuple[str, str]]:
+        """``(file, reason)`` of every image file that is unreadable, empty or truncated, found
+        by a quick look at each file's first and last bytes (see :func:`image_file_problem`);
+        ``[]`` for in-memory sets."""
+        return []
 
     def _fingerprint_extra(self, h) -> None:
         """Subclasses may hash more (e.g. generated pixels)."""
@@ -127,11 +137,119 @@ class FileSplit(RawSplit):
     def image(self, i: int) -> np.ndarray:
         return read_rgb(self.paths[i])
 
+    def find_bad_images(self) -> list[tuple[str, str]]:
+        bad = []
+        for p in self.paths:
+            why = image_file_problem(p)
+            if why is not None:
+                bad.append((p, why))
+        return bad
 
-def read_rgb(path: str) -> np.ndarray:
-    """Decode an image file to ``np.uint8[H, W, 3]`` RGB (grey, alpha and palette images included)."""
+
+# ----------------------------------------------------------------------------- image files
+
+class ImageDecodeError(OSError, ValueError):
+    """Image files that cannot be decoded, or only in part (truncated). ``bad`` lists
+    ``(file, reason)``; the message names every file and says what to do."""
+
+    def __init__(self, message: str, bad=()):
+        super().__init__(message)
+        self.bad = list(bad)
+
+    def __str__(self) -> str:  # OSError's would prefix an errno
+        return str(self.args[0]) if self.args else ""
+
+    @classmethod
+    def for_files(cls, bad, where: str = "", todo: str = "") -> "ImageDecodeError":
+        """One error for all of ``bad`` (``(file, reason)`` pairs): a header line, one line per
+        file, and ``todo`` (what to do) on the last line."""
+        bad = list(bad)
+        n = len(bad)
+        head = f"{n} image{'s' if n != 1 else ''}{' of ' + where if where else ''} cannot be decoded:"
+        todo = todo or ("Replace each with an intact copy, or remove it from the data set's file list, "
+                        "then run the same command again.")
+        return cls("\n".join([head, *(f"  {p}: {why}" for p, why in bad), todo]), bad)
+
+
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+_OTHER_IMAGE_STARTS = (b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")  # + RIFF....WEBP
+
+
+def image_file_problem(path) -> str | None:
+    """Why ``path`` cannot be decoded whole, or ``None`` when it looks intact.
+
+    Cheap for the usual files: reads the first 12 and last 8 bytes. A JPEG must end with its
+    end-of-image marker and a PNG with its ``IEND`` chunk; when one does not (truncated, or
+    bytes appended after the image), PIL decodes it strictly (``LOAD_TRUNCATED_IMAGES`` off) to
+    decide: OpenCV would decode a truncated JPEG into grey rows, with a warning that names no
+    file. GIF, BMP, TIFF and WebP files pass (judged when decoded, :func:`read_rgb`); a file
+    with no image signature at all is decoded here, by OpenCV and then PIL, and is a problem
+    when neither can.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
+            f.seek(max(0, size - 8))
+            tail = f.read(8)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if size == 0:
+        return "empty file"
+    if head.startswith(_JPEG_START):
+        kind, whole = "JPEG", tail.endswith(_JPEG_END)
+    elif head.startswith(_PNG_START):
+        kind, whole = "PNG", tail.endswith(_PNG_END)
+    elif head.startswith(_OTHER_IMAGE_STARTS) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return None
+    else:
+        return _undecodable(path, head)
+    if whole:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()
+    except Exception as e:  # noqa: BLE001 - PIL raises many types; the reason is what counts
+        return f"truncated or damaged {kind} (no end marker; {_one_line(e)})"
+    return None
+
+
+def _undecodable(path, head: bytes) -> str | None:
+    """``None`` when OpenCV or PIL decodes the file, else why not."""
     import cv2
 
+    if cv2.imread(str(path), cv2.IMREAD_COLOR) is not None:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()
+        return None
+    except Exception as e:  # noqa: BLE001
+        return f"not an image file OpenCV or PIL can decode (starts with {head[:8]!r}; {_one_line(e)})"
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """Decode an image file to ``np.uint8[H, W, 3]`` RGB (grey, CMYK, alpha and palette images
+    included; a PNG or GIF under a ``.jpg`` name too).
+
+    Raises:
+        ImageDecodeError: the file cannot be read or decoded, or is truncated (the message names it).
+    """
+    import cv2
+
+    why = image_file_problem(path)
+    if why is not None:
+        raise ImageDecodeError(f"cannot decode image {path}: {why}", [(str(path), why)])
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:  # a few Pet files are GIF/PNG under a .jpg name: let PIL try
         try:
@@ -140,7 +258,8 @@ def read_rgb(path: str) -> np.ndarray:
             with Image.open(path) as im:
                 return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
         except Exception as e:  # noqa: BLE001 - say which file
-            raise OSError(f"cannot decode image {path}: {e}") from e
+            why = f"not an image file OpenCV or PIL can decode ({_one_line(e)})"
+            raise ImageDecodeError(f"cannot decode image {path}: {why}", [(str(path), why)]) from e
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
@@ -190,7 +309,9 @@ def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit
     names = entry.get("filenames")
     ids = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None \
         else [f"{split}/{i}" for i in range(len(labels))]
-    return ArraySplit("cifar100", split, images, labels, ids)
+    out = ArraySplit("cifar100", split, images, labels, ids)
+    out.data_dir = str(data_dir)
+    return out
 
 
 # ----------------------------------------------------------------------------- Oxford-IIIT Pet
@@ -253,7 +374,9 @@ def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSpli
         labels.append(cls - 1)
     if not paths:
         raise ValueError(f"{ann} lists no images")
-    return FileSplit("oxford_pet", split, paths, np.asarray(labels, np.int64), root)
+    out = FileSplit("oxford_pet", split, paths, np.asarray(labels, np.int64), root)
+    out.data_dir = str(data_dir)
+    return out
 
 
 # ----------------------------------------------------------------------------- any

@@ -37,10 +37,15 @@ def test_round_trip_and_attributes(tmp_path, raw, maps):
     with h5py.File(path) as f:
         ds = f["saliency"]
         assert ds.shape == (len(raw), 32, 32) and ds.dtype == np.uint8 and ds.chunks == (1, 32, 32)
+        assert ds.fletcher32  # every chunk checksummed
         assert set(f.keys()) == {"saliency"}
     c = SaliencyCache(path, expect=raw, method="fine_grained")
-    assert c.attrs == {"dataset": "cifar100", "split": "train", "count": len(raw), "fingerprint": raw.fingerprint(),
-                       "method": "fine_grained", "resolution": (32, 32), "format_version": FORMAT_VERSION}
+    attrs = dict(c.attrs)
+    digest = attrs.pop("content_sha256")
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    assert attrs == {"dataset": "cifar100", "split": "train", "count": len(raw), "fingerprint": raw.fingerprint(),
+                     "method": "fine_grained", "resolution": (32, 32), "format_version": FORMAT_VERSION}
+    assert FORMAT_VERSION == 2
     assert len(c) == len(raw) and c._data is not None  # small: read into memory
     m = c[5]
     assert m.dtype == np.float32 and m.shape == (32, 32)

@@ -44,7 +44,7 @@ def run_tool(args, tmp_path, env=None, check_orphans=False):
         try:
             rc = p.wait(timeout=120)
             if check_orphans and sys.platform.startswith("linux"):
-                for _ in range(50):  # the pool workers die with their parent
+                for _ in range(600):  # the pool workers die with their parent (or, still starting, soon after)
                     if not live_in_group(p.pid):
                         break
                     time.sleep(0.1)

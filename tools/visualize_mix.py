@@ -10,6 +10,9 @@ CutMix/SaliencyMix).
 
     python tools/visualize_mix.py --out docs/mix_grid.png                         # demo set, 6 rows
     python tools/visualize_mix.py --dataset demo --rows 8 --seed 3 --postprocess none --out grid.png
+    python tools/visualize_mix.py --dataset oxford_pet --data-dir data/oxford_pet --size 128 --out pet.png
+
+Bad arguments and missing data exit with status 2 and a one-line message.
 
 Every mixer sees the same pairing (``perm``) and the same box size, so the pictures differ only
 in where the box goes and how the labels are weighted.
@@ -123,11 +126,26 @@ def draw_grid(images: np.ndarray, saliency: np.ndarray, masks: np.ndarray | None
     return out
 
 
+def _load_batch(raw, idx: np.ndarray, size: int) -> np.ndarray:
+    """Images ``idx`` of ``raw`` as ``uint8[B, H, W, 3]``; sets of varied sizes (Pet) are resized
+    to ``size x size``."""
+    images = [np.asarray(raw.image(int(i))) for i in idx]
+    if raw.image_size() is None:
+        import cv2
+
+        images = [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images]
+    return np.stack(images).astype(np.uint8)
+
+
 def main(argv=None) -> int:
+    from saliencymixplus.rawdata import DATASETS, SPLITS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="demo", help="demo (object masks known), or cifar100 with --data-dir")
+    p.add_argument("--dataset", default="demo", choices=DATASETS,
+                   help="demo (object masks known), or cifar100 / oxford_pet with --data-dir")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default="train", choices=SPLITS)
+    p.add_argument("--size", type=int, default=128, help="side the images of oxford_pet are resized to")
     p.add_argument("--rows", type=int, default=6, help="images in the batch (one row each)")
     p.add_argument("--start", type=int, default=0, help="first image of the batch")
     p.add_argument("--lam", type=float, default=0.6, help="mixing ratio (box side = size * sqrt(1 - lam))")
@@ -140,14 +158,30 @@ def main(argv=None) -> int:
         p.error(f"--rows must be >= 2, got {args.rows}")
     if not 0.0 <= args.lam < 1.0:
         p.error(f"--lam must be in [0, 1), got {args.lam}")
+    if args.start < 0:
+        p.error(f"--start must be >= 0, got {args.start}")
+    if args.size < 8:
+        p.error(f"--size must be >= 8, got {args.size}")
+    if args.dataset != "demo" and args.data_dir is None:
+        p.error(f"--data-dir is required for --dataset {args.dataset}")
+    try:
+        kw = parse_postprocess(args.postprocess)
+    except ValueError as e:
+        p.error(f"--postprocess: {e}")
     from saliencymixplus.data import load_split
+    from saliencymixplus.rawdata import ImageDecodeError
 
-    raw = load_split(args.dataset, args.data_dir, args.split)
-    idx = np.arange(args.start, args.start + args.rows)
-    images = np.stack([np.asarray(raw.image(int(i))) for i in idx]).astype(np.uint8)
+    try:
+        raw = load_split(args.dataset, args.data_dir, args.split)
+        if args.start + args.rows > len(raw):
+            p.error(f"--start {args.start} + --rows {args.rows} is past the end of {args.dataset}/{args.split} "
+                    f"({len(raw)} images)")
+        idx = np.arange(args.start, args.start + args.rows)
+        images = _load_batch(raw, idx, args.size)
+    except (FileNotFoundError, ValueError, ImageDecodeError) as e:
+        p.error(str(e))
     masks = raw.masks[idx] if getattr(raw, "masks", None) is not None else None
     sal = compute_saliency(images, args.method)
-    kw = parse_postprocess(args.postprocess)
     if kw:
         sal = sharpen(sal, **kw)
     sal = quantize(sal).astype(np.float32) / 255.0
@@ -156,6 +190,12 @@ def main(argv=None) -> int:
         from saliencymixplus.demo import DEMO_CLASSES
 
         names = DEMO_CLASSES
+    try:
+        from saliencymixplus.cache import check_output_file
+
+        check_output_file(args.out)
+    except ValueError as e:
+        p.error(str(e))
     out = draw_grid(images, sal, masks, raw.labels[idx], names, args.lam, args.seed, Path(args.out),
                     f"{args.dataset}: lam {args.lam:.2f}, saliency {args.method} + {args.postprocess}; "
                     f"label weights target / source")

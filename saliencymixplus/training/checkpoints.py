@@ -3,6 +3,7 @@ read with ``weights_only=True``; plus :func:`atomic_write`, which every output f
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -14,18 +15,34 @@ from .config import Config, UsageError
 from .distributed import Dist, log
 from .seeding import rng_state, set_rng_state
 
-__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "checkpoint_state", "resolve_resume", "restore"]
+__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "checkpoint_state", "resolve_resume",
+           "read_resume", "restore", "CheckpointError", "RESUME_MAY_DIFFER"]
 
-#: Config keys that must match for ``--resume`` (they fix the model's shape and the data).
-RESUME_KEYS = ("dataset", "model", "num_classes", "image_size")
+#: Checkpoint keys that ``--resume`` needs.
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config")
+#: Config keys that may change on ``--resume``: how far to train, where things are and what
+#: runs them. Every other key (mix, seed, optimiser, loader, ...) must be the checkpoint's, or
+#: the continued run would not be the run it continues (the optimiser and scheduler states
+#: would also silently override a new ``--lr`` or ``--milestones``).
+RESUME_MAY_DIFFER = ("epochs", "out_dir", "resume", "progress", "workers", "device", "download", "data_dir",
+                     "saliency_cache", "compile", "channels_last", "limit_test_batches", "paper")
+
+
+class CheckpointError(UsageError):
+    """A ``--resume`` file that is not a readable ``train.py`` checkpoint of this run (exit 2)."""
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``, so
     that a reader never sees a half-written file. ``tmp`` keeps ``path``'s suffix."""
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -33,14 +50,46 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def _why(e: BaseException) -> str:
+    """One line on why ``torch.load`` failed."""
+    text = str(e).strip()
+    lines = text.splitlines()
+    if text.startswith("Weights only load failed"):  # the reason is on a later line
+        detail = next((ln.strip() for ln in lines[1:] if ln.strip() and not ln.startswith(
+            ("Please file", "Check the documentation"))), "")
+        return ("refused: it holds objects other than tensors and plain data, which could run code when "
+                "loaded" + (f" ({detail})" if detail else ""))
+    first = lines[0] if lines else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`~.runner.run` (``weights_only=True``).
+    """Load a checkpoint written by :func:`~.runner.run` (``weights_only=True``: a file that
+    would run code when unpickled is refused).
 
     Keys: ``model`` (state_dict of the plain module), ``optimizer``, ``scheduler``,
     ``scaler`` (or None), ``epoch`` (epochs completed), ``rng``, ``config`` (dict),
     ``history`` (list of per-epoch rows), ``best`` (the best row or None), ``wall_time_s``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is cut, not a checkpoint, refused by ``weights_only``, or
+            lacks the keys above (one line saying which).
     """
-    return torch.load(path, map_location=map_location, weights_only=True)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such checkpoint")
+    try:
+        ck = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for a cut or foreign file
+        raise CheckpointError(f"{p} cannot be read as a train.py checkpoint ({_why(e)})") from None
+    if not isinstance(ck, dict):
+        raise CheckpointError(f"{p} is not a train.py checkpoint (it holds a {type(ck).__name__}, not a dict)")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    if missing or not isinstance(ck["config"], dict) or not isinstance(ck["epoch"], int):
+        what = f"lacks {missing}" if missing else "has a malformed 'config' or 'epoch'"
+        raise CheckpointError(f"{p} is not a train.py checkpoint ({what}; a model-only file cannot be resumed)")
+    return ck
 
 
 def checkpoint_state(cfg: Config, net: nn.Module, optimizer, scheduler, scaler, epoch: int,
@@ -71,26 +120,60 @@ def resolve_resume(cfg: Config, d: Dist) -> Optional[Path]:
     p = Path(cfg.resume)
     if not p.exists():
         raise FileNotFoundError(f"--resume {p}: no such checkpoint")
+    if not p.is_file():
+        raise UsageError(f"--resume {p} is a folder; give the checkpoint file (e.g. {p / 'last.pt'})")
     return p
 
 
-def restore(path: Path, cfg: Config, d: Dist, net: nn.Module, optimizer, scheduler, scaler) -> dict[str, Any]:
-    """Load ``path`` into the model, optimizer, scheduler, scaler and the RNGs; return the
-    checkpoint (for its ``epoch``, ``history``, ``best`` and ``wall_time_s``).
+def _norm(v):
+    return list(v) if isinstance(v, (tuple, list)) else v
+
+
+def read_resume(cfg: Config, d: Dist) -> Optional[tuple[Path, dict[str, Any]]]:
+    """Read and check the ``--resume`` checkpoint before any other work: ``(path, checkpoint)``
+    loaded on the CPU, or ``None`` when there is nothing to resume.
 
     Raises:
-        UsageError: the checkpoint was written for another data set or model.
+        FileNotFoundError: ``--resume CKPT`` does not exist.
+        CheckpointError: not a readable checkpoint, or written by a run with other settings
+            (every :class:`Config` key but :data:`RESUME_MAY_DIFFER` must match), or it has
+            already done more epochs than ``--epochs``.
     """
-    ck = load_checkpoint(path, map_location=d.device)
-    old = ck.get("config", {})
-    for key in RESUME_KEYS:
-        if key in old and old[key] != getattr(cfg, key):
-            raise UsageError(f"--resume {path}: checkpoint has {key}={old[key]!r}, "
-                             f"this run {key}={getattr(cfg, key)!r}")
-    net.load_state_dict(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
-    scheduler.load_state_dict(ck["scheduler"])
-    if scaler is not None and ck.get("scaler"):
-        scaler.load_state_dict(ck["scaler"])
-    set_rng_state(ck["rng"])
-    return ck
+    p = resolve_resume(cfg, d)
+    if p is None:
+        return None
+    try:
+        ck = load_checkpoint(p)
+    except CheckpointError as e:
+        raise CheckpointError(f"--resume {e}") from None
+    old, now = ck["config"], cfg.to_dict()
+    diffs = [f"{k}: checkpoint {old[k]!r}, now {now[k]!r}" for k in now
+             if k not in RESUME_MAY_DIFFER and k in old and _norm(old[k]) != _norm(now[k])]
+    if diffs:
+        raise CheckpointError(
+            f"--resume {p}: this command differs from the run it would continue ({'; '.join(diffs)}). "
+            f"Repeat that run's flags (its config.json lists them) to continue it, or drop --resume "
+            f"and choose another --out-dir to start a new run")
+    done = int(ck["epoch"])
+    if done > cfg.epochs:
+        raise CheckpointError(f"--resume {p}: the checkpoint has already done {done} epochs, more than "
+                              f"--epochs {cfg.epochs}: pass --epochs {done + 1} or more to train further")
+    return p, ck
+
+
+def restore(ck: dict[str, Any], path: Path, net: nn.Module, optimizer, scheduler, scaler) -> None:
+    """Load checkpoint ``ck`` (from :func:`read_resume`) into the model, optimizer, scheduler,
+    scaler and the RNGs.
+
+    Raises:
+        CheckpointError: the saved states do not fit this model or optimizer.
+    """
+    try:
+        net.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        set_rng_state(ck["rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"--resume {path}: its saved states do not fit this run ({_why(e)})") from None

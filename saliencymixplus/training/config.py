@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from typing import Any, Optional
 
@@ -125,39 +126,83 @@ def _mix_aug(text: str) -> str:
     return name
 
 
+#: ``--seed`` range: what every random stream of a run accepts (torch takes 64-bit seeds).
+MAX_SEED = 2 ** 63 - 1
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return v
+
+
 def _prob(text: str) -> float:
-    v = float(text)
+    v = _float(text)
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return v
 
 
+def _smoothing(text: str) -> float:
+    v = _float(text)
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (1 would leave no label), got {text}")
+    return v
+
+
 def _positive_int(text: str) -> int:
-    v = int(text)
+    v = _int(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return v
 
 
 def _nonneg_int(text: str) -> int:
-    v = int(text)
+    v = _int(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return v
 
 
+def _seed(text: str) -> int:
+    v = _int(text)
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {text}")
+    return v
+
+
 def _positive_float(text: str) -> float:
-    v = float(text)
+    v = _float(text)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return v
 
 
+def _nonneg_float(text: str) -> float:
+    v = _float(text)
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: X)`` unless the help already says it or there is none."""
+    """Shows ``(default: X)`` unless the help already says it, there is none, or the flag is a
+    switch (``--no-progress`` would read "(default: True)")."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+        if action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0 \
+                or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -186,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mix_aug", "--mix-aug", dest="mix_aug", type=_mix_aug,
                    default="saliencymixplus", metavar="{" + ",".join(MIX_AUGS) + "}",
                    help="mixing augmentation")
-    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument("--seed", type=_seed, default=0, help="random seed, 0 .. 2**63 - 1")
 
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
@@ -223,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lam-mode", "--lam_mode", dest="lam_mode", choices=("batch", "sample"),
                    default="batch", help="one mixing ratio per batch or per sample")
     g.add_argument("--alpha", type=_positive_float, default=1.0, help="Beta(alpha, alpha) of the mix ratio")
-    g.add_argument("--label-smoothing", "--label_smoothing", dest="label_smoothing", type=_prob,
-                   default=0.0, help="label smoothing of the (soft) targets")
+    g.add_argument("--label-smoothing", "--label_smoothing", dest="label_smoothing", type=_smoothing,
+                   default=0.0, help="label smoothing of the (soft) targets, in [0, 1)")
     g.add_argument("--paper", action="store_true",
                    help="the published method: --box peak --pairing half --saliency online "
                         "(explicit flags still win)")
@@ -232,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--milestones", type=_milestones, default=None,
                    help="epochs at which LR is multiplied by 0.1 (default per data set)")
-    g.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=float,
-                   default=5e-4, help="SGD weight decay")
+    g.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=_nonneg_float,
+                   default=5e-4, help="SGD weight decay (>= 0)")
 
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default="auto",
@@ -248,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out-dir", "--out_dir", dest="out_dir", default=None,
                    help="run folder (default: runs/<dataset>_<model>_<mix_aug><mix_prob>_<epochs>_s<seed>)")
     g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
-                   help="continue from CKPT (bare --resume: <out-dir>/last.pt if present)")
+                   help="continue from CKPT (bare --resume: <out-dir>/last.pt if present); the other "
+                        "flags must be those of the run it continues, except --epochs (more to train "
+                        "further) and the hardware, data-location and output flags")
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (one line per epoch only)")
     return p

@@ -3,11 +3,16 @@
 Every epoch reseeds its random streams from ``(seed, epoch, rank)``, so that a resumed run
 replays the interrupted epoch exactly. The per-step totals stay on the device; the only
 host syncs are the progress bar's (every ``LOG_EVERY`` steps) and the end of the epoch.
+
+A non-finite loss stops the run (:class:`NonFiniteLossError`) at the first of those syncs that
+sees it: the loss total kept on the device is then not finite (NaN and inf propagate through
+the sum), so detecting it costs no extra sync.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Callable, Optional
 
@@ -23,7 +28,8 @@ from .distributed import Dist, broadcast_buffers
 from .reporting import progress
 from .seeding import epoch_seed, seed_everything
 
-__all__ = ["MixFn", "build_mixer", "online_saliency", "train_one_epoch", "evaluate"]
+__all__ = ["MixFn", "build_mixer", "online_saliency", "train_one_epoch", "evaluate", "NonFiniteLossError",
+           "check_finite_weights"]
 
 #: ``(images float32[B, C, H, W], labels int64[B], saliency float32[B, H, W] or None,
 #: generator) -> (images float32[B', C, H, W], soft targets float32[B', K])``; ``B' = B // 2``
@@ -31,6 +37,38 @@ __all__ = ["MixFn", "build_mixer", "online_saliency", "train_one_epoch", "evalua
 MixFn = Callable[[Tensor, Tensor, Optional[Tensor], torch.Generator], tuple[Tensor, Tensor]]
 
 LOG_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss, or the weights, became NaN or infinite: the run diverged. ``epoch``
+    (0-based) is the epoch it happened in."""
+
+    def __init__(self, message: str, epoch: int = -1):
+        super().__init__(f"{message}: the run diverged")
+        self.epoch = epoch
+
+
+def _check_finite(loss_sum: float, epoch: int, step: int) -> None:
+    if not math.isfinite(loss_sum):
+        raise NonFiniteLossError(f"the training loss is {loss_sum} in epoch {epoch + 1} (seen by step {step + 1})",
+                                 epoch)
+
+
+def check_finite_weights(net: nn.Module, epoch: int) -> None:
+    """Raise :class:`NonFiniteLossError` when a parameter or buffer of ``net`` holds NaN or inf
+    after ``epoch`` (the loss of a step is computed before its update, so it can be finite while
+    the update was not). One host sync, once per epoch, before the checkpoint that would save
+    the weights."""
+    with torch.no_grad():
+        named = [(k, v) for k, v in net.state_dict().items() if v.is_floating_point()]
+        if not named:
+            return
+        ok = torch.stack([torch.isfinite(v).all() for _, v in named])
+        if bool(ok.all()):
+            return
+        bad = [k for (k, _), good in zip(named, ok.tolist()) if not good]
+    raise NonFiniteLossError(f"the weights are not finite after epoch {epoch + 1} ({', '.join(bad[:3])}"
+                             f"{', ...' if len(bad) > 3 else ''})", epoch)
 
 
 def build_mixer(cfg: Config) -> Optional[MixFn]:
@@ -91,7 +129,13 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
                     optimizer: torch.optim.Optimizer, scaler, epoch: int) -> dict[str, float]:
     """One pass over ``loader``. ``model`` is what is trained (maybe DDP/compiled), ``net``
     the plain module (for online saliency). Returns the epoch's train loss, top-1/top-5
-    error (%, of the trained images against their own labels, as published), images/s."""
+    error (%, of the trained images against their own labels, as published), images/s.
+
+    Raises:
+        NonFiniteLossError: the loss was NaN or infinite; checked where the loop reads its totals
+            anyway (the progress bar every ``LOG_EVERY`` steps in one process; on a CPU, where a
+            read costs nothing, every ``LOG_EVERY`` steps regardless) and at the end of the epoch,
+            on the totals reduced over ranks (so every rank stops together)."""
     model.train()
     coin = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0) + 1)  # same on all ranks
     mix_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, d.rank) + 2)
@@ -128,8 +172,15 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
             c1, c5 = _topk_correct(logits.detach(), y)
             tot += torch.stack([loss.detach().double() * n, c1.double(), c5.double()])
             seen += n
-        if bar is not None and (step % LOG_EVERY == LOG_EVERY - 1 or step == len(loader) - 1):
+        if (bar is not None or (dev.type == "cpu" and not d.enabled)) and \
+                (step % LOG_EVERY == LOG_EVERY - 1 or step == len(loader) - 1):
             loss_sum, hits, _ = tot.tolist()
+            if not d.enabled and not math.isfinite(loss_sum):  # under DDP: the reduced check below,
+                if bar is not None:                               # so that every rank stops together
+                    bar.close()
+                _check_finite(loss_sum, epoch, step)
+            if bar is None:
+                continue
             el = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", err=f"{100 - 100 * hits / seen:.1f}",
                             img_s=f"{seen * d.world / max(el, 1e-9):.0f}", refresh=False)
@@ -137,6 +188,7 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
     if bar is not None:
         bar.close()
     loss_sum, c1, c5, n = _reduce(d, tot, seen)
+    _check_finite(loss_sum, epoch, len(loader) - 1)
     elapsed = time.perf_counter() - t0
     return {"train_loss": loss_sum / n, "train_top1_err": _err(c1, n), "train_top5_err": _err(c5, n),
             "images_per_s": n / max(elapsed, 1e-9), "train_time_s": elapsed}

@@ -50,7 +50,8 @@ def write_summary(path: Path, summary: dict) -> None:
 
 
 def plot_curves(path: Path, history: list[dict], title: str) -> None:
-    """Loss and error curves per epoch as a PNG; nothing without matplotlib."""
+    """Loss and error curves per epoch as a PNG, with a marker on every epoch (so that a
+    one-epoch run shows its point); nothing without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -59,11 +60,11 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
         return
     ep = [r["epoch"] for r in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.plot(ep, [r["train_loss"] for r in history], label="train loss")
+    a1.plot(ep, [r["train_loss"] for r in history], marker="o", markersize=4, label="train loss")
     a1.set_xlabel("epoch"), a1.set_ylabel("loss"), a1.legend()
     for key, lab in (("train_top1_err", "train top-1"), ("test_top1_err", "test top-1"),
                      ("test_top5_err", "test top-5")):
-        a2.plot(ep, [r[key] for r in history], label=lab)
+        a2.plot(ep, [r[key] for r in history], marker="o", markersize=4, label=lab)
     a2.set_xlabel("epoch"), a2.set_ylabel("error (%)"), a2.legend()
     fig.suptitle(title)
     fig.tight_layout()
@@ -73,7 +74,8 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
 
 def summarize(cfg: Config, history: list[dict], best: Optional[dict], wall: float, status: str) -> dict:
     """``summary.json``'s content: best and last errors (None before the first epoch), speed,
-    wall time, ``status`` ("finished" or "interrupted") and the config."""
+    wall time, ``status`` ("finished", "interrupted" or "diverged": stopped at a non-finite
+    loss) and the config."""
     last = history[-1] if history else None
     pick = lambda r, k: (r[k] if r else None)
     return {

@@ -6,6 +6,13 @@ interruption replays the interrupted epoch exactly and ends with the same weight
 uninterrupted run (on the same hardware and software). ``--batch_size`` is the *global*
 batch, split evenly over the processes; evaluation is sharded and reduced exactly; only
 rank 0 writes logs and checkpoints.
+
+Before any training, and in this order, :func:`run` checks what can fail cheaply: that the
+output folder (and the saliency cache's folder, when the cache must be built) can be written,
+that the ``--resume`` checkpoint is readable and belongs to this run, that no image file is
+truncated, and that the saliency cache is undamaged (every byte is hashed: about 1 s for
+CIFAR-100) or, when missing, builds it (waiting for another process that builds the same
+file). A non-finite training loss stops the run before that epoch's checkpoint is written.
 """
 
 from __future__ import annotations
@@ -20,25 +27,115 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .. import data
+from ..cache import OutputPathError, check_output_file, ensure_writable_dir, rebuild_command, verify_cache
 from ..models import build_model
+from ..rawdata import ImageDecodeError
 from ..saliency import load_checkpoint_model
-from .checkpoints import checkpoint_state, resolve_resume, restore, save_checkpoint
+from .checkpoints import checkpoint_state, read_resume, restore, save_checkpoint
 from .config import Config, UsageError
-from .distributed import Dist, log, setup_distributed
+from .distributed import Dist, barrier, log, setup_distributed
 from .loaders import build_loaders
-from .loop import build_mixer, evaluate, train_one_epoch
+from .loop import NonFiniteLossError, build_mixer, check_finite_weights, evaluate, train_one_epoch
 from .reporting import plot_curves, summarize, write_csv, write_summary
 from .seeding import seed_everything
 
-__all__ = ["run", "evaluate_checkpoint"]
+__all__ = ["run", "evaluate_checkpoint", "check_outputs", "prepare_data"]
+
+
+def _needs_cache(cfg: Config) -> bool:
+    return cfg.saliency_cache is not None and cfg.saliency == "cache"
+
+
+def check_outputs(cfg: Config) -> None:
+    """Before any work: ``--out-dir`` is (or can be made) a writable folder, and a saliency
+    cache that must be built can be written where it goes.
+
+    Raises:
+        OutputPathError: one line saying what and where.
+    """
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"--out-dir {out} is a file, not a folder")
+    ensure_writable_dir(out, "--out-dir")
+    if not _needs_cache(cfg):
+        return
+    cache = Path(cfg.saliency_cache)
+    if cache.is_dir():
+        raise OutputPathError(f"--saliency-cache {cache} is a folder; give the .h5 file "
+                              f"(e.g. {cache / f'{cfg.dataset}-train-{cfg.saliency_method}.h5'})")
+    if not cache.exists():
+        try:
+            check_output_file(cache, "--saliency-cache")
+        except OutputPathError as e:
+            how = rebuild_command(cfg.dataset, "train", cfg.saliency_method, "FILE.h5", data_dir=cfg.data_dir)
+            raise OutputPathError(f"{e}: the saliency cache {cache} is missing and cannot be built there; "
+                                  f"pass --saliency-cache FILE.h5 in a writable folder (built on first use, "
+                                  f"or beforehand with: {how})") from None
+
+
+def prepare_data(cfg: Config, d: Dist) -> None:
+    """Rank 0 checks the data before training (other ranks wait): every image file of both
+    splits looks whole (:meth:`~saliencymixplus.rawdata.RawSplit.find_bad_images`), and the
+    saliency cache is undamaged and matches the training split
+    (:func:`~saliencymixplus.cache.verify_cache`), or is built when missing (waiting while
+    another process builds it; building decodes every training image). Every bad image found
+    is named in one error.
+
+    Raises:
+        FileNotFoundError: missing data. ImageDecodeError: image files that cannot be decoded.
+        CacheMismatchError / CacheCorruptError: the cache does not match or is damaged.
+    """
+    if d.main:
+        train_raw = data.load_split(cfg.dataset, cfg.data_dir, "train", download=cfg.download)
+        test_raw = train_raw if train_raw.in_memory else \
+            data.load_split(cfg.dataset, cfg.data_dir, "test", download=cfg.download)
+        bad = test_raw.find_bad_images() if test_raw is not train_raw else []
+        build = _needs_cache(cfg) and not Path(cfg.saliency_cache).exists()
+        if build:  # building decodes every training image and names those it cannot decode
+            bad = _build_cache(cfg, d, bad)
+        else:
+            bad = train_raw.find_bad_images() + bad
+        if bad:
+            lists = "annotations/trainval.txt or test.txt" if cfg.dataset == "oxford_pet" else "its file list"
+            raise ImageDecodeError.for_files(
+                bad, cfg.dataset, f"Replace each with an intact copy, or delete its line from {lists}; "
+                                  f"then run the same command again.")
+        if _needs_cache(cfg) and not build:
+            verify_cache(cfg.saliency_cache, expect=train_raw)
+    barrier(d)
+
+
+def _build_cache(cfg: Config, d: Dist, bad_test: list) -> list:
+    """Build the missing training cache; return ``bad_test`` plus the training images the build
+    could not decode (an :class:`ImageDecodeError` with other errors is re-raised)."""
+    from ..precompute import build_cache  # OpenCV and worker pools: only when building
+
+    log(d, f"saliency cache {cfg.saliency_cache} not found: building it ({cfg.saliency_method}) ...")
+    try:
+        build_cache(cfg.dataset, cfg.data_dir, "train", cfg.saliency_method, cfg.saliency_cache,
+                    workers=cfg.workers, progress=cfg.progress, log=lambda m: log(d, m))
+    except ImageDecodeError as e:
+        if not e.bad:
+            raise
+        return list(e.bad) + bad_test
+    return bad_test
 
 
 def run(cfg: Config) -> dict:
     """Train (or continue) one run and return its summary (``summary.json``'s content).
 
+    With ``--resume`` of a checkpoint that has done ``--epochs`` epochs already, nothing is
+    trained or written: the summary is the checkpoint's.
+
     Raises:
-        UsageError, FileNotFoundError, CacheMismatchError: bad flags, missing data or
-            checkpoint, a saliency cache built from other data (before any training).
+        UsageError (CheckpointError), FileNotFoundError, OutputPathError, ImageDecodeError,
+            CacheMismatchError (CacheCorruptError), CacheBusyError: bad flags, a bad ``--resume``
+            file, missing data, unwritable outputs, undecodable images, a cache built from
+            other data or damaged (all before any training).
+        NonFiniteLossError: the training loss became NaN or infinite; raised before that
+            epoch's checkpoint is written (``last.pt`` holds the last good epoch, the summary
+            says "diverged"); ``e.epochs_done`` is the number of good epochs.
         KeyboardInterrupt: after saving the summary, when interrupted (``last.pt`` holds the
             last completed epoch).
     """
@@ -48,12 +145,20 @@ def run(cfg: Config) -> dict:
                          f"processes ({d.world})")
     out = Path(cfg.out_dir)
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
+        check_outputs(cfg)  # before any work
     seed_everything(cfg.seed)
     if d.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    ckpt_path = resolve_resume(cfg, d)  # a bad --resume fails before any data work
+    resumed = read_resume(cfg, d)  # a bad --resume fails before any data work
+    if resumed is not None and int(resumed[1]["epoch"]) >= cfg.epochs:
+        ck = resumed[1]
+        log(d, f"nothing to train: {resumed[0]} has already done all {cfg.epochs} epochs "
+               f"(pass --epochs {cfg.epochs + 1} or more to train further)")
+        history = list(ck.get("history") or [])
+        summary = summarize(cfg, history, ck.get("best"), float(ck.get("wall_time_s", 0.0)), "finished")
+        return {**summary, "nothing_to_train": True}
+    prepare_data(cfg, d)
     train_loader, test_loader = build_loaders(cfg, d)
     net = build_model(cfg.model, cfg.num_classes, cfg.image_size).to(d.device)
     if cfg.channels_last:
@@ -66,11 +171,13 @@ def run(cfg: Config) -> dict:
     history: list[dict] = []
     best: Optional[dict] = None
     start_epoch, wall_before = 0, 0.0
-    if ckpt_path is not None:
-        ck = restore(ckpt_path, cfg, d, net, optimizer, scheduler, scaler)
+    if resumed is not None:
+        ckpt_path, ck = resumed
+        restore(ck, ckpt_path, net, optimizer, scheduler, scaler)
         start_epoch = int(ck["epoch"])
-        history, best = list(ck.get("history", [])), ck.get("best")
+        history, best = list(ck.get("history") or []), ck.get("best")
         wall_before = float(ck.get("wall_time_s", 0.0))
+        del ck, resumed  # the restored states live in the model and optimizer now
         log(d, f"resumed from {ckpt_path} after epoch {start_epoch}")
 
     model: nn.Module = net
@@ -95,6 +202,7 @@ def run(cfg: Config) -> dict:
             lr = optimizer.param_groups[0]["lr"]
             t0 = time.perf_counter()
             tr = train_one_epoch(cfg, d, model, net, train_loader, mixer, optimizer, scaler, epoch)
+            check_finite_weights(net, epoch)  # before anything of this epoch is saved
             te = evaluate(cfg, d, eval_model, test_loader)
             scheduler.step()
             row = {"epoch": epoch + 1, "lr": lr, **tr, **te, "time_s": time.perf_counter() - t0}
@@ -114,6 +222,10 @@ def run(cfg: Config) -> dict:
                        f"{row['test_top5_err']:.2f}  {row['images_per_s']:.0f} img/s  {row['time_s']:.1f} s")
     except KeyboardInterrupt:
         status = "interrupted"
+        raise
+    except NonFiniteLossError as e:  # stopped before this epoch's checkpoint: last.pt is the last good one
+        status = "diverged"
+        e.epochs_done = len(history)
         raise
     finally:
         wall = wall_before + time.perf_counter() - t_start

@@ -1,0 +1,320 @@
+"""The cache never loses data: one builder at a time (two real processes on one ``--out``),
+checksummed chunks and a content hash that catch damaged bytes (refused by ``verify_cache``,
+rebuilt by ``precompute --resume``, refused by ``train.py`` with exit 2), and old-format or
+hand-made files refused with one line instead of a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from saliencymixplus.cache import (CacheBusyError, CacheCorruptError, CacheLock, CacheMismatchError, CacheWriter,
+                                   SaliencyCache, verify_cache)
+from saliencymixplus.precompute import PAUSE_FILE_ENV, build_cache
+from saliencymixplus.precompute import main as precompute_main
+from saliencymixplus.rawdata import load_split
+from saliencymixplus.training import main as train_main
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOL = ROOT / "tools" / "precompute_saliency.py"
+QUIET = dict(progress=False, log=lambda *a: None)
+TINY = ["--limit-train-batches", "2", "--limit-test-batches", "1", "--batch_size", "16", "--no-progress",
+        "--workers", "0", "--epochs", "1", "--model", "resnet_tiny"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _call(fn, argv) -> int:
+    try:
+        return fn([str(a) for a in argv])
+    except SystemExit as e:
+        return int(e.code)
+
+
+@pytest.fixture()
+def raw(cifar_dir):
+    return load_split("cifar100", cifar_dir["root"], "train")
+
+
+@pytest.fixture()
+def built(cifar_dir, tmp_path):
+    """A finished cache of the tiny CIFAR folder's training split (48 maps, 6 blocks)."""
+    return build_cache("cifar100", cifar_dir["root"], "train", "fine_grained", tmp_path / "good.h5", workers=0,
+                       block_size=8, **QUIET)
+
+
+def _train(cifar_dir, cache, tmp_path, capsys) -> tuple[int, str]:
+    rc = _call(train_main, ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--saliency-cache", cache,
+                            "--out-dir", tmp_path / "run", *TINY])
+    return rc, capsys.readouterr().err
+
+
+def _assert_one_line_refusal(rc, err, *needles):
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+# ----------------------------------------------------------------------------- one builder at a time
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(extra)
+    return env
+
+
+def _spawn(args, tmp_path, name, **env):
+    with open(tmp_path / f"{name}.out", "w") as fo, open(tmp_path / f"{name}.err", "w") as fe:
+        return subprocess.Popen([sys.executable, str(TOOL), *map(str, args)], stdout=fo, stderr=fe, cwd=ROOT,
+                                env=_env(**env), start_new_session=True)
+
+
+def _wait_for(cond, what, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_two_builds_of_one_cache_at_once(cifar_dir, raw, tmp_path):
+    """Build A holds OUT's lock (paused after its first block); B with --no-wait stops with exit 2
+    and leaves A's file alone; C waits, says so, and reuses A's finished cache."""
+    out = tmp_path / "c.h5"
+    partial, lock = Path(f"{out}.partial"), Path(f"{out}.lock")
+    pause = tmp_path / "pause"
+    pause.touch()
+    args = ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--split", "train", "--workers", "0",
+            "--block-size", "8", "--no-progress", "--out", out]
+    procs = []
+    try:
+        a = _spawn(args, tmp_path, "a", **{PAUSE_FILE_ENV: str(pause)})
+        procs.append(a)
+        _wait_for(lambda: partial.exists() or a.poll() is not None, "build A to start")  # it holds the lock
+        assert a.poll() is None, (tmp_path / "a.err").read_text()
+
+        b = _spawn([*args, "--no-wait"], tmp_path, "b")
+        procs.append(b)
+        assert b.wait(timeout=120) == 2
+        err_b = (tmp_path / "b.err").read_text()
+        assert f"{out} is being built by another process (pid {a.pid}" in err_b and "Traceback" not in err_b
+        assert len(err_b.strip().splitlines()) == 1, err_b
+        assert partial.exists() and a.poll() is None  # A still running (its file is checked at the end)
+
+        c = _spawn(args, tmp_path, "c")
+        procs.append(c)
+        _wait_for(lambda: "waiting" in (tmp_path / "c.out").read_text() or c.poll() is not None, "C to wait")
+        assert c.poll() is None, (tmp_path / "c.err").read_text()
+        pause.unlink()  # let A finish
+        assert a.wait(timeout=120) == 0, (tmp_path / "a.err").read_text()
+        assert c.wait(timeout=120) == 0, (tmp_path / "c.err").read_text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    out_c = (tmp_path / "c.out").read_text()
+    assert f"another process (pid {a.pid}) is building {out}; waiting" in out_c
+    assert "built by the other process; reusing it" in out_c
+    assert not partial.exists() and not lock.exists()
+    got = verify_cache(out, expect=raw).read_all()
+    ref = build_cache("cifar100", cifar_dir["root"], "train", "fine_grained", tmp_path / "ref.h5", workers=0,
+                      block_size=8, **QUIET)
+    np.testing.assert_array_equal(got, SaliencyCache(ref).read_all())
+
+
+def test_lock_names_its_holder_and_survives_a_dead_one(tmp_path, raw):
+    out = tmp_path / "c.h5"
+    lockfile = Path(f"{out}.lock")
+    lockfile.write_text("12345\n")  # left by a build killed with -9: the file is there, the lock is not
+    first = CacheLock(out).acquire(wait=False)
+    assert lockfile.read_text().strip() == str(os.getpid())
+    with pytest.raises(CacheBusyError, match=f"being built by another process \\(pid {os.getpid()}"):
+        CacheLock(out).acquire(wait=False)
+    with pytest.raises(CacheBusyError):  # a writer takes the lock before it opens the partial file
+        CacheWriter(out, dataset="cifar100", split="train", count=len(raw), fingerprint=raw.fingerprint(),
+                    method="fine_grained", resolution=(32, 32), block_size=8)
+    assert not Path(f"{out}.partial").exists()
+
+    # A waiter blocked on the lock holds it once the holder lets go, and only one holds it.
+    waiting, second = threading.Event(), CacheLock(out)
+    t = threading.Thread(target=lambda: second.acquire(wait=True, on_wait=lambda pid: waiting.set()))
+    t.start()
+    assert waiting.wait(30)
+    first.release()
+    t.join(30)
+    assert second.held and lockfile.exists()
+    with pytest.raises(CacheBusyError):
+        CacheLock(out).acquire(wait=False)
+    second.release()
+    assert not lockfile.exists()
+
+
+# ----------------------------------------------------------------------------- damaged bytes
+
+def test_damaged_bytes_anywhere_are_refused_or_harmless(built, raw, tmp_path):
+    """4 KB of random bytes at 24 places across the file: each damaged copy is refused, or
+    (bytes HDF5 does not use) every map and attribute reads back unchanged."""
+    good = built.read_bytes()
+    ref = SaliencyCache(built, expect=raw)
+    want, want_attrs = ref.read_all(), dict(ref.attrs)
+    rng = np.random.default_rng(0)
+    refused = 0
+    for k, pos in enumerate(np.linspace(0, len(good) - 4096, 24).astype(int)):
+        bad = bytearray(good)
+        bad[pos:pos + 4096] = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+        path = tmp_path / f"bad{k}.h5"
+        path.write_bytes(bytes(bad))
+        try:
+            cache = verify_cache(path, expect=raw)
+        except CacheMismatchError as e:
+            refused += 1
+            assert "Rebuild it with: saliencymixplus-precompute --dataset cifar100" in str(e)
+            continue
+        with h5py.File(path, "r") as f:  # accepted: then what it holds is exactly what was written
+            np.testing.assert_array_equal(f["saliency"][...], want)
+        assert cache.attrs == want_attrs
+    assert refused >= 20, refused  # nearly every 4 KB of a 60 KB cache is maps or metadata
+
+
+def test_a_damaged_chunk_fails_its_own_read(built, raw, tmp_path):
+    """fletcher32: map 20's chunk damaged -> reading map 20 fails, the other maps still read."""
+    path = tmp_path / "c.h5"
+    shutil.copy(built, path)
+    with h5py.File(path, "r") as f:
+        info = f["saliency"].id.get_chunk_info_by_coord((20, 0, 0))
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset + 100)
+        old = f.read(16)
+        f.seek(info.byte_offset + 100)
+        f.write(bytes((b + 1) % 256 for b in old))  # 16 bytes of map 20 changed
+    cache = SaliencyCache(path, expect=raw, in_memory=False)
+    np.testing.assert_array_equal(cache.raw(19), SaliencyCache(built).raw(19))
+    with pytest.raises(CacheMismatchError, match="cannot be read at map 20"):
+        cache.raw(20)
+    with pytest.raises(CacheCorruptError, match="is damaged: maps 0..47 cannot be read"):
+        verify_cache(path, expect=raw)
+
+
+def test_content_hash_catches_edits_the_checksums_cannot(built, raw, tmp_path):
+    """An edit through HDF5 recomputes the chunk checksums; the content hash still differs."""
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    shutil.copy(built, a)
+    shutil.copy(built, b)
+    with h5py.File(a, "r+") as f:
+        f["saliency"][3] = 255 - f["saliency"][3]
+    with h5py.File(b, "r+") as f:
+        f.attrs["postprocess"] = "none"
+    for path in (a, b):
+        with pytest.raises(CacheCorruptError, match="no longer matches the hash written when it was built"):
+            verify_cache(path, expect=raw)
+        SaliencyCache(path, expect=raw)  # the structure alone looks fine: only the hash tells
+
+
+def test_precompute_resume_rebuilds_a_damaged_cache(cifar_dir, built, raw, tmp_path, capsys):
+    path = tmp_path / "c.h5"
+    data = bytearray(built.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4096] = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    rc = _call(precompute_main, ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--split", "train",
+                                 "--workers", "0", "--block-size", "8", "--no-progress", "--out", path, "--resume"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert f"rebuilding {path}" in out.out and "nothing to do" not in out.out
+    np.testing.assert_array_equal(verify_cache(path, expect=raw).read_all(), SaliencyCache(built).read_all())
+
+
+def test_train_refuses_a_damaged_cache_with_the_rebuild_command(cifar_dir, built, tmp_path, capsys):
+    path = tmp_path / "c.h5"
+    data = bytearray(built.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4096] = np.random.default_rng(2).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    rc, err = _train(cifar_dir, path, tmp_path, capsys)
+    _assert_one_line_refusal(rc, err, "saliency cache damaged", f"saliency cache {path}",
+                             f"Rebuild it with: saliencymixplus-precompute --dataset cifar100 --data-dir "
+                             f"{cifar_dir['root']} --split train --method fine_grained --out {path}")
+    assert "METHOD" not in err and "DATA_DIR" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+# ----------------------------------------------------------------------------- old and hand-made files
+
+def _v1_cache(path, raw):
+    """A cache as format_version 1 wrote it: no checksums, no content hash."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("saliency", data=np.zeros((len(raw), 32, 32), np.uint8), chunks=(1, 32, 32))
+        for k, v in dict(dataset="cifar100", split="train", count=len(raw), fingerprint=raw.fingerprint(),
+                         method="fine_grained", format_version=1, postprocess="top=0.2,power=2").items():
+            f.attrs[k] = v
+        f.attrs["resolution"] = np.asarray((32, 32), np.int64)
+
+
+def test_old_format_is_refused_with_the_rebuild_command(cifar_dir, raw, tmp_path, capsys):
+    path = tmp_path / "old.h5"
+    _v1_cache(path, raw)
+    with pytest.raises(CacheMismatchError, match=r"format_version 1 \(an older build without checksums\), "
+                                                 r"this code reads 2"):
+        SaliencyCache(path, expect=raw)
+    rc, err = _train(cifar_dir, path, tmp_path, capsys)
+    _assert_one_line_refusal(rc, err, "format_version 1", f"--data-dir {cifar_dir['root']}", f"--out {path}")
+
+
+def _group(f):
+    del f["saliency"]
+    f.create_group("saliency")
+
+
+HAND_MADE = {
+    "group": (_group, "has 'saliency' as a Group, not a dataset"),
+    "scalar resolution": (lambda f: f.attrs.__setitem__("resolution", np.int64(32)),
+                          "has attribute resolution=32; expected [h, w], two positive integers"),
+    "non-UTF-8 attribute": (lambda f: f.attrs.__setitem__("dataset", np.bytes_(b"\xff\xfecifar")),
+                            "has attributes that are not UTF-8 text: ['dataset']"),
+    "three-value resolution": (lambda f: f.attrs.__setitem__("resolution", np.asarray([32, 32, 3])),
+                               "has attribute resolution=(32, 32, 3)"),
+    "text count": (lambda f: f.attrs.__setitem__("count", "many"), "has attribute count='many'"),
+    "no hash": (lambda f: f.attrs.__delitem__("content_sha256"), "lacks the attributes ['content_sha256']"),
+}
+
+
+@pytest.mark.parametrize("kind", list(HAND_MADE))
+def test_hand_made_files_are_refused_in_one_line(kind, cifar_dir, built, raw, tmp_path, capsys):
+    edit, reason = HAND_MADE[kind]
+    path = tmp_path / "hand.h5"
+    shutil.copy(built, path)
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    with pytest.raises(CacheMismatchError) as e:
+        SaliencyCache(path, expect=raw)
+    assert reason in str(e.value) and f"Rebuild it with: saliencymixplus-precompute --dataset cifar100" in str(e.value)
+    str(e.value).encode()  # printable as it is
+    if kind in ("group", "scalar resolution", "non-UTF-8 attribute"):  # the issue's three, end to end
+        rc, err = _train(cifar_dir, path, tmp_path, capsys)
+        _assert_one_line_refusal(rc, err, reason)
+        rc = _call(precompute_main, ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--split", "train",
+                                     "--workers", "0", "--block-size", "8", "--no-progress", "--out", path,
+                                     "--resume"])
+        out = capsys.readouterr()
+        assert rc == 0 and f"rebuilding {path}" in out.out, out.err
+        verify_cache(path, expect=raw)
