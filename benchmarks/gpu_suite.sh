@@ -3,7 +3,7 @@
 #   1. build the extension against the installed torch, for this GPU's architecture;
 #   2. the CUDA tests: kernels against the CPU kernels, the references and a brute force; the
 #      mixers under torch.cuda.set_sync_debug_mode("error"); a mixer call captured in a CUDA
-#      graph and replayed (every test whose id says "cuda");
+#      graph and replayed (the tests marked `cuda`, see tests/conftest.py);
 #   3. benchmarks/bench_ops.py on the GPU (fused op vs the bandwidth floor, torchvision's CutMix);
 #   4. benchmarks/bench_step.py on the GPU (bf16 autocast, channels-last, pipelined steps).
 # Logs and the Markdown tables go to OUT_DIR; a summary is printed at the end. About 6-8
@@ -53,8 +53,8 @@ step "build (CXX=$CXX, arch $TORCH_CUDA_ARCH_LIST)" 300 "$out/build.log" \
 "$python" -c "import saliencymixplus as s; i = s.extension_info(); print(i); assert i['cuda'], i" \
   | tee -a "$summary" || exit 1
 
-export SMP_REQUIRE_EXTENSION=1 SMP_REQUIRE_CUDA_KERNELS=1 PYTHONUNBUFFERED=1
-step "CUDA tests" 240 "$out/cuda_tests.log" "$python" -m pytest tests -q -k cuda -p no:cacheprovider
+export SMP_REQUIRE_EXTENSION=1 SMP_REQUIRE_CUDA_KERNELS=1 SMP_REQUIRE_GPU=1 PYTHONUNBUFFERED=1
+step "CUDA tests" 240 "$out/cuda_tests.log" "$python" -m pytest tests -q -m cuda -p no:cacheprovider
 tail -n 3 "$out/cuda_tests.log" | tee -a "$summary"
 
 step "bench_ops.py (cuda)" 180 "$out/bench_ops_cuda.md" \
