@@ -10,8 +10,8 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from .cache import SaliencyCache
-from .demo import DEMO_CLASSES, DEMO_SIZES, generate_demo, load_demo
-from .rawdata import (DATASETS, MEAN_STD, NUM_CLASSES, SPLITS, ArraySplit, FileSplit, RawSplit, load_split)
+from .demo import DEMO_CLASSES, DEMO_SIZES, generate_demo
+from .rawdata import (DATASETS, MEAN_STD, NUM_CLASSES, SPLITS, ArraySplit, FileSplit, RawSplit, load_demo, load_split)
 from .transforms import test_transform, train_transform
 
 __all__ = [

@@ -6,6 +6,9 @@ rotation, over a smooth random colour field crossed by random line segments. The
 is drawn independently of the class, so the label is recognisable only from the object; the
 ground-truth object mask of every image is kept (``masks``, 1 = object) for the label-noise
 benchmark. Generation is vectorised numpy: 6,000 images take well under a second.
+
+This module only draws the arrays (numpy alone); :func:`saliencymixplus.rawdata.load_demo`
+makes them a split.
 """
 
 from __future__ import annotations
@@ -14,9 +17,7 @@ import functools
 
 import numpy as np
 
-from .rawdata import ArraySplit
-
-__all__ = ["DEMO_CLASSES", "DEMO_SIZES", "DEMO_SEED", "generate_demo", "load_demo"]
+__all__ = ["DEMO_CLASSES", "DEMO_SIZES", "DEMO_SEED", "DEMO_VERSION", "generate_demo", "demo_split_arrays"]
 
 DEMO_CLASSES = ("disk", "square", "triangle", "ring", "plus", "x", "diamond", "hollow_square", "t", "h")
 DEMO_SIZES = {"train": 5000, "test": 1000}
@@ -114,31 +115,11 @@ def generate_demo(n: int, seed: int = DEMO_SEED, *, chunk: int = 1000) -> tuple[
 
 
 @functools.lru_cache(maxsize=4)
-def _generate_split(split: str, seed: int):
-    """The split's arrays, generated once per process (read-only; :func:`load_demo` copies them)."""
+def demo_split_arrays(split: str, seed: int = DEMO_SEED):
+    """``(images, labels, masks)`` of a split, generated once per process and read-only
+    (:func:`saliencymixplus.rawdata.load_demo` copies them)."""
     stream = [DEMO_VERSION, seed, 0 if split == "train" else 1]
     arrays = generate_demo(DEMO_SIZES[split], seed=int(np.random.SeedSequence(stream).generate_state(1)[0]))
     for a in arrays:
         a.flags.writeable = False
     return arrays
-
-
-class DemoSplit(ArraySplit):
-    """The demo split: ``images`` ``uint8[N, 32, 32, 3]``, ``labels``, ``masks`` ``uint8[N, 32, 32]``."""
-
-    def _fingerprint_extra(self, h) -> None:
-        h.update(self.images.tobytes())  # generated data: hash the pixels too (~15 MB, ~10 ms)
-
-
-def load_demo(split: str, data_dir=None, *, seed: int = DEMO_SEED) -> DemoSplit:
-    """The demo split ``"train"`` (5,000 images) or ``"test"`` (1,000), generated in memory.
-
-    ``data_dir`` is accepted for a uniform interface and not used (generation takes < 1 s).
-    The train and test splits are drawn from independent streams of ``seed``; each split is
-    generated once per process and each call returns fresh copies.
-    """
-    if split not in DEMO_SIZES:
-        raise ValueError(f"split must be one of {list(DEMO_SIZES)}, got {split!r}")
-    images, labels, masks = (a.copy() for a in _generate_split(split, seed))  # generated once, copied per load
-    ids = [f"demo-v{DEMO_VERSION}-s{seed}-{split}-{i}" for i in range(len(labels))]
-    return DemoSplit("demo", split, images, labels, ids, masks=masks)

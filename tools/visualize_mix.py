@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from saliencymixplus import ops  # noqa: E402
 from saliencymixplus.cache import quantize  # noqa: E402
-from saliencymixplus.label_noise import area_weights, true_label_weights  # noqa: E402
+from saliencymixplus.label_noise import true_label_weights  # noqa: E402
 from saliencymixplus.saliency import compute_saliency, parse_postprocess, sharpen  # noqa: E402
 
 COLUMNS = ("CutMix", "SaliencyMix", "SaliencyMix+ window", "SaliencyMix+ peak")
@@ -54,18 +54,18 @@ def mix_batch(images: torch.Tensor, saliency: torch.Tensor, lam: float, seed: in
     g = torch.Generator().manual_seed(seed)
     b, _, h, w = images.shape
     perm = torch.randperm(b, generator=g)
-    ch, cw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
-    cy, cx = int(torch.randint(h, (), generator=g)), int(torch.randint(w, (), generator=g))
-    cut = torch.tensor([[max(cy - ch // 2, 0), max(cx - cw // 2, 0), min(cy + ch // 2, h), min(cx + cw // 2, w)]]
-                       ).expand(b, 4).contiguous()
-    sm = ops.peak_boxes(saliency[perm[:1]].expand(b, h, w), ch, cw)  # one source's peak, whole batch
+    box_h, box_w = ops.box_sizes(torch.full((b,), lam, dtype=torch.float64), h, w)
+    cy, cx = torch.randint(h, (1,), generator=g).expand(b), torch.randint(w, (1,), generator=g).expand(b)
+    cut = ops.centred_boxes(cy, cx, box_h, box_w, h, w)
+    py, px = ops.saliency_peaks(saliency[perm[:1]])  # one source's peak, whole batch
+    sm = ops.centred_boxes(py.expand(b), px.expand(b), box_h, box_w, h, w)
     out = {}
     for name, boxes in (("CutMix", cut), ("SaliencyMix", sm)):
-        area = area_weights(boxes, h, w).float()
-        out[name] = (ops.paste(images, perm, boxes), boxes, area, ops.label_weights(saliency, perm, boxes))
-    for mode in ("window", "peak"):
-        mixed, boxes, lam_s = ops.saliency_mix(images, saliency, perm, ch, cw, mode)
-        out[f"SaliencyMix+ {mode}"] = (mixed, boxes, lam_s, area_weights(boxes, h, w).float())
+        out[name] = (ops.paste(images, perm, boxes), boxes, ops.area_rule(boxes, h, w),
+                     ops.label_weights(saliency, perm, boxes))
+    for box in ops.BOXES:
+        mixed, boxes, lam_s = ops.saliency_mix_plus(images, saliency, perm, box_h, box_w, box)
+        out[f"SaliencyMix+ {box}"] = (mixed, boxes, lam_s, ops.area_rule(boxes, h, w))
     return perm, out
 
 
