@@ -39,7 +39,7 @@ import numpy as np
 from .cache import (CacheBusyError, CacheLock, CacheMismatchError, CacheWriter, OutputPathError, SaliencyCache,
                     check_output_file, format_resolution, parse_resolution, quantize, verify_cache)
 from .rawdata import DATASETS, SPLITS, ImageDecodeError, default_workers, load_split
-from .saliency import (DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
+from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
                        parse_postprocess, sharpen)
 
 __all__ = ["build_cache", "main", "DEFAULT_RESOLUTION", "STOP_AFTER_ENV", "PAUSE_FILE_ENV"]
@@ -366,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--data-dir", default=None, help="data folder (not needed for demo)")
     p.add_argument("--split", default="train", choices=SPLITS)
-    p.add_argument("--method", default="fine_grained", choices=METHODS)
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS)
     p.add_argument("--out", required=True, help="the .h5 file to write (built as OUT.partial, then renamed)")
     p.add_argument("--checkpoint", default=None, help="train.py checkpoint (method gradient)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["METHODS", "OPENCV_METHODS", "compute_saliency", "gradient_saliency", "load_checkpoint_model",
+__all__ = ["METHODS", "OPENCV_METHODS", "DEFAULT_METHOD", "compute_saliency", "gradient_saliency", "load_checkpoint_model",
            "best_device", "sharpen", "parse_postprocess", "format_postprocess", "DEFAULT_POSTPROCESS",
            "RECOMMENDED_POSTPROCESS"]
 
 OPENCV_METHODS = ("fine_grained", "spectral_residual")
 METHODS = OPENCV_METHODS + ("gradient",)
+#: The method a cache is built with unless told otherwise (what SaliencyMix used).
+DEFAULT_METHOD = "fine_grained"
 
 
 def _opencv_saliency(method: str):

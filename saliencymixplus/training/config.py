@@ -13,9 +13,11 @@ import math
 import os
 from typing import Any, Optional
 
+from ..mix import LAM_MODES, PAIRINGS
 from ..models import MODELS
+from ..ops import BOXES
 from ..rawdata import DATASETS, NUM_CLASSES
-from ..saliency import OPENCV_METHODS
+from ..saliency import DEFAULT_METHOD, OPENCV_METHODS
 
 __all__ = [
     "PROG", "DATASET_DEFAULTS", "MIX_AUGS", "SALIENCY_MIXES", "METHOD_DEFAULTS", "PAPER",
@@ -55,8 +57,8 @@ class UsageError(ValueError):
     """A bad flag or combination of flags (exit code 2)."""
 
 
-#: Saliency built on demand when ``--saliency-cache`` is missing (what SaliencyMix used).
-DEFAULT_SALIENCY_METHOD = "fine_grained"
+#: Saliency built on demand when ``--saliency-cache`` is missing.
+DEFAULT_SALIENCY_METHOD = DEFAULT_METHOD
 SALIENCY_METHODS = OPENCV_METHODS
 
 
@@ -259,13 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--saliency", choices=("cache", "online"), default=None,
                    help="'cache': precomputed maps; 'online': gradient saliency of the current "
                         "model each mixed step, as published (default: cache)")
-    g.add_argument("--box", choices=("window", "peak"), default=None,
+    g.add_argument("--box", choices=BOXES, default=None,
                    help="SaliencyMix+ box: most salient window, or centred on the peak as "
                         "published (default: window)")
-    g.add_argument("--pairing", choices=("full", "half"), default=None,
+    g.add_argument("--pairing", choices=PAIRINGS, default=None,
                    help="'full': every image receives a patch; 'half': first half receives "
                         "from the second, only the first half is trained on (default: full)")
-    g.add_argument("--lam-mode", "--lam_mode", dest="lam_mode", choices=("batch", "sample"),
+    g.add_argument("--lam-mode", "--lam_mode", dest="lam_mode", choices=LAM_MODES,
                    default="batch", help="one mixing ratio per batch or per sample")
     g.add_argument("--alpha", type=_positive_float, default=1.0, help="Beta(alpha, alpha) of the mix ratio")
     g.add_argument("--label-smoothing", "--label_smoothing", dest="label_smoothing", type=_smoothing,
