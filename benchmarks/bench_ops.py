@@ -20,9 +20,10 @@ ratio to the memory-bandwidth floor: the bytes the op must move (read the batch,
 mixed batch, read the saliency) over the rate of a measured device-to-device copy. The table
 gives the median and the 10th-90th percentile spread over the repeats, after warm-up.
 
-``--threads`` measures instead what a busy machine does to the CPU op: the fused SaliencyMix+
-op on a CIFAR batch with torch's default threads against one thread, interleaved call by
-call, on an idle machine and while another process keeps every core busy.
+``--threads`` measures instead what a busy machine does on the CPU: a SaliencyMix+ mixer call
+(the fused op with its draws and targets) on a CIFAR batch with torch's default threads
+against one thread, interleaved call by call, on an idle machine and while another process
+keeps every core busy.
 
     PYTHONPATH=. python benchmarks/bench_ops.py                   # CPU (and CUDA if present)
     PYTHONPATH=. python benchmarks/bench_ops.py --device cuda --repeats 200
@@ -264,15 +265,16 @@ _BUSY = "import torch, os; torch.set_num_threads(os.cpu_count()); a = torch.rand
 
 
 def bench_threads(repeats: int, rounds: int = 5) -> list[tuple]:
-    """The fused SaliencyMix+ window op on a CIFAR batch: default threads vs one thread, call by
+    """A SaliencyMix+ window mixer call on a CIFAR batch: default threads vs one thread, call by
     call, idle and with another process keeping every core busy (a torch matmul on all cores)."""
     g = torch.Generator().manual_seed(0)
     x, s = torch.rand(128, 3, 32, 32, generator=g), torch.rand(128, 32, 32, generator=g)
-    perm, size = torch.randperm(128, generator=g), torch.full((128,), 16)
+    y = torch.randint(NUM_CLASSES, (128,), generator=g)
+    mixer = SaliencyMixPlus(NUM_CLASSES, generator=torch.Generator().manual_seed(1))
     default = torch.get_num_threads()
 
     def call():
-        torch.ops.saliencymixplus.saliency_mix_plus(x, s, perm, size, size, "window")
+        mixer.mix(x, y, s)
 
     rows = []
     for load in ("idle", "busy"):

@@ -16,10 +16,10 @@ the pairing, the boxes and the label weights.
 A mixer call never reads device data on the host, so on a GPU the CPU keeps queueing work
 ahead of it, and a call can be captured in a CUDA graph: the random numbers that shape the
 data (lam, the pairing, CutMix's centres) are drawn on the batch's device, the targets are
-built there, and the value checks (labels in range, saliency finite and ``>= 0``) run only
-where the data live on the CPU and cost no sync; elsewhere the ops run with ``check=False``
-(their kernels are safe by construction: negative, NaN and infinite saliency counts as 0).
-Only the ``prob`` coin, which decides whether any work runs, is drawn on the host.
+built there, and the ops run with ``check=False``: their kernels are safe by construction,
+and negative, NaN and infinite saliency counts as 0 on every device. Labels are checked only
+where they live on the CPU and reading them costs no sync. Only the ``prob`` coin, which
+decides whether any work runs, is drawn on the host.
 """
 
 from __future__ import annotations
@@ -200,9 +200,9 @@ class _Mixer:
             labels: ``LongTensor[B]`` in ``[0, num_classes)`` on the same device (checked on the
                 CPU, where it costs no sync; on a GPU an out-of-range label fails in the one-hot
                 scatter, as in ``F.cross_entropy``).
-            saliency: ``Tensor[B, H, W]`` (float or uint8, finite and ``>= 0``, checked on the CPU;
-                on a GPU negative, NaN and infinite values count as 0) on the same device;
-                needed by the saliency mixers, ignored by :class:`CutMix`.
+            saliency: ``Tensor[B, H, W]`` (float or uint8, ``>= 0``; negative, NaN and infinite
+                values count as 0) on the same device; needed by the saliency mixers, ignored
+                by :class:`CutMix`.
             generator: a ``torch.Generator`` (CPU, or on the batch's device) for this call's
                 draws, instead of the mixer's own.
         """
@@ -217,8 +217,8 @@ class _Mixer:
             return MixResult(images, targets, None, None, torch.ones(labels.shape[0], device=labels.device))
         draws = _device_generator(gen, images.device)
         batch, _, height, width = images.shape
-        lam = sample_beta(self.alpha, 1 if self.lam_mode == "batch" else batch, draws, images.device).expand(batch)
-        box_h, box_w = ops.box_sizes(lam, height, width)
+        lam = sample_beta(self.alpha, 1 if self.lam_mode == "batch" else batch, draws, images.device)
+        box_h, box_w = (size.expand(batch) for size in ops.box_sizes(lam, height, width))  # sizes of 1 draw, then B
         return self._mix(images, labels, saliency, box_h, box_w, draws)
 
     def _mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor], box_h: Tensor, box_w: Tensor,
@@ -262,9 +262,9 @@ class _Mixer:
         return mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
 
 
-def _checks_are_free(images: Tensor) -> bool:
-    """Whether value checks cost nothing here: data on the CPU need no device sync to be read."""
-    return images.device.type == "cpu"
+def _checks_are_free(t: Tensor) -> bool:
+    """Whether a value check of ``t`` costs no device sync: data on the CPU."""
+    return t.device.type == "cpu"
 
 
 def _describe(value) -> str:
@@ -325,8 +325,6 @@ class SaliencyMix(_Mixer):
     def _mix(self, images, labels, saliency, box_h, box_w, draws):
         batch, _, height, width = images.shape
         perm = torch.randperm(batch, generator=draws, device=images.device)
-        if _checks_are_free(images):
-            ops.check_values(saliency=saliency)
         py, px = ops.saliency_peaks(saliency[perm[:1]])
         boxes = ops.centred_boxes(py.expand(batch), px.expand(batch), box_h, box_w, height, width)
         lam = ops.area_rule(boxes, height, width)
@@ -365,8 +363,7 @@ class SaliencyMixPlus(_Mixer):
         if self.pairing == "half" and batch < 2:
             raise ValueError(f"pairing='half' needs a batch of at least 2 images, got {batch}")
         perm = self._pairing(batch, draws, images.device)
-        mixed, boxes, lam = ops.saliency_mix_plus(images, saliency, perm, box_h, box_w, self.box,
-                                                  check=_checks_are_free(images))
+        mixed, boxes, lam = ops.saliency_mix_plus(images, saliency, perm, box_h, box_w, self.box, check=False)
         targets = self._targets(labels, perm, lam)
         if self.pairing == "half":
             kept = batch // 2
