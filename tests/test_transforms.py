@@ -252,6 +252,35 @@ def test_composed_map_is_bilinear_sampling_of_the_stored_map(res):
     assert checked >= 10
 
 
+@pytest.mark.parametrize("steps", [
+    [v2.RandomHorizontalFlip(p=1.0), v2.RandomResizedCrop(48)],  # a crop of a mirrored frame
+    [v2.Resize(100), v2.RandomResizedCrop((40, 56), scale=(0.3, 1.0)), v2.RandomHorizontalFlip()],
+    [v2.RandomResizedCrop(64), v2.Resize((50, 70)), v2.RandomHorizontalFlip(p=1.0)],
+], ids=["flip-then-crop", "short-side-resize", "resize-after-crop"])
+def test_any_order_of_steps_composes(steps):
+    """Other pipelines than the published ones: a coordinate ramp map ends where the old
+    two-step path puts it (its interior, to half an output pixel) and the image is unchanged."""
+    tf = JointTransform(steps, *MEAN_STD["oxford_pet"])
+    rng = np.random.default_rng(13)
+    for seed in range(6):
+        h, w = int(rng.integers(80, 300)), int(rng.integers(80, 300))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for axis in (0, 1):
+            n = int(rng.integers(30, 200))
+            ramp = ((np.arange(n) + 0.5) / n).astype(np.float32)
+            sal = np.broadcast_to(ramp[:, None] if axis == 0 else ramp[None, :], (n, n)).copy()
+            torch.manual_seed(seed)
+            old_img, old = _two_step(tf, img, sal)
+            torch.manual_seed(seed)
+            new_img, geo = tf.apply_image(img)
+            assert torch.equal(new_img, old_img)
+            got = resample_saliency(sal, geo)
+            pitch = (geo.box[axis + 2] - geo.box[axis]) / geo.size[axis]
+            z = 4 + math.ceil(1.0 / n / pitch)
+            d = (got - old).abs()[z:-z, z:-z] / pitch
+            assert d.max() < 0.5, (seed, axis, d.max().item(), geo)
+
+
 def test_fine_maps_are_area_averaged_not_aliased():
     """A stored map 4x finer than the output, a one-pixel checkerboard: every output pixel
     averages over its footprint (0.5), where sampling every fourth pixel would give 0 or 1."""
