@@ -142,6 +142,21 @@ def loader_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     return rows
 
 
+def _two_step_map(image_size, stored, geo):
+    """The map's share of the path before the composed one, for reference only: the stored map as
+    float, resized to the raw image's size, then replaying the Pet steps (resize 256x256,
+    crop-and-resize to 224, flip; antialiased, as the image) with the crop ``geo`` shows."""
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    s = torch.from_numpy(stored).float().mul_(1 / 255)[None]
+    s = TF.resize(s, list(image_size), antialias=True)
+    s = TF.resize(s, [256, 256], antialias=True)
+    t, l, b, r = (round(v * 256) for v in geo.box)
+    s = TF.resized_crop(s, t, l, b - t, r - l, list(geo.size), antialias=True)
+    return (TF.horizontal_flip(s) if geo.flip else s)[0].clamp_(0, 1)
+
+
 def step_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     """Per-item time of each step, in this process with one thread (as in a DataLoader worker)."""
     import torch
@@ -174,6 +189,8 @@ def step_table(data_dir: Path, cache_path: Path, args) -> list[str]:
         "map: read (in memory)": lambda i: mem.raw(i),
         "map: read (HDF5)": lambda i: disk.raw(i),
         "map: cut and resize (`resample_saliency`)": lambda i: resample_saliency(mem.raw(i), geos[i]),
+        "map: the old path, for reference (to image size, 256, crop 224, flip)":
+            lambda i: _two_step_map(images[i].shape[:2], mem.raw(i), geos[i]),
         "whole item, no cache": lambda i: plain[i],
         "whole item, cache in memory": lambda i: cached[i],
         "whole item, cache HDF5": lambda i: cached_disk[i],
@@ -205,6 +222,7 @@ def main(argv=None) -> int:
                    help="saliency of the cache (the loader's cost does not depend on it; "
                         "spectral_residual builds fastest)")
     p.add_argument("--data-dir", default=None, help="reuse this Pet-format folder (and its train.h5)")
+    p.add_argument("--no-steps", action="store_true", help="only the DataLoader table")
     p.add_argument("--quick", action="store_true", help="tiny sizes, two rounds (CI)")
     args = p.parse_args(argv)
     if args.quick:
@@ -238,8 +256,9 @@ def main(argv=None) -> int:
         print(f"\nOxford-Pet-format folder: {args.n} JPEGs {size[0]}x{size[1]}; cache: {desc} ({args.method}); "
               f"{args.workers} workers, batch {args.batch}, {args.rounds} rounds\n")
         print("\n".join(loader_table(data_dir, cache_path, args)))
-        print()
-        print("\n".join(step_table(data_dir, cache_path, args)))
+        if not args.no_steps:
+            print()
+            print("\n".join(step_table(data_dir, cache_path, args)))
     print(f"\nload average at end: {load_average()}")
     return 0
 

@@ -282,3 +282,22 @@ def test_pet_items_carry_the_map_of_their_own_crop(pet_dir, tmp_path, dtype):
     loader.set_epoch(0, 0)
     _, s, _ = next(iter(loader))
     assert s.dtype == torch.float32 and s.shape == (4, 224, 224) and 0 <= s.min() and s.max() <= 1
+
+
+def test_bench_loader_quick_prints_both_tables(tmp_path):
+    """benchmarks/bench_loader.py runs end to end in --quick mode (it asserts nothing about speed)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_loader.py"), "--quick"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    for header in ("| variant | images/s, median |", "| step (per item, one thread) | median ms |"):
+        assert header in p.stdout, p.stdout
+    for row in ("| no cache |", "| cache (in memory) |", "| cache (HDF5, per item) |",
+                "| map: cut and resize (`resample_saliency`) |"):
+        assert row in p.stdout, p.stdout
