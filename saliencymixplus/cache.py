@@ -553,6 +553,7 @@ class SaliencyCache:
     def __init__(self, path, *, expect=None, method: str | None = None, in_memory: bool | None = None):
         self.path = Path(path)
         self._file = None
+        self._ds = None
         self._pid = None
         self._data = None
         if not self.path.is_file():
@@ -639,10 +640,11 @@ class SaliencyCache:
 
     # -- access
     def _handle(self):
-        if self._file is None or self._pid != os.getpid():
+        if self._ds is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")  # per process: never share a handle with a fork
+            self._ds = self._file[DATASET]  # kept: looking it up costs more than reading a map
             self._pid = os.getpid()
-        return self._file[DATASET]
+        return self._ds
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -678,13 +680,13 @@ class SaliencyCache:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_file"], state["_pid"] = None, None
+        state["_file"], state["_ds"], state["_pid"] = None, None, None
         return state
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
-        self._file = None
+        self._file, self._ds = None, None
 
     def __repr__(self) -> str:
         a = self.attrs

@@ -23,8 +23,11 @@ __all__ = [
 class SaliencyDataset(Dataset):
     """A raw split with a joint transform and an optional saliency cache.
 
-    Items: ``(image Tensor[3, H, W] float32, saliency Tensor[H, W] float32 in [0, 1], label int)``
-    with a cache, ``(image, label)`` without.
+    Items: ``(image Tensor[3, H, W] float32, saliency Tensor[H, W], label int)`` with a cache,
+    ``(image, label)`` without. The saliency keeps the cache's storage type: ``uint8`` (``0..255``
+    for ``0..1``; convert it on the device, as :class:`~saliencymixplus.training.loaders.TorchLoader`
+    does) for the default caches, ``float32`` in [0, 1] for ``float16`` ones. It is read as stored
+    and cut and resized with its image's crop in one step (:func:`~saliencymixplus.transforms.resample_saliency`).
     """
 
     def __init__(self, raw: RawSplit, transform, cache: SaliencyCache | None = None):
@@ -40,7 +43,7 @@ class SaliencyDataset(Dataset):
         if self.cache is None:
             x, _ = self.transform(self.raw.image(i), None)
             return x, label
-        x, s = self.transform(self.raw.image(i), self.cache[i])
+        x, s = self.transform(self.raw.image(i), self.cache.raw(i))  # storage dtype: no float copy
         return x, s, label
 
 
@@ -57,8 +60,9 @@ def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cach
         download: fetch missing files when online.
 
     Returns:
-        a :class:`SaliencyDataset` yielding ``(image float32[3, H, W] normalised,
-        saliency float32[H, W] in [0, 1], label int)`` with a cache, ``(image, label)`` without.
+        a :class:`SaliencyDataset` yielding ``(image float32[3, H, W] normalised, saliency [H, W]
+        (uint8 0..255, or float32 in [0, 1] from a float16 cache), label int)`` with a cache,
+        ``(image, label)`` without.
     """
     raw = load_split(name, data_dir, split, download=download)
     cache = SaliencyCache(saliency_cache, expect=raw) if saliency_cache is not None else None

@@ -5,28 +5,53 @@ random parameters, so that a saliency map stays aligned with its image.
 * ``oxford_pet`` train: resize 256x256, random-resized-crop 224, horizontal flip, normalise;
   test: resize 224x224, normalise.
 
-Built on ``torchvision.transforms.v2``: the image and the saliency map are passed together
-(one call, so one draw of the random parameters). The saliency map travels as a one-channel
-float ``tv_tensors.Image`` rather than a ``tv_tensors.Mask``, because v2 resizes masks with
-nearest-neighbour interpolation; as an image it gets the same bilinear/antialiased resampling
-as the picture. It is first resized to the raw image's size (caches store a fixed resolution).
+The image goes through the ``torchvision.transforms.v2`` functional ops as before (same random
+draws from the global torch RNG, same pixels). The saliency map does not replay them: the
+steps are *composed* into one :class:`Geometry` (the rectangle of the raw image the output
+shows, in fractions of its height and width, the output size and a mirror flag), that
+rectangle is mapped into the stored map's own frame (caches store a fixed resolution that
+covers the whole image), and the map is cut and resized there in one bilinear step
+(:func:`resample_saliency`), in its storage dtype. The published pipeline resized a 256x256
+Pet map to the raw image's size, then to 256x256 with the image, then to 224x224: five
+antialiased resizes per image for one that is needed.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import cv2
 import numpy as np
 import torch
-from torchvision import tv_tensors
+from torchvision import transforms as T1
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from .rawdata import DATASETS, MEAN_STD
 
-__all__ = ["JointTransform", "train_transform", "test_transform", "random_flip_batch", "normalize_batch"]
+__all__ = ["JointTransform", "Geometry", "resample_saliency", "train_transform", "test_transform",
+           "random_flip_batch", "normalize_batch"]
+
+#: The geometric steps :class:`JointTransform` can compose (all axis-aligned).
+SUPPORTED_STEPS = (v2.Resize, v2.RandomResizedCrop, v2.RandomHorizontalFlip)
+
+#: Above this many stored pixels per output pixel (in an axis), the map is area-averaged along
+#: it, where bilinear sampling would skip pixels (alias). The Pet default (256x256 maps, crops
+#: of at most 256 -> 224, 1.14) stays below it: one bilinear resize.
+AREA_ABOVE = 1.2
+_EPS = 1e-6  # box edges this close to a whole map pixel are on it (float rounding of the fractions)
 
 
-def _as_image(image) -> tv_tensors.Image:
-    """``np.uint8[H, W, 3]`` or ``Tensor[H, W, 3]`` (or ``Tensor[3, H, W]``) -> ``Image[3, H, W]`` uint8."""
+def _window(lo: float, hi: float, n: int, margin: bool) -> tuple[int, int]:
+    """The whole pixels ``[a, b)`` of an axis of ``n`` pixels that ``[lo, hi]`` touches, and one more
+    on each side (within the map) if ``margin``."""
+    a = min(max(0, math.floor(lo + _EPS) - margin), n - 1)
+    return a, max(a + 1, min(n, math.ceil(hi - _EPS) + margin))
+
+
+def _as_image(image) -> torch.Tensor:
+    """``np.uint8[H, W, 3]`` or ``Tensor[H, W, 3]`` (or ``Tensor[3, H, W]``) -> ``Tensor[3, H, W]`` uint8."""
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"image must be uint8[H, W, 3], got {image.dtype}{list(image.shape)}")
@@ -39,61 +64,166 @@ def _as_image(image) -> tv_tensors.Image:
         raise TypeError(f"image must be a numpy array or a tensor, got {type(image).__name__}")
     if t.dtype != torch.uint8:
         raise ValueError(f"image must be uint8 (raw), got {t.dtype}")
-    return tv_tensors.Image(t)
+    return t.as_subclass(torch.Tensor)
 
 
-def _as_saliency(saliency, size) -> tv_tensors.Image:
-    """``[h, w]`` float in [0, 1] -> ``Image[1, H, W]`` float32 at the image's size ``(H, W)``."""
-    s = torch.as_tensor(np.asarray(saliency) if isinstance(saliency, np.ndarray) else saliency)
-    if s.dim() != 2:
-        raise ValueError(f"saliency must be [h, w], got {list(s.shape)}")
-    s = s.to(torch.float32)[None]
-    if tuple(s.shape[-2:]) != tuple(size):
-        s = TF.resize(s, list(size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
-    return tv_tensors.Image(s)
+def _as_map(saliency) -> np.ndarray:
+    """``[h, w]`` uint8 (``0..255`` for ``0..1``) or float in [0, 1], numpy or tensor -> numpy
+    ``uint8`` or ``float32`` (no copy when it already is one of them)."""
+    m = saliency.detach().cpu().numpy() if torch.is_tensor(saliency) else np.asarray(saliency)
+    if m.ndim != 2:
+        raise ValueError(f"saliency must be [h, w], got {list(m.shape)}")
+    if m.dtype == np.uint8 or m.dtype == np.float32:
+        return m
+    if m.dtype.kind != "f":
+        raise ValueError(f"saliency must be uint8 (0..255) or float in [0, 1], got {m.dtype}")
+    return m.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a transformed image's pixels come from, as one axis-aligned map.
+
+    Attributes:
+        box: ``(top, left, bottom, right)`` of the raw image region the output shows, in
+            fractions of the raw image's height and width, on pixel *edges* (``0`` is the
+            first pixel's outer edge, ``1`` the last one's): the convention of torchvision's
+            and OpenCV's resizes, so a full-image resize of any size maps ``[0, 1]`` onto itself.
+        size: ``(H, W)`` of the output.
+        flip: the output is mirrored left-right (its column 0 shows the box's right edge).
+    """
+
+    box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    size: tuple[int, int] = (0, 0)
+    flip: bool = False
+
+    def crop(self, top: int, left: int, height: int, width: int, frame: tuple[int, int]) -> "Geometry":
+        """The geometry after cropping rows ``[top, top + height)`` and columns ``[left, left + width)``
+        of the current ``frame`` ``(H, W)`` (this geometry's output, possibly resized since)."""
+        t, l, b, r = self.box
+        fh, fw = frame
+        y0, y1 = t + (b - t) * top / fh, t + (b - t) * (top + height) / fh
+        if self.flip:  # current column u (0..1) shows raw x = r - u * (r - l)
+            x0, x1 = r - (r - l) * (left + width) / fw, r - (r - l) * left / fw
+        else:
+            x0, x1 = l + (r - l) * left / fw, l + (r - l) * (left + width) / fw
+        return Geometry((y0, x0, y1, x1), (height, width), self.flip)
+
+
+def resample_saliency(saliency, geometry: Geometry) -> torch.Tensor:
+    """Cut ``geometry.box`` out of a stored saliency map and resize it to ``geometry.size``, in one step.
+
+    Args:
+        saliency: ``[h, w]`` map covering the whole raw image at any resolution: ``uint8``
+            (``0..255`` for ``0..1``, as caches store it) or float in [0, 1]; numpy or tensor.
+        geometry: what the image went through (:meth:`JointTransform.apply_image` computes it).
+
+    Returns:
+        ``Tensor[H, W]``: ``uint8`` for a uint8 map, else ``float32`` clamped to [0, 1]; a new
+        array, never a view of ``saliency``. Output pixel ``(y, x)`` is the map sampled
+        bilinearly at raw-image fraction ``(top + (y + 0.5) / H * (bottom - top), ...)`` (the
+        pixel-centre convention of torchvision and OpenCV). When the box's edges fall on whole
+        map pixels (the Pet default: 256x256 maps, crops drawn in the 256x256 frame) the map is
+        cropped, then resized, as torchvision's ``resized_crop`` treats the image: samples repeat
+        the crop's edge pixels; otherwise they repeat the map's. Where an axis has more than
+        :data:`AREA_ABOVE` map pixels per output pixel, the map is area-averaged along it first.
+    """
+    m = _as_map(saliency)
+    h, w = m.shape
+    H, W = geometry.size
+    t, l, b, r = geometry.box
+    t, b, l, r = t * h, b * h, l * w, r * w  # the box in the map's pixels
+    fy, fx = (b - t) / H, (r - l) / W  # map pixels per output pixel
+    edges = [round(v) for v in (t, l, b, r)]
+    if max(abs(v - e) for v, e in zip((t, l, b, r), edges)) < _EPS:  # whole map pixels: crop, resize
+        out = crop = m[edges[0]:edges[2], edges[1]:edges[3]]  # a view
+        if fy > AREA_ABOVE:  # exact footprint averages, one axis at a time
+            out = cv2.resize(out, (out.shape[1], H), interpolation=cv2.INTER_AREA)
+        if fx > AREA_ABOVE:
+            out = cv2.resize(out, (W, out.shape[0]), interpolation=cv2.INTER_AREA)
+        if out.shape != (H, W):
+            out = cv2.resize(out, (W, H), interpolation=cv2.INTER_LINEAR)
+        out = cv2.flip(out, 1) if geometry.flip else (crop.copy() if out is crop else out)
+    else:
+        if fy > AREA_ABOVE or fx > AREA_ABOVE:  # area-average the box, and a pixel around it, to about the output's pitch
+            y0, y1 = _window(t, b, h, fy > AREA_ABOVE)
+            x0, x1 = _window(l, r, w, fx > AREA_ABOVE)
+            ny = max(1, round((y1 - y0) / fy)) if fy > AREA_ABOVE else y1 - y0
+            nx = max(1, round((x1 - x0) / fx)) if fx > AREA_ABOVE else x1 - x0
+            sy, sx = ny / (y1 - y0), nx / (x1 - x0)
+            m = cv2.resize(m[y0:y1, x0:x1], (nx, ny), interpolation=cv2.INTER_AREA)
+            t, b, l, r = (t - y0) * sy, (b - y0) * sy, (l - x0) * sx, (r - x0) * sx
+            fy, fx = (b - t) / H, (r - l) / W
+        # output pixel centre x + 0.5 sits at l + (x + 0.5) * fx in the map: pixel index l + (x + 0.5) * fx - 0.5
+        cx, cy = l + 0.5 * fx - 0.5, t + 0.5 * fy - 0.5
+        ax = fx
+        if geometry.flip:  # output column x shows what column W - 1 - x would
+            ax, cx = -fx, cx + fx * (W - 1)
+        mat = np.array([[ax, 0.0, cx], [0.0, fy, cy]])
+        out = cv2.warpAffine(m, mat, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_REPLICATE)
+    out = torch.from_numpy(out)
+    return out if out.dtype == torch.uint8 else out.clamp_(0.0, 1.0)
 
 
 class JointTransform:
-    """``(image, saliency or None) -> (Tensor[3, H, W] float32 normalised, Tensor[H, W] float32 in [0, 1] or None)``.
+    """``(image, saliency or None) -> (Tensor[3, H, W] float32 normalised, Tensor[H, W] or None)``.
 
     Args:
-        geometric: v2 transforms applied to the uint8 image and the saliency map together.
+        geometric: v2 transforms from :data:`SUPPORTED_STEPS` (``Resize``, ``RandomResizedCrop``,
+            ``RandomHorizontalFlip``), applied in order to the image; the saliency map gets the
+            composition of the same steps, in one resize (:func:`resample_saliency`).
         mean, std: per-channel normalisation of the image (in [0, 1] units).
 
     ``image`` is ``np.uint8[H, W, 3]`` RGB (or a uint8 tensor ``[H, W, 3]``/``[3, H, W]``);
-    ``saliency`` is ``[h, w]`` float in [0, 1] of any size (resized to ``H x W`` first).
+    ``saliency`` is an ``[h, w]`` map of the whole image at any resolution, ``uint8``
+    (``0..255``, the cache's storage) or float in [0, 1]. The saliency comes back in its
+    own kind: ``uint8`` for a uint8 map (convert it on the device: ``s.float() / 255``), else
+    ``float32`` in [0, 1].
+
+    Raises:
+        TypeError: a geometric step of another kind.
     """
 
     def __init__(self, geometric, mean, std):
-        geometric = list(geometric or [])
-        self.geometric = v2.Compose(geometric) if geometric else None
-        # A lone horizontal flip (CIFAR/demo) is done directly: same result, a quarter of v2's cost.
-        self._flip_p = geometric[0].p if len(geometric) == 1 and type(geometric[0]) is v2.RandomHorizontalFlip \
-            else None
+        self.steps = list(geometric or [])
+        for t in self.steps:
+            if type(t) not in SUPPORTED_STEPS:
+                raise TypeError(f"geometric steps must be among {[c.__name__ for c in SUPPORTED_STEPS]}, "
+                                f"got {type(t).__name__}")
         self.mean, self.std = list(mean), list(std)
         std_t = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
         self._scale = 1.0 / (255.0 * std_t)  # (x / 255 - mean) / std == x * scale - shift
         self._shift = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1) / std_t
 
-    def __call__(self, image, saliency=None):
+    def apply_image(self, image) -> tuple[torch.Tensor, Geometry]:
+        """Run the steps on ``image`` -> ``(uint8 Tensor[3, H, W], its Geometry)``: one draw of the
+        random parameters (global torch RNG, in the order of ``torchvision.transforms.v2``)."""
         img = _as_image(image)
-        sal = None if saliency is None else _as_saliency(saliency, img.shape[-2:])
-        if self._flip_p is not None:
-            if torch.rand(1).item() < self._flip_p:  # one draw for both
-                img = img.flip(-1)
-                sal = None if sal is None else sal.flip(-1)
-        elif self.geometric is not None:
-            if sal is None:
-                img = self.geometric(img)
-            else:
-                img, sal = self.geometric(img, sal)
-        x = img.as_subclass(torch.Tensor).to(torch.float32).mul_(self._scale).sub_(self._shift)
-        if sal is None:
-            return x, None
-        return x, sal.as_subclass(torch.Tensor)[0].clamp(0.0, 1.0)
+        geo = Geometry(size=tuple(img.shape[-2:]))
+        for t in self.steps:
+            if type(t) is v2.RandomHorizontalFlip:
+                if torch.rand(1) < t.p:
+                    img = TF.horizontal_flip(img)
+                    geo = Geometry(geo.box, geo.size, not geo.flip)
+            elif type(t) is v2.RandomResizedCrop:
+                i, j, h, w = T1.RandomResizedCrop.get_params(img, t.scale, t.ratio)
+                geo = geo.crop(i, j, h, w, tuple(img.shape[-2:]))
+                img = TF.resized_crop(img, i, j, h, w, t.size, interpolation=t.interpolation,
+                                      antialias=t.antialias)
+            else:  # Resize: the box stays, the frame changes
+                img = TF.resize(img, t.size, interpolation=t.interpolation, max_size=t.max_size,
+                                antialias=t.antialias)
+            geo = Geometry(geo.box, tuple(img.shape[-2:]), geo.flip)
+        return img, geo
+
+    def __call__(self, image, saliency=None):
+        img, geo = self.apply_image(image)
+        x = img.to(torch.float32).mul_(self._scale).sub_(self._shift)
+        return x, (None if saliency is None else resample_saliency(saliency, geo))
 
     def __repr__(self) -> str:
-        return f"JointTransform({self.geometric}, mean={self.mean}, std={self.std})"
+        return f"JointTransform({self.steps}, mean={self.mean}, std={self.std})"
 
 
 def _check(name: str) -> None:

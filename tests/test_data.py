@@ -171,12 +171,13 @@ def test_build_dataset_with_cache(cifar_dir, pet_dir, tmp_path):
                       progress=False, log=lambda *a: None)
     ds = build_dataset("cifar100", cifar_dir["root"], "train", train=False, saliency_cache=str(out))
     x, s, y = ds[2]
-    assert x.shape == (3, 32, 32) and s.shape == (32, 32) and s.dtype == torch.float32
-    assert 0 <= s.min() and s.max() <= 1 and y == int(cifar_dir["train"][1][2])
+    assert x.shape == (3, 32, 32) and s.shape == (32, 32) and s.dtype == torch.uint8  # as stored
+    np.testing.assert_array_equal(s.numpy(), ds.cache.raw(2))  # same size, no flip: the stored map
+    assert y == int(cifar_dir["train"][1][2])
     out = build_cache("oxford_pet", pet_dir["data_dir"], "train", "spectral_residual", tmp_path / "p.h5",
                       resolution="40x48", workers=0, progress=False, log=lambda *a: None)
     x, s, y = build_dataset("oxford_pet", pet_dir["data_dir"], "train", train=True, saliency_cache=str(out))[0]
-    assert x.shape == (3, 224, 224) and s.shape == (224, 224)
+    assert x.shape == (3, 224, 224) and s.shape == (224, 224) and s.dtype == torch.uint8
     # A cache paired with the wrong split is refused.
     from saliencymixplus.cache import CacheMismatchError
 
@@ -197,5 +198,106 @@ def test_dataloader_workers_read_an_on_disk_cache(cifar_dir, tmp_path):
     ds = data.SaliencyDataset(raw, test_transform("cifar100"), cache)
     loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, shuffle=False)
     sal = torch.cat([s for _, s, _ in loader])
-    want = torch.from_numpy(cache.read_all().astype(np.float32) / 255)
-    torch.testing.assert_close(sal, want)
+    assert sal.dtype == torch.uint8  # the cache's storage travels from the workers
+    np.testing.assert_array_equal(sal.numpy(), cache.read_all())
+
+
+def test_an_on_disk_cache_opens_its_file_once_per_process(cifar_dir, tmp_path, monkeypatch):
+    """Reading maps one by one looks the HDF5 file and dataset up once, not per map."""
+    import h5py
+
+    from saliencymixplus import cache as cache_mod
+
+    out = build_cache("cifar100", cifar_dir["root"], "train", "fine_grained", tmp_path / "c.h5", workers=0,
+                      progress=False, log=lambda *a: None)
+    reader = cache_mod.SaliencyCache(out, in_memory=False)
+    opened = []
+
+    class CountingFile(h5py.File):
+        def __init__(self, *a, **k):
+            opened.append(a[0])
+            super().__init__(*a, **k)
+
+        def __getitem__(self, name):
+            opened.append(name)
+            return super().__getitem__(name)
+
+    monkeypatch.setattr(cache_mod.h5py, "File", CountingFile)
+    maps = [reader.raw(i) for i in range(len(reader))]
+    assert opened == [reader.path, "saliency"], opened  # one file, one dataset look-up
+    np.testing.assert_array_equal(np.stack(maps), reader.read_all())
+    reader.close()
+
+
+def _ramp_cache(raw, out, res, dtype, axis):
+    """A cache whose map of every image is its own coordinate along ``axis`` (fraction of the image
+    at each stored pixel's centre), written with the cache's writer."""
+    from saliencymixplus.cache import CacheWriter
+
+    n = res[axis]
+    ramp = ((np.arange(n) + 0.5) / n).astype(np.float32)
+    one = np.broadcast_to(ramp[:, None] if axis == 0 else ramp[None, :], res)
+    with CacheWriter(out, dataset=raw.name, split=raw.split, count=len(raw), fingerprint=raw.fingerprint(),
+                     method="fine_grained", resolution=res, dtype=dtype, block_size=len(raw)) as w:
+        w.write(0, np.broadcast_to(one, (len(raw), *res)).copy())
+        return w.finalize()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float16"])
+def test_pet_items_carry_the_map_of_their_own_crop(pet_dir, tmp_path, dtype):
+    """build_dataset + the cache reader + the transform, end to end on a Pet-format folder: each
+    item's map holds, at every output pixel, the raw-image coordinate of that pixel's centre as
+    torchvision draws the crop and flip (within the storage's rounding); uint8 caches give uint8
+    maps, float16 caches float32; the DataLoader's workers and TorchLoader turn them into float32
+    in [0, 1] on the device."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from saliencymixplus.training.loaders import TorchLoader
+
+    raw = load_split("oxford_pet", pet_dir["data_dir"], "train")
+    for axis, res in ((0, (61, 37)), (1, (256, 256))):
+        out = _ramp_cache(raw, tmp_path / f"ramp{axis}-{dtype}.h5", res, dtype, axis)
+        ds = build_dataset("oxford_pet", pet_dir["data_dir"], "train", train=True, saliency_cache=str(out))
+        # uint8: rounded when stored and again when resized (plus OpenCV's fixed-point weights);
+        # float16: rounded once, to 11 bits
+        step = 1.5 / 255 if dtype == "uint8" else 2.0 ** -11
+        for i in range(len(raw)):
+            torch.manual_seed(i)
+            x, s, y = ds[i]
+            assert s.dtype == (torch.uint8 if dtype == "uint8" else torch.float32) and s.shape == (224, 224)
+            s = s.double() / 255 if dtype == "uint8" else s.double()
+            torch.manual_seed(i)  # the draw the Pet pipeline makes: a crop of the 256x256 frame, then a flip
+            p = v2.RandomResizedCrop(224).make_params([tv_tensors.Image(torch.zeros(3, 256, 256))])
+            flip = bool(torch.rand(1) < 0.5)
+            lo = (p["top"] if axis == 0 else p["left"]) / 256
+            hi = lo + (p["height"] if axis == 0 else p["width"]) / 256
+            want = lo + (np.arange(224) + 0.5) / 224 * (hi - lo)
+            got = (s[:, 0] if axis == 0 else s[0]).numpy()
+            if axis == 1 and flip:
+                want = want[::-1]
+            z = int(np.ceil(0.5 / res[axis] / ((hi - lo) / 224))) + 1  # half a stored pixel at the edges is clamped
+            assert np.abs(got - want)[z:-z].max() <= step, (i, axis)
+    loader = TorchLoader(ds, torch.device("cpu"), batch_size=4, train=True, workers=1)
+    loader.set_epoch(0, 0)
+    _, s, _ = next(iter(loader))
+    assert s.dtype == torch.float32 and s.shape == (4, 224, 224) and 0 <= s.min() and s.max() <= 1
+
+
+def test_bench_loader_quick_prints_both_tables(tmp_path):
+    """benchmarks/bench_loader.py runs end to end in --quick mode (it asserts nothing about speed)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_loader.py"), "--quick"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    for header in ("| variant | images/s, median |", "| step (per item, one thread) | median ms |"):
+        assert header in p.stdout, p.stdout
+    for row in ("| no cache |", "| cache (in memory) |", "| cache (HDF5, per item) |",
+                "| map: cut and resize (`resample_saliency`) |"):
+        assert row in p.stdout, p.stdout

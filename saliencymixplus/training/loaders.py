@@ -138,7 +138,8 @@ class TorchLoader:
 
     Training uses a ``DistributedSampler`` under DDP (else a seeded shuffle); the test split
     is sharded ``rank::world`` without padding so that the reduced errors are exact.
-    Yields the same :data:`Batch` triples as :class:`DeviceLoader`.
+    Yields the same :data:`Batch` triples as :class:`DeviceLoader`: saliency maps travel from
+    the workers as the cache stores them (uint8) and become float32 in [0, 1] on ``device``.
     """
 
     def __init__(self, dataset, device: torch.device, *, batch_size: int, train: bool,
@@ -176,6 +177,8 @@ class TorchLoader:
             if len(batch) == 3:
                 x, s, y = batch
                 s = s.to(self.device, non_blocking=True)
+                if s.dtype == torch.uint8:  # the cache's storage: a quarter of the bytes until here
+                    s = s.float().div_(255.0)
             else:
                 (x, y), s = batch, None
             x = x.to(self.device, non_blocking=True)
