@@ -14,7 +14,8 @@ saliency adds per image there is what SaliencyMix+ costs. This script:
    (``TorchLoader``'s workers, prefetch and seeding), in three variants on the same folder,
    workers and batch: **no cache**, **cache** (read into memory, as the reader does for caches
    up to 256 MB) and **cache, HDF5** (read per item from the file, one handle per worker, as
-   for ImageNet-sized caches). Rounds are interleaved, the order rotating each round; each
+   for ImageNet-sized caches; checked once with ``verify_cache`` first, as ``train.py`` does on
+   every start, so that each map is read as its chunk's raw bytes). Rounds are interleaved, the order rotating each round; each
    variant's loader has persistent workers, one warm-up epoch, and the same shuffle and
    worker seeds as the others, so all three make the same crops. One round = one epoch each;
    images/s = images / wall time of the epoch. Also reported: the CPU time the workers and
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -123,11 +125,12 @@ def time_epoch(loader) -> tuple[float, float, int]:
 
 
 def loader_table(data_dir: Path, cache_path: Path, args) -> list[str]:
-    from saliencymixplus.cache import SaliencyCache
+    from saliencymixplus.cache import SaliencyCache, verify_cache
     from saliencymixplus.data import SaliencyDataset, load_split
     from saliencymixplus.transforms import train_transform
 
     raw = load_split("oxford_pet", data_dir, "train")
+    verify_cache(cache_path, expect=raw)  # as train.py does on every start
     variants = {
         "no cache": SaliencyDataset(raw, train_transform("oxford_pet")),
         "cache (in memory)": SaliencyDataset(raw, train_transform("oxford_pet"),
@@ -183,14 +186,19 @@ def step_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     """Per-item time of each step, in this process with one thread (as in a DataLoader worker)."""
     import torch
 
-    from saliencymixplus.cache import SaliencyCache
+    from saliencymixplus.cache import SaliencyCache, verify_cache
     from saliencymixplus.data import SaliencyDataset, load_split
     from saliencymixplus.transforms import resample_saliency, train_transform
 
     torch.set_num_threads(1)
     raw = load_split("oxford_pet", data_dir, "train")
     mem = SaliencyCache(cache_path, expect=raw, in_memory=True)
+    verify_cache(cache_path, expect=raw)
     disk = SaliencyCache(cache_path, expect=raw, in_memory=False)
+    copy = cache_path.with_name("unverified_" + cache_path.name)  # a file this process has not verified
+    shutil.copyfile(cache_path, copy)
+    checked = SaliencyCache(copy, expect=raw, in_memory=False)
+    assert checked.reads_checked and not disk.reads_checked
     tf = train_transform("oxford_pet")
     n = min(len(raw), args.items)
     images = [raw.image(i) for i in range(n)]
@@ -202,14 +210,15 @@ def step_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     plain = SaliencyDataset(raw, tf)
     cached = SaliencyDataset(raw, tf, mem)
     cached_disk = SaliencyDataset(raw, tf, disk)
-    disk.raw(0)  # open the handle, as a worker does on its first item
+    disk.raw(0), checked.raw(0)  # open the handles, as a worker does on its first item
 
     steps = {
         "decode JPEG (`raw.image`)": lambda i: raw.image(i),
         "image: resize, crop, flip (`apply_image`)": lambda i: tf.apply_image(images[i]),
         "image: to float, normalise": lambda i: uint8_images[i].to(torch.float32).mul_(tf._scale).sub_(tf._shift),
         "map: read (in memory)": lambda i: mem.raw(i),
-        "map: read (HDF5)": lambda i: disk.raw(i),
+        "map: read (HDF5, each chunk's checksum)": lambda i: checked.raw(i),
+        "map: read (HDF5, raw chunk after `verify_cache`)": lambda i: disk.raw(i),
         "map: cut and resize (`resample_saliency`)": lambda i: resample_saliency(mem.raw(i), geos[i]),
         "map: the old path, for reference (to image size, 256, crop 224, flip)":
             lambda i: _two_step_map(images[i].shape[:2], mem.raw(i), geos[i]),

@@ -15,9 +15,10 @@ Implementations, each called as one mixer step on a batch already on the device
   saliency of one source image per batch on the host (as published) and pastes one box;
 * ``torchvision``: ``torchvision.transforms.v2.CutMix`` (CutMix row only).
 
-CPU: wall time per call (``time.perf_counter``). CUDA: device events around each call, and the
-ratio to the memory-bandwidth floor: the bytes the op must move (read the batch, write the
-mixed batch, read the saliency) over the rate of a measured device-to-device copy. The table
+CPU: wall time per call (``time.perf_counter``). CUDA: device events around each call. Both:
+the ratio to the memory-bandwidth floor, the bytes the op must move (read the batch, write the
+mixed batch, read the saliency) over the rate of a measured copy between two allocated buffers
+on the device (on a shared CPU the rate also says how busy the machine was). The table
 gives the median and the 10th-90th percentile spread over the repeats, after warm-up.
 
 ``--threads`` measures instead what a busy machine does on the CPU: a SaliencyMix+ mixer call
@@ -204,7 +205,7 @@ def time_calls(fn, device: torch.device, warmup: int, repeats: int) -> list[floa
 
 
 def copy_rate(device: torch.device, nbytes: int = 1 << 30) -> float:
-    """Bytes per second a device-to-device copy moves (read + write), median of 20."""
+    """Bytes per second a copy between two allocated buffers moves (read + write), median of 20."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     times = time_calls(lambda: dst.copy_(src), device, 3, 20)
@@ -223,9 +224,8 @@ def spread(times: list[float]) -> tuple[float, float, float]:
 
 def bench(device: torch.device, sizes: dict, warmup: int, repeats: dict, only=None) -> list[tuple]:
     rows = []
-    rate = copy_rate(device) if device.type == "cuda" else None
-    if rate:
-        print(f"measured device copy rate: {rate / 1e9:.0f} GB/s (read + write)")
+    rate = copy_rate(device, 1 << 30 if device.type == "cuda" else 1 << 28)
+    print(f"measured {device.type} copy rate: {rate / 1e9:.1f} GB/s (read + write)")
     import torchvision.transforms.v2 as v2
 
     for size_name, (b, c, h, w, dtype, saliency_dtype) in sizes.items():

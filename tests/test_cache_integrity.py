@@ -195,6 +195,59 @@ def test_a_damaged_chunk_fails_its_own_read(built, raw, tmp_path):
         verify_cache(path, expect=raw)
 
 
+def _write_cache(path, maps: np.ndarray, dtype: str) -> None:
+    with CacheWriter(path, dataset="demo", split="train", count=len(maps), fingerprint="f", method="m",
+                     resolution=maps.shape[1:], dtype=dtype, block_size=4) as w:
+        for a in range(0, len(maps), 4):
+            w.write(a, maps[a:a + 4])
+        w.finalize()
+
+
+def _damage_map(path, i: int, keep_mtime: bool) -> None:
+    """Change 8 bytes of map ``i``'s chunk in place; optionally restore the file's mtime."""
+    st = os.stat(path)
+    with h5py.File(path, "r") as f:
+        info = f["saliency"].id.get_chunk_info_by_coord((i, 0, 0))
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset + 2)
+        old = f.read(8)
+        f.seek(info.byte_offset + 2)
+        f.write(bytes((b + 1) % 256 for b in old))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float16"])
+def test_verified_cache_reads_raw_chunks_until_the_file_changes(dtype, tmp_path):
+    """After verify_cache, maps are read as raw chunk bytes (byte-identical to HDF5's checked
+    read); a file changed since (new mtime) is read through the checksums again."""
+    maps = np.random.default_rng(3).random((9, 7, 5)).astype(np.float32)
+    path = tmp_path / "c.h5"
+    _write_cache(path, maps, dtype)
+    with h5py.File(path, "r") as f:
+        want = f["saliency"][...]
+    assert want.dtype == np.dtype(dtype) and want.shape == (9, 7, 5)
+
+    assert SaliencyCache(path, in_memory=False).reads_checked  # not verified yet
+    assert not verify_cache(path).reads_checked
+    fast = SaliencyCache(path, in_memory=False)
+    assert not fast.reads_checked
+    got = np.stack([fast.raw(i) for i in range(9)])
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    np.testing.assert_array_equal(fast.raw(-2), want[7])
+    np.testing.assert_allclose(fast[4], want[4].astype(np.float32) / (255 if dtype == "uint8" else 1), rtol=1e-6)
+
+    opened = SaliencyCache(path, in_memory=False)  # handle not opened yet
+    _damage_map(path, 6, keep_mtime=True)  # same signature: the raw read trusts the verification
+    assert fast.raw(6).tobytes() != want[6].tobytes()
+    _damage_map(path, 6, keep_mtime=False)  # a new mtime: checked reads again, the damage is caught
+    for cache in (opened, SaliencyCache(path, in_memory=False)):
+        np.testing.assert_array_equal(cache.raw(5), want[5])
+        with pytest.raises(CacheMismatchError, match="cannot be read at map 6"):
+            cache.raw(6)
+        assert cache.reads_checked
+
+
 def test_content_hash_catches_edits_the_checksums_cannot(built, raw, tmp_path):
     """An edit through HDF5 recomputes the chunk checksums; the content hash still differs."""
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
