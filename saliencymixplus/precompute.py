@@ -42,15 +42,10 @@ from .rawdata import DATASETS, SPLITS, ImageDecodeError, default_workers, load_s
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
                        parse_postprocess, sharpen)
 
-__all__ = ["build_cache", "main", "DEFAULT_RESOLUTION", "STOP_AFTER_ENV", "PAUSE_FILE_ENV"]
+__all__ = ["build_cache", "main", "DEFAULT_RESOLUTION"]
 
 # Resolution of the stored maps when --resolution is not given and images vary in size.
 DEFAULT_RESOLUTION = {"oxford_pet": (256, 256)}  # the size the Pet training pipeline resizes to first
-# Test hook: after this many written blocks the process SIGKILLs itself (a real, unclean death).
-STOP_AFTER_ENV = "SALIENCYMIXPLUS_PRECOMPUTE_STOP_AFTER"
-# Test hook: after each written block, wait while the file this names exists (so that a test
-# can hold a build, and its lock, until a second process has met it).
-PAUSE_FILE_ENV = "SALIENCYMIXPLUS_PRECOMPUTE_PAUSE_FILE"
 
 _STATE: dict = {}  # per process: the split and settings the workers compute with
 
@@ -326,8 +321,6 @@ def _bad_image_todo(raw, resume: bool = True) -> str:
 def _write_cache(raw, out: Path, lock: CacheLock, *, method, resolution, dtype, block_size, resume, extra,
                  workers, data_dir, model, postprocess, progress, log) -> Path:
     """Compute the pending blocks into ``out.partial`` (``lock`` held) and finalize it."""
-    stop_after = int(os.environ.get(STOP_AFTER_ENV, "0") or 0)
-    pause = os.environ.get(PAUSE_FILE_ENV)
     with CacheWriter(out, dataset=raw.name, split=raw.split, count=len(raw), fingerprint=raw.fingerprint(),
                      method=method, resolution=resolution, dtype=dtype, block_size=block_size,
                      resume=resume, extra_attrs=extra, lock=lock) as writer:
@@ -344,16 +337,12 @@ def _write_cache(raw, out: Path, lock: CacheLock, *, method, resolution, dtype, 
         bad_images: list = []
         with tqdm(total=len(raw), initial=writer.images_done(), unit="img", disable=not progress,
                   desc=f"{method} {raw.name}/{raw.split}", dynamic_ncols=True, file=sys.stderr) as bar:
-            for n, (a, maps, bad) in enumerate(blocks, 1):
+            for a, maps, bad in blocks:
                 if bad:  # not written: the block is computed again once its images are fixed
                     bad_images += bad
                     continue
                 writer.write(a, maps)
                 bar.update(len(maps))
-                if stop_after and n >= stop_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                while pause and os.path.exists(pause):
-                    time.sleep(0.05)
         if bad_images:
             raise ImageDecodeError.for_files(bad_images, f"{raw.name}/{raw.split}", _bad_image_todo(raw, resume=True))
         return writer.finalize()

@@ -20,7 +20,7 @@ import pytest
 
 from saliencymixplus.cache import (CacheBusyError, CacheCorruptError, CacheLock, CacheMismatchError, CacheWriter,
                                    SaliencyCache, verify_cache)
-from saliencymixplus.precompute import PAUSE_FILE_ENV, build_cache
+from saliencymixplus.precompute import build_cache
 from saliencymixplus.precompute import main as precompute_main
 from saliencymixplus.rawdata import load_split
 from saliencymixplus.training import main as train_main
@@ -63,10 +63,14 @@ def _assert_one_line_refusal(rc, err, *needles):
 
 # ----------------------------------------------------------------------------- one builder at a time
 
-def _spawn(args, tmp_path, name, **env):
+def _spawn(args, tmp_path, name, pause_file=None):
+    """The precompute tool as a process; with ``pause_file`` it waits after each written block
+    while that file exists (tests/precompute_with_hooks.py)."""
+    tool = [str(ROOT / "tests" / "precompute_with_hooks.py"), "--pause-file", str(pause_file)] if pause_file \
+        else [str(TOOL)]
     with open(tmp_path / f"{name}.out", "w") as fo, open(tmp_path / f"{name}.err", "w") as fe:
-        return subprocess.Popen([sys.executable, str(TOOL), *map(str, args)], stdout=fo, stderr=fe, cwd=ROOT,
-                                env=_env(**env), start_new_session=True)
+        return subprocess.Popen([sys.executable, *tool, *map(str, args)], stdout=fo, stderr=fe, cwd=ROOT,
+                                env=_env(), start_new_session=True)
 
 
 def _wait_for(cond, what, timeout=120.0):
@@ -87,7 +91,7 @@ def test_two_builds_of_one_cache_at_once(cifar_dir, raw, tmp_path):
             "--block-size", "8", "--no-progress", "--out", out]
     procs = []
     try:
-        a = _spawn(args, tmp_path, "a", **{PAUSE_FILE_ENV: str(pause)})
+        a = _spawn(args, tmp_path, "a", pause_file=pause)
         procs.append(a)
         _wait_for(lambda: partial.exists() or a.poll() is not None, "build A to start")  # it holds the lock
         assert a.poll() is None, (tmp_path / "a.err").read_text()

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from saliencymixplus.cache import SaliencyCache, quantize
-from saliencymixplus.precompute import STOP_AFTER_ENV, build_cache, main
+from saliencymixplus.precompute import build_cache, main
 from saliencymixplus.rawdata import load_split
 from saliencymixplus.saliency import compute_saliency, gradient_saliency, sharpen
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "precompute_saliency.py"
+HOOKED = ROOT / "tests" / "precompute_with_hooks.py"
 QUIET = dict(progress=False, log=lambda *a: None)
 
 
@@ -35,11 +36,13 @@ def live_in_group(pgid):
     return pids
 
 
-def run_tool(args, tmp_path, env=None, check_orphans=False):
-    """Run the tool in its own session (so its pool workers can be reaped if it is killed)."""
+def run_tool(args, tmp_path, env=None, check_orphans=False, stop_after=0):
+    """Run the tool in its own session (so its pool workers can be reaped if it is killed);
+    ``stop_after``: it SIGKILLs itself after that many written blocks (tests/precompute_with_hooks.py)."""
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    tool = [str(HOOKED), "--stop-after", str(stop_after)] if stop_after else [str(TOOL)]
     with open(out, "w") as fo, open(err, "w") as fe:
-        p = subprocess.Popen([sys.executable, str(TOOL), *map(str, args)], stdout=fo, stderr=fe, cwd=ROOT,
+        p = subprocess.Popen([sys.executable, *tool, *map(str, args)], stdout=fo, stderr=fe, cwd=ROOT,
                              env={**os.environ, **(env or {})}, start_new_session=True)
         try:
             rc = p.wait(timeout=120)
@@ -92,7 +95,7 @@ def test_cli_end_to_end_and_kill_resume(cifar_dir, tmp_path):
 
     out = tmp_path / "c.h5"
     partial = Path(str(out) + ".partial")
-    rc, _, _ = run_tool(common + ["--out", out], tmp_path, env={STOP_AFTER_ENV: "3"}, check_orphans=True)  # SIGKILLed after 3 of 6 blocks
+    rc, _, _ = run_tool(common + ["--out", out], tmp_path, stop_after=3, check_orphans=True)  # SIGKILLed after 3 of 6 blocks
     assert rc == -signal.SIGKILL
     assert not out.exists() and partial.is_file()  # never a half-valid final file
     rc, stdout, stderr = run_tool(common + ["--out", out, "--resume"], tmp_path)
