@@ -41,10 +41,12 @@ from typing import Callable, Optional
 import h5py
 import numpy as np
 
+from .precompute_command import rebuild_command
+
 __all__ = [
     "FORMAT_VERSION", "CacheMismatchError", "CacheCorruptError", "CacheBusyError", "OutputPathError",
     "CacheLock", "CacheWriter", "SaliencyCache", "quantize", "parse_resolution", "format_resolution",
-    "rebuild_command", "content_hash", "verify_cache", "check_output_file", "ensure_writable_dir",
+    "content_hash", "verify_cache", "check_output_file", "ensure_writable_dir",
     "IN_MEMORY_LIMIT", "HASH_ATTR",
 ]
 
@@ -96,26 +98,6 @@ def parse_resolution(text) -> tuple[int, int]:
 
 def format_resolution(res) -> str:
     return f"{int(res[0])}x{int(res[1])}"
-
-
-def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None) -> str:
-    """The command line that builds this cache. ``method`` ``None`` leaves the tool's default
-    (``fine_grained``); ``data_dir`` ``None`` leaves ``--data-dir`` out for the generated demo set
-    and writes a ``DATA_DIR`` placeholder for the others (the folder is not known)."""
-    cmd = f"saliencymixplus-precompute --dataset {dataset}"
-    if data_dir is not None:
-        cmd += f" --data-dir {data_dir}"
-    elif dataset != "demo":
-        cmd += " --data-dir DATA_DIR"
-    cmd += f" --split {split}"
-    if method is not None:
-        cmd += f" --method {method}"
-        if method == "gradient":
-            cmd += " --checkpoint CHECKPOINT"
-    cmd += f" --out {out}"
-    if resolution is not None:
-        cmd += f" --resolution {format_resolution(resolution)}"
-    return cmd
 
 
 def quantize(maps: np.ndarray, dtype: str = "uint8") -> np.ndarray:

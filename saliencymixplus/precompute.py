@@ -38,6 +38,7 @@ import numpy as np
 
 from .cache import (CacheBusyError, CacheLock, CacheMismatchError, CacheWriter, SaliencyCache,
                     check_output_file, format_resolution, parse_resolution, quantize, verify_cache)
+from .precompute_command import PROGRAM
 from .rawdata import DATASETS, SPLITS, ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
                        parse_postprocess, sharpen)
@@ -350,7 +351,7 @@ def _write_cache(raw, out: Path, lock: CacheLock, *, method, resolution, dtype, 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="saliencymixplus-precompute",
+        prog=PROGRAM,
         description="Precompute saliency maps of a data set split into an HDF5 cache (resumable).")
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--data-dir", default=None, help="data folder (not needed for demo)")

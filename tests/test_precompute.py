@@ -2,6 +2,7 @@
 half-way resumes to the same file as an uninterrupted run, and bad arguments exit with 2."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -173,3 +174,27 @@ def test_gradient_cache_from_a_checkpoint(cifar_dir, tmp_path, fake_models):
                                                                "num_classes": 10}}, bad)
     with pytest.raises(ValueError, match="10 classes but cifar100 has 100"):
         build_cache("cifar100", cifar_dir["root"], "test", "gradient", tmp_path / "h.h5", checkpoint=bad, **QUIET)
+
+
+@pytest.mark.parametrize("dataset, split, method, resolution, data_dir", [
+    ("demo", "train", None, None, None),
+    ("cifar100", "test", "fine_grained", (32, 32), None),
+    ("oxford_pet", "train", "gradient", (256, 128), "/data/pet dir"),
+    ("demo", "test", "spectral_residual", None, "d"),
+    ("cifar100", "train", "gradient", None, "it's"),
+])
+def test_rebuild_commands_are_what_the_tool_accepts(dataset, split, method, resolution, data_dir):
+    """Every command the cache's error messages print parses with precompute's own parser,
+    to the arguments it was built from."""
+    from saliencymixplus.precompute import _parser
+    from saliencymixplus.precompute_command import rebuild_command
+
+    cmd = rebuild_command(dataset, split, method, "/tmp/o.h5", resolution, data_dir=data_dir)
+    argv = shlex.split(cmd)
+    assert argv[0] == "saliencymixplus-precompute" == _parser().prog
+    args = _parser().parse_args(argv[1:])
+    assert (args.dataset, args.split, args.out) == (dataset, split, "/tmp/o.h5")
+    assert args.method == (method or "fine_grained")
+    assert args.resolution == (f"{resolution[0]}x{resolution[1]}" if resolution else None)
+    assert args.data_dir == (data_dir if data_dir else None if dataset == "demo" else "DATA_DIR")
+    assert args.checkpoint == ("CHECKPOINT" if method == "gradient" else None)

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from .. import data
-from ..cache import OutputPathError, check_output_file, ensure_writable_dir, rebuild_command, verify_cache
+from ..cache import OutputPathError, check_output_file, ensure_writable_dir, verify_cache
+from ..precompute_command import rebuild_command
 from ..models import build_model
 from ..rawdata import ImageDecodeError
 from ..saliency import load_checkpoint_model
