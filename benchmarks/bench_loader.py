@@ -215,7 +215,7 @@ def step_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     steps = {
         "decode JPEG (`raw.image`)": lambda i: raw.image(i),
         "image: resize, crop, flip (`apply_image`)": lambda i: tf.apply_image(images[i]),
-        "image: to float, normalise": lambda i: uint8_images[i].to(torch.float32).mul_(tf._scale).sub_(tf._shift),
+        "image: to float, normalise": lambda i: tf.normalize(uint8_images[i]),
         "map: read (in memory)": lambda i: mem.raw(i),
         "map: read (HDF5, each chunk's checksum)": lambda i: checked.raw(i),
         "map: read (HDF5, raw chunk after `verify_cache`)": lambda i: disk.raw(i),

@@ -5,6 +5,10 @@ random parameters, so that a saliency map stays aligned with its image.
 * ``oxford_pet`` train: resize 256x256, random-resized-crop 224, horizontal flip, normalise;
   test: resize 224x224, normalise.
 
+Each data set's recipe is written once, in :data:`RECIPES`: the per-item pipelines
+(:func:`train_transform`, :func:`test_transform`) and the device loader's batched augmentation
+read it; the normalisation is written once, in :class:`Normalize`.
+
 The image goes through the ``torchvision.transforms.v2`` functional ops as before (same random
 draws from the global torch RNG, same pixels). The saliency map does not replay them: the
 steps are *composed* into one :class:`Geometry` (the rectangle of the raw image the output
@@ -30,8 +34,76 @@ from torchvision.transforms.v2 import functional as TF
 
 from .rawdata import DATASETS, MEAN_STD
 
-__all__ = ["JointTransform", "Geometry", "resample_saliency", "train_transform", "test_transform",
-           "random_flip_batch", "normalize_batch"]
+__all__ = ["JointTransform", "Geometry", "Recipe", "RECIPES", "Normalize", "resample_saliency", "train_transform",
+           "test_transform", "random_flip_batch", "normalize_batch"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The published augmentation of one data set.
+
+    Attributes:
+        resize: ``(h, w)`` every training image is resized to first, or ``None``.
+        crop: side of the random-resized crop taken next (torchvision's default scale and
+            ratio), or ``None``.
+        flip: a random horizontal flip (p = 0.5) last.
+        test_resize: ``(h, w)`` test images are resized to, or ``None``.
+    """
+
+    resize: tuple[int, int] | None = None
+    crop: int | None = None
+    flip: bool = True
+    test_resize: tuple[int, int] | None = None
+
+    @property
+    def batchable(self) -> bool:
+        """Whether the training augmentation is a flip at most, so that a device loader can
+        apply it to whole batches of equally sized images."""
+        return self.resize is None and self.crop is None
+
+
+#: The published recipes (CIFAR's is a horizontal flip only; the demo set follows it).
+RECIPES: dict[str, Recipe] = {
+    "cifar100": Recipe(),
+    "demo": Recipe(),
+    "oxford_pet": Recipe(resize=(256, 256), crop=224, test_resize=(224, 224)),
+}
+
+
+class Normalize:
+    """uint8 images ``[..., 3, H, W]`` (``0..255``) -> float ``(x / 255 - mean) / std`` per
+    channel, computed as ``x * scale - shift``. Float images are taken as in [0, 1].
+
+    Args:
+        mean, std: per-channel, in [0, 1] units (:data:`~saliencymixplus.rawdata.MEAN_STD`).
+
+    ``normalize(images, dtype=torch.float32)`` returns a new tensor of ``dtype`` on the images'
+    device; the constants are made once per device and dtype.
+    """
+
+    def __init__(self, mean, std):
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std must be 3 values each, std > 0; got {mean}, {std}")
+        std64 = torch.tensor(self.std, dtype=torch.float64).view(3, 1, 1)
+        self._scale64 = 1.0 / (255.0 * std64)
+        self._shift64 = torch.tensor(self.mean, dtype=torch.float64).view(3, 1, 1) / std64
+        self._constants: dict = {}
+
+    def __call__(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if images.dim() < 3 or images.shape[-3] != 3:
+            raise ValueError(f"images must be Tensor[..., 3, H, W], got {list(images.shape)}")
+        key = (images.device, dtype)
+        if key not in self._constants:
+            self._constants[key] = (self._scale64.to(images.device, dtype), self._shift64.to(images.device, dtype))
+        scale, shift = self._constants[key]
+        x = images.to(dtype, copy=True)
+        if images.dtype != torch.uint8:
+            x.mul_(255)
+        return x.mul_(scale).sub_(shift)
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean}, std={self.std})"
 
 #: The geometric steps :class:`JointTransform` can compose (all axis-aligned).
 SUPPORTED_STEPS = (v2.Resize, v2.RandomResizedCrop, v2.RandomHorizontalFlip)
@@ -173,7 +245,7 @@ class JointTransform:
         geometric: v2 transforms from :data:`SUPPORTED_STEPS` (``Resize``, ``RandomResizedCrop``,
             ``RandomHorizontalFlip``), applied in order to the image; the saliency map gets the
             composition of the same steps, in one resize (:func:`resample_saliency`).
-        mean, std: per-channel normalisation of the image (in [0, 1] units).
+        mean, std: per-channel normalisation of the image (in [0, 1] units, :class:`Normalize`).
 
     ``image`` is ``np.uint8[H, W, 3]`` RGB (or a uint8 tensor ``[H, W, 3]``/``[3, H, W]``);
     ``saliency`` is an ``[h, w]`` map of the whole image at any resolution, ``uint8``
@@ -191,10 +263,7 @@ class JointTransform:
             if type(t) not in SUPPORTED_STEPS:
                 raise TypeError(f"geometric steps must be among {[c.__name__ for c in SUPPORTED_STEPS]}, "
                                 f"got {type(t).__name__}")
-        self.mean, self.std = list(mean), list(std)
-        std_t = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
-        self._scale = 1.0 / (255.0 * std_t)  # (x / 255 - mean) / std == x * scale - shift
-        self._shift = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1) / std_t
+        self.normalize = Normalize(mean, std)
 
     def apply_image(self, image) -> tuple[torch.Tensor, Geometry]:
         """Run the steps on ``image`` -> ``(uint8 Tensor[3, H, W], its Geometry)``: one draw of the
@@ -219,11 +288,10 @@ class JointTransform:
 
     def __call__(self, image, saliency=None):
         img, geo = self.apply_image(image)
-        x = img.to(torch.float32).mul_(self._scale).sub_(self._shift)
-        return x, (None if saliency is None else resample_saliency(saliency, geo))
+        return self.normalize(img), (None if saliency is None else resample_saliency(saliency, geo))
 
     def __repr__(self) -> str:
-        return f"JointTransform({self.steps}, mean={self.mean}, std={self.std})"
+        return f"JointTransform({self.steps}, {self.normalize})"
 
 
 def _check(name: str) -> None:
@@ -232,21 +300,21 @@ def _check(name: str) -> None:
 
 
 def train_transform(name: str) -> JointTransform:
-    """The published training pipeline of data set ``name`` (see the module docstring)."""
+    """The published training pipeline of data set ``name`` (its :data:`RECIPES` entry)."""
     _check(name)
-    if name == "oxford_pet":
-        geo = [v2.Resize((256, 256), antialias=True), v2.RandomResizedCrop(224, antialias=True),
-               v2.RandomHorizontalFlip()]
-    else:
-        geo = [v2.RandomHorizontalFlip()]
+    r = RECIPES[name]
+    geo = ([v2.Resize(r.resize, antialias=True)] if r.resize else []) \
+        + ([v2.RandomResizedCrop(r.crop, antialias=True)] if r.crop else []) \
+        + ([v2.RandomHorizontalFlip()] if r.flip else [])
     return JointTransform(geo, *MEAN_STD[name])
 
 
 def test_transform(name: str) -> JointTransform:
-    """The published test pipeline of data set ``name`` (Pet: resize to 224x224; others: none)."""
+    """The published test pipeline of data set ``name`` (its :data:`RECIPES` entry: Pet resizes
+    to 224x224, the others take the image as it is)."""
     _check(name)
-    geo = [v2.Resize((224, 224), antialias=True)] if name == "oxford_pet" else []
-    return JointTransform(geo, *MEAN_STD[name])
+    r = RECIPES[name]
+    return JointTransform([v2.Resize(r.test_resize, antialias=True)] if r.test_resize else [], *MEAN_STD[name])
 
 
 test_transform.__test__ = False  # not a pytest test, wherever it is imported
@@ -284,6 +352,4 @@ def normalize_batch(images: torch.Tensor, name: str, dtype: torch.dtype = torch.
     _check(name)
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be Tensor[B, 3, H, W], got {list(images.shape)}")
-    mean, std = (torch.tensor(v, dtype=dtype, device=images.device).view(1, 3, 1, 1) for v in MEAN_STD[name])
-    x = images.to(dtype) / 255 if images.dtype == torch.uint8 else images.to(dtype)
-    return (x - mean) / std
+    return Normalize(*MEAN_STD[name])(images, dtype)

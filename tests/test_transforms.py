@@ -18,8 +18,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from saliencymixplus.rawdata import MEAN_STD
-from saliencymixplus.transforms import (AREA_ABOVE, Geometry, JointTransform, normalize_batch,
+from saliencymixplus.rawdata import DATASETS, MEAN_STD
+from saliencymixplus.transforms import (AREA_ABOVE, RECIPES, Geometry, JointTransform, Normalize, normalize_batch,
                                         random_flip_batch, resample_saliency, train_transform)
 from saliencymixplus.transforms import test_transform as eval_transform
 
@@ -420,3 +420,29 @@ def test_random_flip_batch_flips_about_half():
     out, _ = random_flip_batch(images, None, g)
     frac = (out[:, 0, 0, 0] == 1).float().mean().item()
     assert 0.4 < frac < 0.6
+
+
+def test_every_data_set_has_one_recipe_and_one_normalisation():
+    assert set(RECIPES) == set(DATASETS) == set(MEAN_STD)
+    assert [r.batchable for r in (RECIPES["cifar100"], RECIPES["demo"], RECIPES["oxford_pet"])] == [True, True, False]
+    pet = train_transform("oxford_pet").steps
+    assert [type(t) for t in pet] == [v2.Resize, v2.RandomResizedCrop, v2.RandomHorizontalFlip]
+    assert list(pet[0].size) == [256, 256] and list(pet[1].size) == [224, 224]
+    assert [type(t) for t in train_transform("demo").steps] == [v2.RandomHorizontalFlip]
+    assert eval_transform("cifar100").steps == [] and list(eval_transform("oxford_pet").steps[0].size) == [224, 224]
+
+
+def test_normalize_by_hand():
+    """(x / 255 - mean) / std per channel, written out for one pixel; float input in [0, 1]."""
+    norm = Normalize((0.5, 0.25, 0.0), (0.5, 0.25, 0.125))
+    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1)
+    want = torch.tensor([(0 / 255 - 0.5) / 0.5, (51 / 255 - 0.25) / 0.25, (1.0 - 0.0) / 0.125]).view(1, 3, 1, 1)
+    torch.testing.assert_close(norm(x), want)
+    torch.testing.assert_close(norm(x.double() / 255, torch.float64), want.double())
+    y = x.float() / 255
+    norm(y)
+    assert y.max() <= 1  # the input is not changed in place
+    with pytest.raises(ValueError, match=r"images must be Tensor\[..., 3, H, W\]"):
+        norm(torch.zeros(2, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="std > 0"):
+        Normalize((0, 0, 0), (1, 0, 1))

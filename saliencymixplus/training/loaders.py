@@ -24,21 +24,17 @@ from torch import Tensor
 from .. import data
 from ..cache import SaliencyCache, quantize
 from ..rawdata import default_workers
-from ..transforms import random_flip_batch
+from ..transforms import RECIPES, Normalize, random_flip_batch
 from .config import Config, UsageError
 from .distributed import Dist, barrier, log
 from .seeding import epoch_seed, seed_worker
 
-__all__ = ["Batch", "DeviceLoader", "TorchLoader", "DEVICE_AUG", "ensure_cache", "build_loaders"]
+__all__ = ["Batch", "DeviceLoader", "TorchLoader", "ensure_cache", "build_loaders"]
 
 #: ``(images float32[B, 3, H, W] normalised, saliency float32[B, H, W] in [0, 1] or None,
 #: labels int64[B])``, all on the loader's device.
 Batch = tuple[Tensor, Optional[Tensor], Tensor]
 
-#: Training augmentation of the device loader: the published CIFAR pipeline (and the demo's,
-#: see saliencymixplus.transforms.train_transform) is a horizontal flip only; ``pad`` > 0 adds
-#: a random crop with that much zero padding.
-DEVICE_AUG = {"cifar100": dict(pad=0, flip=True), "demo": dict(pad=0, flip=True)}
 
 
 class DeviceLoader:
@@ -76,9 +72,7 @@ class DeviceLoader:
                 s = F.interpolate(s[:, None].float(), size=(H, W), mode="bilinear",
                                   align_corners=False)[:, 0].round().clamp(0, 255).to(torch.uint8)
             self.saliency = s.to(device)
-        mean, std = mean_std
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.normalize = Normalize(*mean_std)
         self.batch_size, self.train, self.pad, self.flip = batch_size, train, pad, flip
         self.dist, self.drop_last, self.channels_last = dist_, drop_last, channels_last
         self.seed, self.epoch = 0, 0
@@ -127,7 +121,7 @@ class DeviceLoader:
             s = self.saliency[idx] if self.saliency is not None else None
             if self.train:
                 x, s = self._augment(x, s, g)
-            x = (x.float() - self.mean) / self.std
+            x = self.normalize(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, (s.float() / 255.0 if s is not None else None), self.labels[idx]
@@ -222,6 +216,9 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
     train_raw = data.load_split(cfg.dataset, cfg.data_dir, "train", download=download)  # fails before cache work
     cache = ensure_cache(cfg, d)
     if cfg.loader == "device":
+        if not RECIPES[cfg.dataset].batchable:
+            raise UsageError(f"--loader device applies a flip to whole batches; {cfg.dataset}'s training "
+                             f"recipe ({RECIPES[cfg.dataset]}) needs --loader torch")
         mean_std = data.MEAN_STD[cfg.dataset]
         test_raw = data.load_split(cfg.dataset, cfg.data_dir, "test", download=download)
         sal = None
@@ -231,7 +228,7 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
                 sal = quantize(sal, "uint8")
         train = DeviceLoader(train_raw.images, train_raw.labels, mean_std, d.device,
                              batch_size=local_batch, train=True, saliency=sal, dist_=d,
-                             channels_last=cfg.channels_last, **DEVICE_AUG[cfg.dataset])
+                             channels_last=cfg.channels_last, flip=RECIPES[cfg.dataset].flip)
         test = DeviceLoader(test_raw.images, test_raw.labels, mean_std, d.device,
                             batch_size=max(local_batch, 256), train=False, dist_=d,
                             channels_last=cfg.channels_last)
