@@ -322,6 +322,25 @@ def test_kill_and_resume_give_the_same_weights_and_maps(tmp_path, demo_cache, ca
     assert "is missing" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("keep", ["last", "all"])
+def test_prune_keeps_the_files_of_the_last_and_best_checkpoints(keep, tmp_path, demo_cache):
+    from saliencymixplus.training import parse_config
+    from saliencymixplus.training.loaders import build_loaders
+    from saliencymixplus.training.refresh import RefreshRun, file_name
+
+    cfg = parse_config([*TINY, "--saliency", "refresh", "--saliency-cache", demo_cache, "--refresh-keep", keep,
+                        "--out-dir", str(tmp_path)])
+    train, _ = build_loaders(cfg, Dist())
+    run = RefreshRun(cfg, Dist(), train, tmp_path)
+    for epoch, best in ((1, True), (2, False), (3, True), (4, False), (5, False)):
+        (tmp_path / file_name(epoch)).write_bytes(b"")  # stands in for end_epoch's file
+        run.current = {"file": file_name(epoch), "epoch": epoch, "maps_sha256": "-"}
+        assert run.record(best)["best_file"] == file_name(1 if epoch < 3 else 3)
+        run.prune()
+    left = sorted(p.name for p in tmp_path.glob("saliency-refresh-*.h5"))
+    assert left == ([file_name(3), file_name(5)] if keep == "last" else [file_name(e) for e in range(1, 6)])
+
+
 def test_torch_loader_refresh_pass_and_resume(tmp_path, cifar_dir, capsys):
     """--loader torch: a pass every --refresh-every epochs gives every image the gradient
     saliency of the model at that epoch's end; resuming from it gives the same weights."""
@@ -350,6 +369,18 @@ def test_torch_loader_refresh_pass_and_resume(tmp_path, cifar_dir, capsys):
     s = g.abs().sum(1)
     want = np.rint(255 * (s / s.flatten(1).amax(1)[:, None, None]).numpy()).astype(np.int16)
     assert np.abs(maps.astype(np.int16) - want).max() <= 1  # float rounding at .5 only
+    # The training set's next workers read the new maps.
+    from saliencymixplus.training import parse_config
+    from saliencymixplus.training.loaders import build_loaders
+    from saliencymixplus.training.refresh import RefreshRun
+
+    cfg = parse_config([str(a) for a in [*common, "--out-dir", tmp_path / "c"]])
+    train, _ = build_loaders(cfg, Dist())
+    run = RefreshRun(cfg, Dist(), train, tmp_path / "c")
+    (tmp_path / "c").mkdir()
+    run.end_epoch(2, net)
+    np.testing.assert_array_equal(train.loader.dataset.cache.read_all(), maps)
+    assert train.loader.dataset[5][1].shape == (32, 32)
     # 3 epochs straight = 2 epochs, then --resume to 3 (epoch 3 trains on the epoch-2 maps).
     assert call([*common, "--epochs", "3", "--out-dir", tmp_path / "b"]) == 0
     assert call([*common, "--epochs", "3", "--out-dir", tmp_path / "a", "--resume"]) == 0
