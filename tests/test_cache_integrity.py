@@ -17,7 +17,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from saliencymixplus.cache import (CacheBusyError, CacheCorruptError, CacheLock, CacheMismatchError, CacheWriter,
                                    SaliencyCache, verify_cache)
@@ -26,26 +25,15 @@ from saliencymixplus.precompute import main as precompute_main
 from saliencymixplus.rawdata import load_split
 from saliencymixplus.training import main as train_main
 
+from cli_helpers import exit_code as _call, subprocess_env as _env
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "precompute_saliency.py"
 QUIET = dict(progress=False, log=lambda *a: None)
 TINY = ["--limit-train-batches", "2", "--limit-test-batches", "1", "--batch_size", "16", "--no-progress",
         "--workers", "0", "--epochs", "1", "--model", "resnet_tiny"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _call(fn, argv) -> int:
-    try:
-        return fn([str(a) for a in argv])
-    except SystemExit as e:
-        return int(e.code)
 
 
 @pytest.fixture()
@@ -74,14 +62,6 @@ def _assert_one_line_refusal(rc, err, *needles):
 
 
 # ----------------------------------------------------------------------------- one builder at a time
-
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.update(extra)
-    return env
-
 
 def _spawn(args, tmp_path, name, **env):
     with open(tmp_path / f"{name}.out", "w") as fo, open(tmp_path / f"{name}.err", "w") as fe:

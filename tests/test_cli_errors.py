@@ -16,7 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -31,24 +30,13 @@ from saliencymixplus.training import build_parser, load_checkpoint, parse_config
 from saliencymixplus.training import main as train_main
 from saliencymixplus.training import runner
 
+from cli_helpers import exit_code as _call
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--limit-train-batches", "3", "--limit-test-batches", "1", "--batch_size", "16", "--no-progress",
         "--workers", "0", "--model", "resnet_tiny"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _call(fn, argv) -> int:
-    try:
-        return fn([str(a) for a in argv])
-    except SystemExit as e:
-        return int(e.code)
 
 
 def _cifar(cifar_dir, tmp_path, *extra):

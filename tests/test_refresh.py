@@ -8,7 +8,6 @@ Expected values are built by hand or by direct per-pixel loops, not by the code 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,30 +24,17 @@ from saliencymixplus.cache import CacheMismatchError, SaliencyCache
 from saliencymixplus.training import DeviceLoader, load_checkpoint, main
 from saliencymixplus.training.distributed import Dist
 
-ROOT = Path(__file__).resolve().parent.parent
-MEAN_STD = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+from cli_helpers import exit_code, subprocess_env as _env
 
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def call(argv) -> int:
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as e:
-        return int(e.code)
+    return exit_code(main, argv)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ROOT = Path(__file__).resolve().parent.parent
+MEAN_STD = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
 @pytest.fixture(scope="module")

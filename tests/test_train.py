@@ -22,33 +22,18 @@ import torch
 from saliencymixplus import training
 from saliencymixplus.training import evaluate_checkpoint, load_checkpoint, main, parse_config
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--limit-train-batches", "3", "--limit-test-batches", "1", "--batch_size", "16",
-        "--no-progress", "--workers", "0"]
+from cli_helpers import exit_code, subprocess_env as _env
 
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def call(argv) -> int:
-    """``training.main`` as the shell sees it: argparse's SystemExit becomes its code."""
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as e:
-        return int(e.code)
+    return exit_code(main, argv)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning makes 2 threads far slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--limit-train-batches", "3", "--limit-test-batches", "1", "--batch_size", "16",
+        "--no-progress", "--workers", "0"]
 
 
 def _weights(path) -> dict:

@@ -26,19 +26,18 @@ from saliencymixplus.training import Config, load_checkpoint, main
 from saliencymixplus.training.distributed import Dist
 from saliencymixplus.training.loop import train_one_epoch
 
+from cli_helpers import exit_code
 from fixtures_data import tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["--limit-train-batches", "3", "--limit-test-batches", "1", "--batch_size", "16",
-        "--no-progress", "--workers", "0"]
-
 
 def call(argv) -> int:
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as e:
-        return int(e.code)
+    return exit_code(main, argv)
+
+
+TINY = ["--limit-train-batches", "3", "--limit-test-batches", "1", "--batch_size", "16",
+        "--no-progress", "--workers", "0"]
 
 
 # ----------------------------------------------------------------------------- mixers
