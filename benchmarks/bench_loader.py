@@ -17,10 +17,13 @@ saliency adds per image there is what SaliencyMix+ costs. This script:
    for ImageNet-sized caches). Rounds are interleaved, the order rotating each round; each
    variant's loader has persistent workers, one warm-up epoch, and the same shuffle and
    worker seeds as the others, so all three make the same crops. One round = one epoch each;
-   images/s = images / wall time of the epoch.
+   images/s = images / wall time of the epoch. Also reported: the CPU time the workers and
+   this process spent per image (from ``/proc``), which other jobs on a shared machine
+   disturb far less than wall time; its ratio is no-cache CPU time / variant CPU time, so
+   that it reads like the images/s ratio.
 4. times each step of one item in this process (one thread, as in a worker).
 
-    PYTHONPATH=. python benchmarks/bench_loader.py [--rounds 9] [--workers 2] [--batch 32] [--quick]
+    PYTHONPATH=. python benchmarks/bench_loader.py [--rounds 20] [--workers 2] [--batch 32] [--quick]
 
 Prints two Markdown tables (median and spread). The machine's load average is printed first
 and last: on a shared machine, rerun when it is high.
@@ -94,13 +97,29 @@ def make_loader(ds, batch: int, workers: int, seed: int):
     return loader, g
 
 
-def time_epoch(loader) -> tuple[float, int]:
-    """Wall seconds and images of one pass over ``loader``."""
+def _cpu_seconds(pids) -> float:
+    """User + system CPU seconds of processes ``pids`` so far (Linux ``/proc``; NaN elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+    return total
+
+
+def time_epoch(loader) -> tuple[float, float, int]:
+    """``(wall seconds, CPU seconds of the workers and this process, images)`` of one pass."""
+    workers = getattr(getattr(loader, "_iterator", None), "_workers", None) or []  # persistent workers
+    pids = [w.pid for w in workers]
     n = 0
-    t = time.perf_counter()
+    c0, p0, t = _cpu_seconds(pids), time.process_time(), time.perf_counter()
     for batch in loader:
         n += len(batch[-1])
-    return time.perf_counter() - t, n
+    dt = time.perf_counter() - t
+    return dt, (_cpu_seconds(pids) - c0) + (time.process_time() - p0) if pids else float("nan"), n
 
 
 def loader_table(data_dir: Path, cache_path: Path, args) -> list[str]:
@@ -120,25 +139,28 @@ def loader_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     for loader, _ in loaders.values():  # warm-up: workers started, files in the page cache
         time_epoch(loader)
     names = list(loaders)
-    rates = {k: [] for k in names}
+    rates, cpu = {k: [] for k in names}, {k: [] for k in names}
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for k in order:
             loader, g = loaders[k]
             g.manual_seed(1000 + r)  # the same shuffle in every variant of this round
-            dt, n = time_epoch(loader)
+            dt, c, n = time_epoch(loader)
             rates[k].append(n / dt)
+            cpu[k].append(c / n * 1e3)
         print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {rates[k][-1]:.0f}" for k in names)
               + f" images/s (load {load_average()})", file=sys.stderr)
     loaders.clear()  # their persistent workers exit
-    base = np.asarray(rates["no cache"])
-    rows = ["| variant | images/s, median | spread | x no cache (median of per-round ratios) | ratio spread |",
-            "|---|---|---|---|---|"]
+    rows = ["| variant | images/s, median | spread | x no cache (median of per-round ratios) | ratio spread "
+            "| CPU ms / image (workers + main) | x no cache |",
+            "|---|---|---|---|---|---|---|"]
     for k in names:
         med, lo, hi = spread(rates[k])
-        ratio = np.asarray(rates[k]) / base
-        rmed, rlo, rhi = spread(ratio)
-        rows.append(f"| {k} | {med:.0f} | {lo:.0f}-{hi:.0f} | {rmed:.3f} | {rlo:.3f}-{rhi:.3f} |")
+        rmed, rlo, rhi = spread(np.asarray(rates[k]) / np.asarray(rates["no cache"]))
+        cmed = spread(cpu[k])[0]
+        crat = spread(np.asarray(cpu["no cache"]) / np.asarray(cpu[k]))[0]  # > 1: cheaper than no cache
+        rows.append(f"| {k} | {med:.0f} | {lo:.0f}-{hi:.0f} | {rmed:.3f} | {rlo:.3f}-{rhi:.3f} "
+                    f"| {cmed:.2f} | {crat:.3f} |")
     return rows
 
 
@@ -215,7 +237,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="375x500", help="HxW of the JPEGs")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=9, help="interleaved rounds (one epoch per variant each)")
+    p.add_argument("--rounds", type=int, default=20, help="interleaved rounds (one epoch per variant each)")
     p.add_argument("--items", type=int, default=100, help="images timed step by step")
     p.add_argument("--step-repeats", type=int, default=3)
     p.add_argument("--method", default="spectral_residual",

@@ -641,7 +641,9 @@ class SaliencyCache:
     # -- access
     def _handle(self):
         if self._ds is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")  # per process: never share a handle with a fork
+            # Per process: never share a handle with a fork. No chunk cache: each map is read once
+            # per epoch in random order, so a cache never hits and only adds a copy of each map.
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=0)
             self._ds = self._file[DATASET]  # kept: looking it up costs more than reading a map
             self._pid = os.getpid()
         return self._ds

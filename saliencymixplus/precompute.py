@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import (CacheBusyError, CacheLock, CacheMismatchError, CacheWriter, OutputPathError, SaliencyCache,
+from .cache import (CacheBusyError, CacheLock, CacheMismatchError, CacheWriter, SaliencyCache,
                     check_output_file, format_resolution, parse_resolution, quantize, verify_cache)
 from .rawdata import DATASETS, SPLITS, ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
