@@ -343,16 +343,24 @@ def test_torch_loader_refresh_pass_and_resume(tmp_path, cifar_dir, capsys):
     assert not (tmp_path / "a" / "saliency-refresh-e0001.h5").exists()  # epoch 1: no pass
     maps = _maps(tmp_path / "a" / "saliency-refresh-e0002.h5")
     # By hand: |d CE / d x| summed over channels of the epoch-2 model (eval mode), per image / max.
+    # The float32 input gradient of a ReLU net jumps where a pre-activation rounds to the other
+    # side of 0 (here -5e-8 in float64 rounds to +2e-7 under one of oneDNN's kernels and not
+    # the other): one unit's whole receptive field changes, by up to 18/255. So the reference
+    # does the pass's float32 arithmetic: images as contiguous NCHW (a permuted NHWC array is
+    # channels_last and takes other conv kernels) in batches of --batch_size.
     ck = load_checkpoint(tmp_path / "a" / "last.pt")
     net = build_model("resnet_tiny", 100, 32)
     net.load_state_dict(ck["model"])
     net.eval()
     raw = load_split("cifar100", cifar_dir["root"], "train")
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in MS["cifar100"])
-    x = ((torch.from_numpy(raw.images).permute(0, 3, 1, 2).float() / 255 - mean) / std).requires_grad_(True)
-    loss = torch.nn.functional.cross_entropy(net(x), torch.from_numpy(raw.labels), reduction="sum")
-    (g,) = torch.autograd.grad(loss, [x])
-    s = g.abs().sum(1)
+    x = (torch.from_numpy(raw.images).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    x, labels, g = x.contiguous(), torch.from_numpy(raw.labels), []
+    for a in range(0, len(x), 16):
+        xb = x[a:a + 16].clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(net(xb), labels[a:a + 16], reduction="sum")
+        g.append(torch.autograd.grad(loss, [xb])[0])
+    s = torch.cat(g).abs().sum(1)
     want = np.rint(255 * (s / s.flatten(1).amax(1)[:, None, None]).numpy()).astype(np.int16)
     assert np.abs(maps.astype(np.int16) - want).max() <= 1  # float rounding at .5 only
     # The training set's next workers read the new maps.
