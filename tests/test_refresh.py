@@ -381,6 +381,65 @@ def test_torch_loader_refresh_pass_and_resume(tmp_path, cifar_dir, capsys):
     assert _weights_equal(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
 
 
+class _BoxProbe(torch.nn.Module):
+    """Logit 0 is the sum of the input over rows ``[r0, r1)`` and columns ``[c0, c1)``; the others
+    are 0. The input gradient of its cross-entropy is one value on that box and 0 elsewhere, so
+    its gradient saliency is exactly the box's indicator, wherever the box is in the input."""
+
+    def __init__(self, box, classes):
+        super().__init__()
+        self.box, self.classes = box, classes
+        # Small: the softmax stays near uniform, so d CE / d logit 0 is never 0 (not saturated).
+        self.scale = torch.nn.Parameter(torch.full((), 1e-3))
+
+    def forward(self, x):
+        r0, r1, c0, c1 = self.box
+        v = self.scale * x[:, :, r0:r1, c0:c1].sum((1, 2, 3))
+        return torch.cat([v[:, None], v.new_zeros(len(x), self.classes - 1)], 1)
+
+
+def test_file_backed_pass_writes_maps_in_the_stored_frame(tmp_path, pet_dir):
+    """Oxford Pet (JPEGs of varied sizes, the torch loader): the pass gives every image the
+    saliency of the model looking at the whole image at the stored maps' resolution (non-square
+    here), unflipped and uncropped: the frame resample_saliency reads the maps in."""
+    from saliencymixplus.precompute import build_cache
+    from saliencymixplus.training import parse_config
+    from saliencymixplus.training.loaders import build_loaders
+    from saliencymixplus.training.refresh import RefreshRun
+
+    cache = build_cache("oxford_pet", pet_dir["data_dir"], "train", "fine_grained", tmp_path / "pet.h5",
+                        resolution="24x40", workers=0, progress=False, log=lambda *a: None)
+    cfg = parse_config(["--dataset", "oxford_pet", "--data-dir", str(pet_dir["data_dir"]), "--saliency", "refresh",
+                        "--saliency-cache", str(cache), "--refresh-every", "1", "--refresh-postprocess", "none",
+                        "--batch_size", "4", "--workers", "0", "--no-progress", "--out-dir", str(tmp_path / "run")])
+    train, _ = build_loaders(cfg, Dist())
+    (tmp_path / "run").mkdir()
+    run = RefreshRun(cfg, Dist(), train, tmp_path / "run")
+    box = (3, 9, 30, 37)  # rows 3..8, columns 30..36 of a 24x40 map: off-centre, near the right edge
+    run.end_epoch(1, _BoxProbe(box, 37))
+    maps = _maps(tmp_path / "run" / "saliency-refresh-e0001.h5")
+    want = np.zeros((len(pet_dir["train"][0]), 24, 40), np.uint8)
+    want[:, 3:9, 30:37] = 255
+    np.testing.assert_array_equal(maps, want)
+    # The training set reads them from now on, each cut and flipped with its image.
+    np.testing.assert_array_equal(train.loader.dataset.cache.read_all(), want)
+
+
+def test_train_py_demo_refresh_runs_out_of_the_box(tmp_path, demo_cache):
+    """``train.py --dataset demo --saliency refresh`` and nothing else about saliency: the default
+    cache path (data/demo-train-fine_grained.h5, here already built) is refreshed and saved."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "demo-train-fine_grained.h5").write_bytes(Path(demo_cache).read_bytes())
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "demo", "--saliency", "refresh",
+                        "--epochs", "1", "--limit-train-batches", "2", "--limit-test-batches", "1", "--no-progress",
+                        "--workers", "0", "--out-dir", "run"], cwd=tmp_path, env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    cache = SaliencyCache(tmp_path / "run" / "saliency-refresh-e0001.h5", method="gradient_refresh")
+    assert cache.attrs["epoch"] == 1 and cache.attrs["source"] == "demo-train-fine_grained.h5"
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["saliency_refresh"]["file"] == "saliency-refresh-e0001.h5"
+
+
 def test_ddp_each_rank_refreshes_what_it_trains_on(tmp_path, demo_cache):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
