@@ -17,6 +17,7 @@ the weight SaliencyMix+ assigns (window and peak boxes):
 * ``final checkpoint``: gradient saliency of a run's final model (an offline gradient cache).
 
     PYTHONPATH=. python benchmarks/refresh.py --out-dir runs/refresh_demo     # 15 epochs, 4 modes
+    PYTHONPATH=. python benchmarks/refresh.py --device cuda --out-dir runs/refresh_gpu
     PYTHONPATH=. python benchmarks/refresh.py --quick                         # CI: 1 short epoch
 
 An interrupted benchmark continues where it stopped (epochs already trained are kept).
@@ -65,7 +66,7 @@ def _folder(out: Path, mode: str) -> Path:
     return out / mode.replace(" ", "_").replace("(", "").replace(")", "").replace("--", "")
 
 
-def train(out: Path, cache: Path, epochs: int, seed: int, extra: list[str]) -> None:
+def train(out: Path, cache: Path, epochs: int, seed: int, device: str, extra: list[str]) -> None:
     """Every mode, epoch by epoch, interleaved (the order rotates each epoch)."""
     modes = list(MODES)
     for epoch in range(1, epochs + 1):
@@ -74,7 +75,7 @@ def train(out: Path, cache: Path, epochs: int, seed: int, extra: list[str]) -> N
             kept = folder / f"model-e{epoch:02d}.pt"
             if kept.is_file():
                 continue
-            argv = ["--dataset", "demo", "--seed", str(seed), "--saliency-cache", str(cache), "--device", "cpu",
+            argv = ["--dataset", "demo", "--seed", str(seed), "--saliency-cache", str(cache), "--device", device,
                     "--epochs", str(epoch), "--no-progress", "--refresh-keep", "all", "--out-dir", str(folder),
                     *MODES[mode], *extra]
             cfg = parse_config(argv + (["--resume"] if epoch > 1 else []))  # the LR schedule is by epoch
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--out-dir", default="runs/refresh_demo")
     p.add_argument("--epochs", type=int, default=15, help="the demo default")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="train.py --device (e.g. cuda)")
     p.add_argument("--seeds", default="0,1,2", help="label-noise seeds")
     p.add_argument("--quick", action="store_true", help="1 epoch of 2 steps, 128 images scored (CI)")
     args = p.parse_args(argv)
@@ -99,19 +101,21 @@ def main(argv=None) -> int:
         args.epochs, extra, n, seeds = 1, ["--limit-train-batches", "2", "--limit-test-batches", "1"], 128, seeds[:1]
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)  # a shared 2-core machine: OpenMP spinning makes 2 threads far slower
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # a shared 2-core machine: OpenMP spinning makes 2 threads far slower
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     from saliencymixplus.precompute import build_cache
 
     cache = build_cache("demo", None, "train", "fine_grained", out / "demo-train-fine_grained.h5", progress=False,
                         log=lambda *a: None)
     print(f"training {len(MODES)} modes x {args.epochs} epochs, interleaved ...", flush=True)
-    train(out, cache, args.epochs, args.seed, extra)
+    train(out, cache, args.epochs, args.seed, args.device, extra)
     t_train = time.perf_counter() - t0
 
     # ---- time per epoch
     hist = {m: load_checkpoint(_folder(out, m) / "last.pt")["history"] for m in MODES}
-    print(f"\ntorch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads; "
+    gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
+    print(f"\ntorch {torch.__version__}, {platform.machine()}{gpu}, {torch.get_num_threads()} threads; "
           f"load {load0:.2f} at the start; training {t_train:.0f} s")
     print("| mode | epoch time, median (s) | train time, median (s) | trained images/s, median | "
           "epoch time / cache's, median (p10-p90) over epochs |")
