@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["METHODS", "OPENCV_METHODS", "compute_saliency", "gradient_saliency", "input_gradient_saliency",
-           "load_checkpoint_model", "best_device", "sharpen", "parse_postprocess", "format_postprocess", "DEFAULT_POSTPROCESS",
-           "RECOMMENDED_POSTPROCESS"]
+__all__ = ["METHODS", "OPENCV_METHODS", "compute_saliency", "gradient_saliency", "load_checkpoint_model",
+           "best_device", "sharpen", "parse_postprocess", "format_postprocess", "DEFAULT_POSTPROCESS",
+           "RECOMMENDED_POSTPROCESS", "input_gradient_saliency"]
 
 OPENCV_METHODS = ("fine_grained", "spectral_residual")
 METHODS = OPENCV_METHODS + ("gradient",)
