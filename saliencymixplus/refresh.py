@@ -17,15 +17,17 @@ In a training loop of your own (maps in memory, on the model's device)::
 
     store = SaliencyRefresh(torch.from_numpy(SaliencyCache(path).read_all()).cuda(),
                             postprocess="top=0.2,power=2")
-    for idx, x, y in loader:                       # idx: the batch's indices into the store
+    for idx, flip, x, y in loader:                 # the batch's rows in the store; which images were flipped
         mixed = torch.rand(()).item() < 0.5
         if mixed:
-            x, targets = mixer(x, y, store.maps[idx].float() / 255)
+            s = store.maps[idx].float() / 255
+            s = torch.where(flip[:, None, None], s.flip(-1), s)  # the maps, flipped as their images
+            x, targets = mixer(x, y, s)
         else:
             x, targets = store.track(x), one_hot(y, num_classes)
         loss = soft_target_cross_entropy(model(x), targets)
         loss.backward()
-        if not mixed:                              # flip/offsets/pad: what your loader applied
+        if not mixed:                              # flip (and offsets/pad): what the loader applied
             store.update(idx, x.grad, flip=flip)
         ...
     store.synchronize()                            # DDP: once per epoch, before saving
@@ -49,13 +51,13 @@ from torch import Tensor
 from .cache import CacheMismatchError, CacheWriter, SaliencyCache
 from .saliency import format_postprocess, input_gradient_saliency, parse_postprocess, sharpen
 
-__all__ = ["METHOD", "DEFAULT_POSTPROCESS", "BatchPlacement", "SaliencyRefresh", "to_stored_frame", "quantize_maps", "maps_digest", "save_refreshed",
-           "load_refreshed"]
+__all__ = ["METHOD", "DEFAULT_POSTPROCESS", "BatchPlacement", "SaliencyRefresh", "to_stored_frame", "quantize_maps",
+           "maps_digest", "save_refreshed", "load_refreshed"]
 
 #: The ``method`` attribute of a cache written by :func:`save_refreshed`.
 METHOD = "gradient_refresh"
 #: Sharpening of refreshed maps unless told otherwise (``train.py --refresh-postprocess``);
-#: measured in benchmarks/RESULTS.md, section 6.
+#: measured in benchmarks/RESULTS.md, section 7.
 DEFAULT_POSTPROCESS = "top=0.2,power=2"
 #: Attributes that tie a cache to its data split (copied from the cache the refresh started from).
 IDENTITY = ("dataset", "split", "count", "fingerprint")
