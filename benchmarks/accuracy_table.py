@@ -69,11 +69,17 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="default: the demo default of train.py (15)")
     p.add_argument("--method", default="fine_grained", choices=("fine_grained", "spectral_residual"))
     p.add_argument("--postprocess", default="top=0.2,power=2", help="saliency post-processing of the cache")
+    p.add_argument("--mixers", default=",".join(m for m, _ in MIXERS),
+                   help="comma-separated --mix_aug values to train (default: all four)")
     p.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 5 steps per epoch (CI)")
     p.add_argument("--quiet", action="store_true", help="hide train.py's output")
     p.add_argument("train_args", nargs="*", help="after --: passed to every train.py run")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    chosen = args.mixers.split(",")
+    unknown = sorted(set(chosen) - {m for m, _ in MIXERS})
+    if unknown:
+        p.error(f"--mixers: unknown {unknown}; choose from {[m for m, _ in MIXERS]}")
     if args.quick:
         seeds, args.epochs = seeds[:1], 1
         args.train_args = ["--limit-train-batches", "5", "--limit-test-batches", "2", *args.train_args]
@@ -82,7 +88,7 @@ def main(argv=None) -> int:
     cache = _cache(out_dir, args.method, args.postprocess)
     t0 = time.perf_counter()
     rows = []
-    for mix, name in MIXERS:
+    for mix, name in (m for m in MIXERS if m[0] in chosen):
         runs = [_run(mix, s, args, cache, out_dir / f"{mix}_s{s}") for s in seeds]
         rows.append((name, runs))
     wall = time.perf_counter() - t0

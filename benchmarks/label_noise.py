@@ -54,11 +54,14 @@ def mixers(num_classes: int) -> dict:
 
 
 def score(images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, saliency: torch.Tensor, *,
-          seeds, batch: int, num_classes: int) -> dict:
-    """``{mixer: {"own", "area", "sal", "noisy", "n"}}`` over all batches and seeds."""
+          seeds, batch: int, num_classes: int, only=None) -> dict:
+    """``{mixer: {"own", "area", "sal", "noisy", "n"}}`` over all batches and seeds (the mixers
+    named in ``only``, default all)."""
     out = {}
     n_img, _, h, w = images.shape
     for name, mixer in mixers(num_classes).items():
+        if only is not None and name not in only:
+            continue
         acc = {k: [] for k in ("own", "area", "sal", "noisy")}
         for seed in seeds:
             g = torch.Generator().manual_seed(seed)

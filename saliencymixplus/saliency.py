@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["METHODS", "OPENCV_METHODS", "DEFAULT_METHOD", "compute_saliency", "gradient_saliency", "load_checkpoint_model",
-           "best_device", "sharpen", "parse_postprocess", "format_postprocess", "DEFAULT_POSTPROCESS",
+__all__ = ["METHODS", "OPENCV_METHODS", "DEFAULT_METHOD", "compute_saliency", "gradient_saliency",
+           "input_gradient_saliency", "load_checkpoint_model", "best_device", "sharpen", "parse_postprocess",
+           "format_postprocess", "DEFAULT_POSTPROCESS",
            "RECOMMENDED_POSTPROCESS"]
 
 OPENCV_METHODS = ("fine_grained", "spectral_residual")
@@ -72,7 +73,61 @@ RECOMMENDED_POSTPROCESS = "top=0.2,power=2"
 DEFAULT_POSTPROCESS = RECOMMENDED_POSTPROCESS
 
 
-def sharpen(maps, *, top: float = 1.0, power: float = 1.0) -> np.ndarray:
+class _NumpyOps:
+    """The array operations :func:`_sharpen_maps` needs, for numpy arrays."""
+
+    @staticmethod
+    def amax(m):
+        return m.max(axis=(1, 2), keepdims=True)
+
+    @staticmethod
+    def quantile(flat, q):
+        return np.quantile(flat, q, axis=1).astype(np.float32)
+
+    where, minimum = staticmethod(np.where), staticmethod(np.minimum)
+
+
+class _TorchOps:
+    """The same operations for torch tensors (device-side, no host sync)."""
+
+    @staticmethod
+    def amax(m):
+        return m.amax(dim=(1, 2), keepdim=True)
+
+    @staticmethod
+    def quantile(flat, q):
+        import torch
+
+        return torch.quantile(flat, q, dim=1)
+
+    @staticmethod
+    def where(cond, a, b):
+        import torch
+
+        return torch.where(cond, a, b)
+
+    @staticmethod
+    def minimum(a, b):
+        import torch
+
+        return torch.minimum(a, b)
+
+
+def _sharpen_maps(m, top: float, power: float, xp):
+    """The sharpening rule on ``float32[N, H, W]`` maps with no NaN (see :func:`sharpen`)."""
+    m = m.clip(min=0.0)
+    peak = xp.amax(m)
+    m = m / xp.where(peak > 0, peak, 1.0)
+    if top < 1.0:
+        t = xp.quantile(m.reshape(len(m), -1), 1.0 - top)[:, None, None]
+        t = xp.minimum(t, xp.where(peak > 0, 1.0 - 1e-6, 0.0))  # a flat map keeps its maximum
+        m = ((m - t) / (1.0 - t)).clip(min=0.0, max=1.0)
+    if power != 1.0:
+        m = m ** power
+    return m
+
+
+def sharpen(maps, *, top: float = 1.0, power: float = 1.0):
     """Sharpen saliency maps: keep each map's most salient pixels and raise them to a power.
 
     OpenCV's maps spread much of their mass over edges and background texture; the label
@@ -83,35 +138,34 @@ def sharpen(maps, *, top: float = 1.0, power: float = 1.0) -> np.ndarray:
 
     Args:
         maps: ``float[N, H, W]`` (or one ``[H, W]`` map), ``>= 0``; numpy or anything
-            ``np.asarray`` takes.
+            ``np.asarray`` takes, or a torch ``Tensor`` (sharpened on its device, without a
+            host sync, e.g. inside a training step).
         top: fraction of pixels to keep, in ``(0, 1]``.
         power: exponent ``> 0`` (``> 1`` sharpens).
 
     Returns:
-        ``np.float32`` of the input's shape, each map in [0, 1] with maximum 1 (an all-zero
-        map stays all zero; NaN is treated as 0).
+        ``np.float32`` of the input's shape (a ``float32`` ``Tensor`` on the input's device
+        for a tensor), each map in [0, 1] with maximum 1 (an all-zero map stays all zero;
+        NaN is treated as 0).
     """
     if not 0.0 < top <= 1.0:
         raise ValueError(f"top must be in (0, 1], got {top!r}")
     if not power > 0:
         raise ValueError(f"power must be > 0, got {power!r}")
-    m = np.nan_to_num(np.array(maps, dtype=np.float32, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
+    tensor = type(maps).__module__.startswith("torch")
+    if tensor:
+        import torch
+
+        m = torch.nan_to_num(maps.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    else:
+        m = np.nan_to_num(np.array(maps, dtype=np.float32, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
     single = m.ndim == 2
     if single:
         m = m[None]
     if m.ndim != 3:
         raise ValueError(f"maps must be float[N, H, W] or [H, W], got shape {list(m.shape)}")
-    if m.size == 0:
-        return m[0] if single else m
-    np.maximum(m, 0.0, out=m)
-    peak = m.max(axis=(1, 2), keepdims=True)
-    m /= np.where(peak > 0, peak, 1.0)
-    if top < 1.0:
-        t = np.quantile(m.reshape(len(m), -1), 1.0 - top, axis=1).astype(np.float32)[:, None, None]
-        t = np.minimum(t, np.where(peak > 0, 1.0 - 1e-6, 0.0))  # a flat map keeps its maximum
-        m = np.clip((m - t) / (1.0 - t), 0.0, 1.0)
-    if power != 1.0:
-        np.power(m, power, out=m)
+    if all(m.shape):  # empty stays empty
+        m = _sharpen_maps(m, float(top), float(power), _TorchOps if tensor else _NumpyOps)
     return m[0] if single else m
 
 
@@ -146,6 +200,26 @@ def format_postprocess(spec) -> str:
     """The canonical string of a post-processing (``"none"`` for the identity), as caches record it."""
     kw = parse_postprocess(spec)
     return ",".join(f"{k}={kw[k]:g}" for k in ("top", "power") if k in kw) or "none"
+
+
+def input_gradient_saliency(grad):
+    """The reduction of :func:`gradient_saliency`: ``|grad|`` summed over channels, each map
+    divided by its maximum. Used on its own by ``--saliency refresh``, which takes the input
+    gradient from the training step's own backward pass.
+
+    Args:
+        grad: ``Tensor[N, C, H, W]``, the gradient of a loss with respect to the input images
+            (any float dtype, any positive scale: the scale cancels).
+
+    Returns:
+        ``Tensor[N, H, W]`` float32 on ``grad.device``, each map's maximum 1 (an all-zero
+        gradient gives an all-zero map; a non-finite gradient gives non-finite values).
+    """
+    import torch
+
+    s = grad.detach().abs().sum(1, dtype=torch.float32)
+    peak = s.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+    return s / peak[:, None, None]
 
 
 def gradient_saliency(model, images, labels, *, batch_size: int | None = None):
@@ -187,9 +261,7 @@ def gradient_saliency(model, images, labels, *, batch_size: int | None = None):
                 x = images[a:a + bs].detach().clone().requires_grad_(True)
                 loss = F.cross_entropy(model(x).float(), labels[a:a + bs], reduction="sum")
                 (g,) = torch.autograd.grad(loss, [x])
-                s = g.detach().abs().sum(1, dtype=torch.float32)
-                peak = s.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
-                out.append(s / peak[:, None, None])
+                out.append(input_gradient_saliency(g))
     finally:
         model.train(was_training)
     if not out:

@@ -321,16 +321,18 @@ test_transform.__test__ = False  # not a pytest test, wherever it is imported
 
 
 def random_flip_batch(images: torch.Tensor, saliency: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None, p: float = 0.5):
+                      generator: torch.Generator | None = None, p: float = 0.5, *, return_flips: bool = False):
     """Flip each image (and its saliency map) horizontally with probability ``p``, batched.
 
     Args:
         images: ``Tensor[B, C, H, W]`` (any dtype, any device).
         saliency: ``Tensor[B, H, W]`` on the same device, or ``None``.
         generator: draws the ``B`` coin flips (on its own device); ``None`` uses the global RNG.
+        return_flips: also return the ``bool[B]`` flips (on the images' device).
 
     Returns:
-        ``(images, saliency)`` new tensors of the same shapes (``saliency`` stays ``None``).
+        ``(images, saliency)`` new tensors of the same shapes (``saliency`` stays ``None``),
+        and ``flips`` third when ``return_flips``.
     """
     if images.dim() != 4:
         raise ValueError(f"images must be Tensor[B, C, H, W], got {list(images.shape)}")
@@ -344,7 +346,7 @@ def random_flip_batch(images: torch.Tensor, saliency: torch.Tensor | None = None
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     if saliency is not None:
         saliency = torch.where(flip[:, None, None], saliency.flip(-1), saliency)
-    return images, saliency
+    return (images, saliency, flip) if return_flips else (images, saliency)
 
 
 def normalize_batch(images: torch.Tensor, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:

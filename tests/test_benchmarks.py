@@ -46,6 +46,14 @@ def test_accuracy_table_quick(tmp_path):
         assert f"| {name} |" in out
 
 
+def test_refresh_benchmark_quick(tmp_path):
+    out = _run([str(ROOT / "benchmarks" / "refresh.py"), "--quick", "--out-dir", str(tmp_path / "runs")],
+               tmp_path, timeout=300)
+    assert "| mode | epoch time, median (s) |" in out and "| refresh raw |" in out
+    assert "| OpenCV fine-grained, sharpened (the cache) |" in out
+    assert out.count("| 1 | ") == 1  # the per-epoch row of the only epoch
+
+
 def test_visualize_mix_writes_a_png(tmp_path):
     out = tmp_path / "grid.png"
     text = _run([str(ROOT / "tools" / "visualize_mix.py"), "--rows", "3", "--out", str(out)], tmp_path)

@@ -214,9 +214,12 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, demo_cache
               "--limit-train-batches", "6", "--limit-test-batches", "1", "--batch_size", "16",
               "--no-progress", "--workers", "0", "--milestones", "1"]
     run_dir = tmp_path / "interrupted"
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps
+    # an ignored SIGINT ignored: give the child the default disposition, as a terminal would.
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *common, "--epochs", "100",
                              "--out-dir", str(run_dir)], env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (run_dir / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

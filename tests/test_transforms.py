@@ -402,8 +402,9 @@ def test_random_flip_batch():
     for i in range(6):
         want = sal[i].flip(-1) if flipped[i] else sal[i]
         torch.testing.assert_close(fs[i], want)  # saliency follows its image
-    fi2, _ = random_flip_batch(images, sal, torch.Generator().manual_seed(0))
+    fi2, _, flips = random_flip_batch(images, sal, torch.Generator().manual_seed(0), return_flips=True)
     torch.testing.assert_close(fi, fi2)  # reproducible from the generator
+    assert flips.dtype == torch.bool and torch.equal(flips, flipped)  # the flips it reports are the ones it made
     many = random_flip_batch(torch.rand(400, 1, 2, 2), None, g)[0]
     assert many.shape == (400, 1, 2, 2)
     u8 = torch.randint(0, 255, (8, 3, 4, 4), dtype=torch.uint8)

@@ -17,7 +17,8 @@ from ..mix import LAM_MODES, PAIRINGS
 from ..models import MODELS
 from ..ops import BOXES
 from ..rawdata import DATASETS, NUM_CLASSES
-from ..saliency import DEFAULT_METHOD, OPENCV_METHODS
+from ..refresh import DEFAULT_POSTPROCESS as DEFAULT_REFRESH_POSTPROCESS
+from ..saliency import DEFAULT_METHOD, OPENCV_METHODS, format_postprocess
 
 __all__ = [
     "PROG", "DATASET_DEFAULTS", "MIX_AUGS", "SALIENCY_MIXES", "METHOD_DEFAULTS", "PAPER",
@@ -98,6 +99,9 @@ class Config:
     out_dir: Optional[str] = None
     resume: Optional[str] = None
     paper: bool = False
+    refresh_postprocess: str = DEFAULT_REFRESH_POSTPROCESS
+    refresh_every: int = 10
+    refresh_keep: str = "last"
     progress: bool = True
     limit_train_batches: Optional[int] = None
     limit_test_batches: Optional[int] = None
@@ -184,6 +188,13 @@ def _seed(text: str) -> int:
     return v
 
 
+def _postprocess(text: str) -> str:
+    try:
+        return format_postprocess(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def _positive_float(text: str) -> float:
     v = _float(text)
     if not v > 0:
@@ -258,9 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="at most this many test batches per evaluation")
 
     g = p.add_argument_group("mixing")
-    g.add_argument("--saliency", choices=("cache", "online"), default=None,
+    g.add_argument("--saliency", choices=("cache", "online", "refresh"), default=None,
                    help="'cache': precomputed maps; 'online': gradient saliency of the current "
-                        "model each mixed step, as published (default: cache)")
+                        "model each mixed step, as published; 'refresh': the cache, refreshed with "
+                        "the model's input gradient from the unmixed steps' own backward pass "
+                        "(default: cache)")
     g.add_argument("--box", choices=BOXES, default=None,
                    help="SaliencyMix+ box: most salient window, or centred on the peak as "
                         "published (default: window)")
@@ -275,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--paper", action="store_true",
                    help="the published method: --box peak --pairing half --saliency online "
                         "(explicit flags still win)")
+
+    g = p.add_argument_group("--saliency refresh")
+    g.add_argument("--refresh-postprocess", "--refresh_postprocess", dest="refresh_postprocess",
+                   type=_postprocess, default=DEFAULT_REFRESH_POSTPROCESS,
+                   help="sharpening of each refreshed map, as the cache tool's --postprocess ('none': raw)")
+    g.add_argument("--refresh-every", "--refresh_every", dest="refresh_every", type=_positive_int, default=10,
+                   help="--loader torch (sets read from files): a gradient-saliency pass over the "
+                        "training split every this many epochs (the device loader refreshes every "
+                        "unmixed step instead)")
+    g.add_argument("--refresh-keep", "--refresh_keep", dest="refresh_keep", choices=("last", "all"),
+                   default="last", help="refreshed maps saved in the run folder: those of the last "
+                   "and best checkpoints, or every epoch's")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--milestones", type=_milestones, default=None,
@@ -334,6 +359,9 @@ def parse_config(argv: Optional[list[str]] = None) -> Config:
     if cfg.out_dir is None:
         cfg.out_dir = os.path.join(
             "runs", f"{cfg.dataset}_{cfg.model}_{cfg.mix_aug}{cfg.mix_prob:g}_{cfg.epochs}_s{cfg.seed}")
+    if cfg.saliency == "refresh" and cfg.mix_aug not in SALIENCY_MIXES:
+        raise UsageError(f"--saliency refresh needs a saliency mixer (--mix_aug {' or '.join(SALIENCY_MIXES)}), "
+                         f"got --mix_aug {cfg.mix_aug}")
     if cfg.mix_aug not in SALIENCY_MIXES or cfg.saliency == "online":
         cfg.saliency_cache = None  # no cached saliency needed
     elif cfg.saliency_cache is None:

@@ -24,6 +24,7 @@ from torch import Tensor
 from .. import data
 from ..cache import SaliencyCache, quantize
 from ..rawdata import default_workers
+from ..refresh import BatchPlacement
 from ..transforms import RECIPES, Normalize, random_flip_batch
 from .config import Config, UsageError
 from .distributed import Dist, barrier, log
@@ -77,6 +78,9 @@ class DeviceLoader:
         self.dist, self.drop_last, self.channels_last = dist_, drop_last, channels_last
         self.seed, self.epoch = 0, 0
         self.limit: Optional[int] = None
+        #: Where the last yielded batch came from (its indices, flips, crop offsets), for
+        #: ``--saliency refresh`` to write maps back (:class:`~saliencymixplus.refresh.BatchPlacement`).
+        self.last_batch: Optional[BatchPlacement] = None
 
     def set_epoch(self, seed: int, epoch: int) -> None:
         self.seed, self.epoch = seed, epoch
@@ -87,9 +91,11 @@ class DeviceLoader:
         return min(steps, self.limit) if self.limit else steps
 
     def _augment(self, x: Tensor, s: Optional[Tensor], g: torch.Generator) -> tuple[Tensor, Optional[Tensor]]:
-        """Random padded crop and flip of ``x`` uint8[B, 3, H, W] and ``s`` uint8[B, H, W] alike."""
+        """Random padded crop and flip of ``x`` uint8[B, 3, H, W] and ``s`` uint8[B, H, W] alike;
+        the drawn offsets and flips go to :attr:`last_batch`."""
         B, C, H, W = x.shape
         dev = x.device
+        dy = dx = flip = None
         if self.pad:
             p = self.pad
             xp = F.pad(x, (p, p, p, p))
@@ -102,7 +108,8 @@ class DeviceLoader:
             if s is not None:
                 s = F.pad(s, (p, p, p, p))[bi, rows[:, :, None], cols[:, None, :]]
         if self.flip:
-            x, s = random_flip_batch(x, s, generator=g)
+            x, s, flip = random_flip_batch(x, s, generator=g, return_flips=True)
+        self.last_batch = self.last_batch._replace(flip=flip, offsets=None if dy is None else (dy, dx), pad=self.pad)
         return x, s
 
     def __iter__(self) -> Iterator[Batch]:
@@ -117,6 +124,7 @@ class DeviceLoader:
             order = torch.arange(n, device=self.device)[shard]
         for step in range(len(self)):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            self.last_batch = BatchPlacement(idx, None, None, 0)
             x = self.images[idx]
             s = self.saliency[idx] if self.saliency is not None else None
             if self.train:
@@ -189,7 +197,7 @@ def ensure_cache(cfg: Config, d: Dist) -> Optional[str]:
     Raises:
         CacheMismatchError: the file exists but was built from other data.
     """
-    if cfg.saliency_cache is None or cfg.saliency != "cache":
+    if cfg.saliency_cache is None or cfg.saliency not in ("cache", "refresh"):
         return None
     path = cfg.saliency_cache
     if d.main and not os.path.exists(path):

@@ -126,9 +126,10 @@ def _reduce(d: Dist, tot: Tensor, n: int) -> tuple[float, float, float, float]:
 
 
 def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, loader, mixer: Optional[MixFn],
-                    optimizer: torch.optim.Optimizer, scaler, epoch: int) -> dict[str, float]:
+                    optimizer: torch.optim.Optimizer, scaler, epoch: int, refresh=None) -> dict[str, float]:
     """One pass over ``loader``. ``model`` is what is trained (maybe DDP/compiled), ``net``
-    the plain module (for online saliency). Returns the epoch's train loss, top-1/top-5
+    the plain module (for online saliency); ``refresh``: a :class:`~.refresh.RefreshRun`
+    (``--saliency refresh``) or ``None``. Returns the epoch's train loss, top-1/top-5
     error (%, of the trained images against their own labels, as published), images/s.
 
     Raises:
@@ -156,6 +157,8 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
             y = y[: x.shape[0]]  # half-batch pairing trains on the first half only
         else:
             targets = mix.one_hot(y, cfg.num_classes, cfg.label_smoothing)
+            if refresh is not None:  # --saliency refresh: keep this unmixed step's input gradient
+                x = refresh.track(x)
         with _autocast(cfg, dev):
             logits = model(x)
         loss = mix.soft_target_cross_entropy(logits.float(), targets.to(dev))
@@ -167,6 +170,8 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
         else:
             loss.backward()
             optimizer.step()
+        if refresh is not None and not mixed:
+            refresh.write_back(x)  # ... and write its saliency back into the stored maps
         with torch.no_grad():
             n = x.shape[0]
             c1, c5 = _topk_correct(logits.detach(), y)

@@ -38,6 +38,7 @@ from .config import Config, UsageError
 from .distributed import Dist, barrier, log, setup_distributed
 from .loaders import build_loaders
 from .loop import NonFiniteLossError, build_mixer, check_finite_weights, evaluate, train_one_epoch
+from .refresh import CHECKPOINT_KEY, build_refresh
 from .reporting import plot_curves, summarize, write_csv, write_summary
 from .seeding import seed_everything
 
@@ -169,6 +170,7 @@ def run(cfg: Config) -> dict:
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones),
                                                      gamma=cfg.gamma)
     scaler = torch.amp.GradScaler(d.device.type) if cfg.amp == "fp16" else None
+    refresh = build_refresh(cfg, d, train_loader, out)  # --saliency refresh, else None
     history: list[dict] = []
     best: Optional[dict] = None
     start_epoch, wall_before = 0, 0.0
@@ -178,7 +180,9 @@ def run(cfg: Config) -> dict:
         start_epoch = int(ck["epoch"])
         history, best = list(ck.get("history") or []), ck.get("best")
         wall_before = float(ck.get("wall_time_s", 0.0))
-        del ck, resumed  # the restored states live in the model and optimizer now
+        if refresh is not None:
+            refresh.restore(ck, ckpt_path)
+        del ck, resumed  # the restored states live in the model, optimizer and refreshed maps now
         log(d, f"resumed from {ckpt_path} after epoch {start_epoch}")
 
     model: nn.Module = net
@@ -202,8 +206,10 @@ def run(cfg: Config) -> dict:
         for epoch in range(start_epoch, cfg.epochs):
             lr = optimizer.param_groups[0]["lr"]
             t0 = time.perf_counter()
-            tr = train_one_epoch(cfg, d, model, net, train_loader, mixer, optimizer, scaler, epoch)
+            tr = train_one_epoch(cfg, d, model, net, train_loader, mixer, optimizer, scaler, epoch, refresh)
             check_finite_weights(net, epoch)  # before anything of this epoch is saved
+            if refresh is not None:
+                refresh.end_epoch(epoch + 1, net)  # all ranks' maps agree; rank 0 saves them
             te = evaluate(cfg, d, eval_model, test_loader)
             scheduler.step()
             row = {"epoch": epoch + 1, "lr": lr, **tr, **te, "time_s": time.perf_counter() - t0}
@@ -214,9 +220,13 @@ def run(cfg: Config) -> dict:
             if d.main:
                 ck = checkpoint_state(cfg, net, optimizer, scheduler, scaler, epoch + 1, history, best,
                                       wall_before + time.perf_counter() - t_start)
+                if refresh is not None:
+                    ck[CHECKPOINT_KEY] = refresh.record(is_best)
                 save_checkpoint(out / "last.pt", ck)
                 if is_best:
                     save_checkpoint(out / "best.pt", ck)
+                if refresh is not None:
+                    refresh.prune()
                 write_csv(out / "log.csv", history)
                 log(d, f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.4g}  loss {row['train_loss']:.4f}  "
                        f"train err {row['train_top1_err']:.2f}  test err {row['test_top1_err']:.2f} / "
