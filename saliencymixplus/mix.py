@@ -11,7 +11,9 @@ Papers:
 Every mixer is called as ``mixer(images, labels[, saliency]) -> (images, targets)`` with
 ``images`` ``Tensor[B, C, H, W]`` on any device and ``targets`` ``FloatTensor[B', K]`` soft
 labels whose rows sum to 1. ``mixer.mix(...)`` returns a :class:`MixResult` that also holds
-the pairing, the boxes and the label weights.
+the pairing, the boxes, the label weights and the labels of the returned images. A loop that
+must know before the call whether a batch is mixed (to compute online saliency only then) asks
+``mixer.coin()`` and passes the answer as ``mix(..., mixed=...)``.
 
 A mixer call never reads device data on the host, so on a GPU the CPU keeps queueing work
 ahead of it, and a call can be captured in a CUDA graph: the random numbers that shape the
@@ -55,6 +57,8 @@ class MixResult(NamedTuple):
         perm: ``LongTensor[B]``, image ``i`` received from ``perm[i]`` (``None`` when not mixed).
         boxes: ``LongTensor[B, 4]``, ``(y1, x1, y2, x2)`` pasted into image ``i`` (``None`` when not mixed).
         lam: ``FloatTensor[B']``, the weight of each image's own label (ones when not mixed).
+        labels: ``LongTensor[B']``, each returned image's own label (with half pairing, the
+            first half's).
     """
 
     images: Tensor
@@ -62,6 +66,12 @@ class MixResult(NamedTuple):
     perm: Optional[Tensor]
     boxes: Optional[Tensor]
     lam: Tensor
+    labels: Tensor
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the batch was mixed (the ``prob`` coin said so)."""
+        return self.perm is not None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -192,7 +202,7 @@ class _Mixer:
         return result.images, result.targets
 
     def mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor] = None, *,
-            generator: Optional[torch.Generator] = None) -> MixResult:
+            generator: Optional[torch.Generator] = None, mixed: Optional[bool] = None) -> MixResult:
         """Mix a batch; like calling the mixer, but returns the whole :class:`MixResult`.
 
         Args:
@@ -205,6 +215,8 @@ class _Mixer:
                 by :class:`CutMix`.
             generator: a ``torch.Generator`` (CPU, or on the batch's device) for this call's
                 draws, instead of the mixer's own.
+            mixed: the answer of :meth:`coin`, tossed beforehand by the caller; ``None`` (the
+                default) tosses it here, from ``generator``.
         """
         if self.needs_saliency and saliency is None:
             raise ValueError(f"{type(self).__name__} needs saliency: call it as mixer(images, labels, saliency)")
@@ -212,9 +224,9 @@ class _Mixer:
         gen = generator if generator is not None else self.generator
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
-        if not self._coin(gen):
+        if not (self.coin(gen) if mixed is None else mixed):
             targets = one_hot(labels, self.num_classes, self.label_smoothing)
-            return MixResult(images, targets, None, None, torch.ones(labels.shape[0], device=labels.device))
+            return MixResult(images, targets, None, None, torch.ones(labels.shape[0], device=labels.device), labels)
         draws = _device_generator(gen, images.device)
         batch, _, height, width = images.shape
         lam = sample_beta(self.alpha, 1 if self.lam_mode == "batch" else batch, draws, images.device)
@@ -253,8 +265,12 @@ class _Mixer:
             if saliency.device != images.device:
                 raise ValueError(f"saliency must be on {images.device} like images, got {saliency.device}")
 
-    def _coin(self, gen: Optional[torch.Generator]) -> bool:
-        """Whether this batch is mixed: a host draw, made even when prob is 0 or 1 so streams stay aligned."""
+    def coin(self, generator: Optional[torch.Generator] = None) -> bool:
+        """Whether the next batch is mixed (probability ``prob``): one host draw, made even when
+        ``prob`` is 0 or 1 so that streams stay aligned, from ``generator`` when it is a CPU
+        generator, else from a CPU generator seeded like the device one, else the global CPU
+        generator. :meth:`mix` tosses it unless told ``mixed=``."""
+        gen = generator if generator is not None else self.generator
         host = gen if gen is not None and gen.device.type == "cpu" else self._coin_generator
         return bool(torch.rand((), generator=host, dtype=torch.float64) < self.prob)
 
@@ -307,7 +323,7 @@ class CutMix(_Mixer):
         perm = torch.randperm(batch, generator=draws, device=device)
         lam = ops.area_rule(boxes, height, width)
         mixed = ops.paste(images, perm, boxes, check=False)  # boxes and perm made right here
-        return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam)
+        return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam, labels)
 
 
 class SaliencyMix(_Mixer):
@@ -329,7 +345,7 @@ class SaliencyMix(_Mixer):
         boxes = ops.centred_boxes(py.expand(batch), px.expand(batch), box_h, box_w, height, width)
         lam = ops.area_rule(boxes, height, width)
         mixed = ops.paste(images, perm, boxes, check=False)  # boxes and perm made right here
-        return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam)
+        return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam, labels)
 
 
 class SaliencyMixPlus(_Mixer):
@@ -367,8 +383,8 @@ class SaliencyMixPlus(_Mixer):
         targets = self._targets(labels, perm, lam)
         if self.pairing == "half":
             kept = batch // 2
-            mixed, targets, lam = mixed[:kept], targets[:kept], lam[:kept]
-        return MixResult(mixed, targets, perm, boxes, lam)
+            mixed, targets, lam, labels = mixed[:kept], targets[:kept], lam[:kept], labels[:kept]
+        return MixResult(mixed, targets, perm, boxes, lam, labels)
 
     def _pairing(self, batch: int, draws: Optional[torch.Generator], device: torch.device) -> Tensor:
         """``LongTensor[B]`` on ``device``; for ``half`` the second half maps to itself (and is dropped)."""

@@ -344,7 +344,7 @@ def test_hand_made_files_are_refused_in_one_line(kind, cifar_dir, built, raw, tm
         edit(f)
     with pytest.raises(CacheMismatchError) as e:
         SaliencyCache(path, expect=raw)
-    assert reason in str(e.value) and f"Rebuild it with: saliencymixplus-precompute --dataset cifar100" in str(e.value)
+    assert reason in str(e.value) and "Rebuild it with: saliencymixplus-precompute --dataset cifar100" in str(e.value)
     str(e.value).encode()  # printable as it is
     if kind in ("group", "scalar resolution", "non-UTF-8 attribute"):  # the three, end to end
         rc, err = _train(cifar_dir, path, tmp_path, capsys)

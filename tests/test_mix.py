@@ -142,6 +142,27 @@ def test_prob_mixes_about_that_share_of_batches():
 
 
 @pytest.mark.parametrize("name", MIXERS)
+def test_coin_asked_first_is_the_coin_mix_tosses(name):
+    """``coin()`` then ``mix(mixed=...)`` decides as ``mix()`` alone does from the same generator,
+    draw for draw; ``mixed=`` is obeyed whatever ``prob`` says, and draws no coin."""
+    images, labels, saliency = batch()
+    mixer = MIXERS[name](prob=0.5)
+    a, b = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    results = []
+    for _ in range(40):
+        asked = mixer.mix(images, labels, saliency, generator=a, mixed=mixer.coin(a))
+        alone = mixer.mix(images, labels, saliency, generator=b)
+        assert asked.mixed == alone.mixed and torch.equal(asked.images, alone.images)
+        results.append(alone.mixed)
+    assert 5 < sum(results) < 35
+    never = MIXERS[name](prob=0.0).mix(images, labels, saliency, generator=a, mixed=True)
+    assert never.mixed and never.images.shape == images.shape
+    state = a.get_state()
+    always = MIXERS[name](prob=1.0).mix(images, labels, saliency, generator=a, mixed=False)
+    assert not always.mixed and torch.equal(always.images, images) and torch.equal(a.get_state(), state)
+
+
+@pytest.mark.parametrize("name", MIXERS)
 @pytest.mark.parametrize("lam_mode", ["batch", "sample"])
 def test_same_generator_same_result(name, lam_mode):
     images, labels, saliency = batch()
@@ -202,8 +223,10 @@ def test_half_pairing():
     sources = r.perm[:3].tolist()
     assert all(3 <= s < 7 for s in sources) and len(set(sources)) == 3
     torch.testing.assert_close(r.images, brute_paste(images, r.perm, r.boxes)[:3])
+    assert r.mixed and r.labels.tolist() == labels[:3].tolist()  # the returned images' own labels
     not_mixed = SaliencyMixPlus(K, pairing="half", prob=0.0).mix(images, labels, saliency)
     assert not_mixed.images.shape[0] == 7, "unmixed batches are trained on whole"
+    assert not not_mixed.mixed and not_mixed.labels.tolist() == labels.tolist()
     with pytest.raises(ValueError, match="at least 2"):
         SaliencyMixPlus(K, pairing="half").mix(images[:1], labels[:1], saliency[:1])
 

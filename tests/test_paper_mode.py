@@ -51,17 +51,24 @@ class Recorder(nn.Module):
         return self.net(x)
 
 
-def recording(mixer, log: list):
-    """Wrap a :data:`~saliencymixplus.training.loop.MixFn` to log its inputs, its generator's
-    state before the call, and its outputs."""
-    def mix(x, y, s, g):
-        log.append(dict(x=x.clone(), y=y.clone(), s=None if s is None else s.clone(),
-                        s_grad=s is not None and (s.requires_grad or s.grad_fn is not None),
-                        gen=(g.device, g.get_state())))
-        images, targets = mixer(x, y, s, g)
-        log[-1].update(images=images.detach().clone(), targets=targets.detach().clone())
-        return images, targets
-    return mix
+class recording:
+    """Wrap a :data:`~saliencymixplus.training.loop.Mixer` to log the inputs of each ``mix``
+    call, its generator's state before the call, and its outputs."""
+
+    def __init__(self, mixer, log: list):
+        self.mixer, self.log = mixer, log
+
+    def coin(self, generator):
+        return self.mixer.coin(generator)
+
+    def mix(self, x, y, s, *, generator, mixed):
+        g = generator
+        self.log.append(dict(x=x.clone(), y=y.clone(), s=None if s is None else s.clone(),
+                             s_grad=s is not None and (s.requires_grad or s.grad_fn is not None),
+                             gen=(g.device, g.get_state())))
+        r = self.mixer.mix(x, y, s, generator=g, mixed=mixed)
+        self.log[-1].update(images=r.images.detach().clone(), targets=r.targets.detach().clone())
+        return r
 
 
 class Batches:
@@ -195,7 +202,7 @@ def test_paper_gradients_equal_the_step_with_saliency_precomputed_and_detached()
     g = torch.Generator(device=device)
     g.set_state(state)
     s = log[-1]["s"].detach().clone()  # precomputed, detached
-    images, targets = build_mixer(cfg)(x, y, s, g)
+    images, targets = build_mixer(cfg).mix(x, y, s, generator=g, mixed=True)[:2]
     assert torch.equal(images, log[-1]["images"]) and torch.equal(targets, log[-1]["targets"])
     loss = -(targets * F.log_softmax(ref(images), dim=1)).sum(1).mean()
     loss.backward()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -28,13 +28,13 @@ from .distributed import Dist, broadcast_buffers
 from .reporting import progress
 from .seeding import epoch_seed, seed_everything
 
-__all__ = ["MixFn", "build_mixer", "online_saliency", "train_one_epoch", "evaluate", "NonFiniteLossError",
+__all__ = ["Mixer", "build_mixer", "online_saliency", "train_one_epoch", "evaluate", "NonFiniteLossError",
            "check_finite_weights"]
 
-#: ``(images float32[B, C, H, W], labels int64[B], saliency float32[B, H, W] or None,
-#: generator) -> (images float32[B', C, H, W], soft targets float32[B', K])``; ``B' = B // 2``
-#: with half-batch pairing.
-MixFn = Callable[[Tensor, Tensor, Optional[Tensor], torch.Generator], tuple[Tensor, Tensor]]
+#: What the loop mixes with: ``coin(generator) -> bool`` (is this batch mixed?) and
+#: ``mix(images, labels, saliency, generator=, mixed=) -> MixResult``, as the mixers of
+#: :mod:`saliencymixplus.mix` have them.
+Mixer = mix.CutMix | mix.SaliencyMix | mix.SaliencyMixPlus
 
 LOG_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)
 
@@ -71,21 +71,18 @@ def check_finite_weights(net: nn.Module, epoch: int) -> None:
                              f"{', ...' if len(bad) > 3 else ''})", epoch)
 
 
-def build_mixer(cfg: Config) -> Optional[MixFn]:
-    """The mixing callable ``(images, labels, saliency, generator) -> (images, soft targets)``,
-    or ``None`` for ``--mix_aug none``. ``generator`` is a CPU ``torch.Generator`` for all of
-    the mixer's draws. The mixers are built with ``prob=1``: the per-batch ``--mix_prob``
-    coin is tossed by the loop (so online saliency is computed only for mixed batches)."""
-    common = dict(alpha=cfg.alpha, prob=1.0, label_smoothing=cfg.label_smoothing, lam_mode=cfg.lam_mode)
+def build_mixer(cfg: Config) -> Optional[Mixer]:
+    """The mixer of the config (``prob=--mix_prob``), or ``None`` for ``--mix_aug none``. The
+    loop asks its :meth:`~saliencymixplus.mix.CutMix.coin` first (so that online saliency is
+    computed only for mixed batches), then calls ``mix(..., mixed=True)``."""
+    common = dict(alpha=cfg.alpha, prob=cfg.mix_prob, label_smoothing=cfg.label_smoothing, lam_mode=cfg.lam_mode)
     if cfg.mix_aug == "none":
         return None
     if cfg.mix_aug == "cutmix":
-        m = mix.CutMix(cfg.num_classes, **common)
-    elif cfg.mix_aug == "saliencymix":
-        m = mix.SaliencyMix(cfg.num_classes, **common)
-    else:
-        m = mix.SaliencyMixPlus(cfg.num_classes, **common, box=cfg.box, pairing=cfg.pairing)
-    return lambda x, y, s, g: m(x, y, s, generator=g)
+        return mix.CutMix(cfg.num_classes, **common)
+    if cfg.mix_aug == "saliencymix":
+        return mix.SaliencyMix(cfg.num_classes, **common)
+    return mix.SaliencyMixPlus(cfg.num_classes, **common, box=cfg.box, pairing=cfg.pairing)
 
 
 def online_saliency(net: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
@@ -125,7 +122,7 @@ def _reduce(d: Dist, tot: Tensor, n: int) -> tuple[float, float, float, float]:
     return loss_sum, c1, c5, max(n_all, 1.0)
 
 
-def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, loader, mixer: Optional[MixFn],
+def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, loader, mixer: Optional[Mixer],
                     optimizer: torch.optim.Optimizer, scaler, epoch: int, refresh=None) -> dict[str, float]:
     """One pass over ``loader``. ``model`` is what is trained (maybe DDP/compiled), ``net``
     the plain module (for online saliency); ``refresh``: a :class:`~.refresh.RefreshRun`
@@ -149,12 +146,12 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
     bar = progress(cfg, d, len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
     t0 = time.perf_counter()
     for step, (x, s, y) in enumerate(loader):
-        mixed = mixer is not None and torch.rand((), generator=coin).item() < cfg.mix_prob
+        mixed = mixer is not None and mixer.coin(coin)
         if mixed:
             if online:
                 s = online_saliency(net, x, y)
-            x, targets = mixer(x, y, s, mix_gen)
-            y = y[: x.shape[0]]  # half-batch pairing trains on the first half only
+            r = mixer.mix(x, y, s, generator=mix_gen, mixed=True)
+            x, targets, y = r.images, r.targets, r.labels  # B // 2 of them with half-batch pairing
         else:
             targets = mix.one_hot(y, cfg.num_classes, cfg.label_smoothing)
             if refresh is not None:  # --saliency refresh: keep this unmixed step's input gradient
