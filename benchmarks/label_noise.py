@@ -84,7 +84,8 @@ def score(images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, salie
 
 def gradient_maps(checkpoint: str, raw) -> np.ndarray:
     """Gradient saliency of the demo images from a ``train.py`` checkpoint, ``float32[N, H, W]``."""
-    from saliencymixplus.saliency import gradient_saliency, load_checkpoint_model
+    from saliencymixplus.checkpoint_file import load_checkpoint_model
+    from saliencymixplus.saliency import gradient_saliency
     from saliencymixplus.transforms import test_transform
 
     model, _ = load_checkpoint_model(checkpoint, torch.device("cpu"))

@@ -154,16 +154,9 @@ def _load_gradient_model(checkpoint, raw):
     Raises:
         ValueError: not a readable ``train.py`` checkpoint, or trained on another class count.
     """
-    from .saliency import load_checkpoint_model
+    from .checkpoint_file import load_checkpoint_model
 
-    try:
-        model, cfg = load_checkpoint_model(checkpoint)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as e:  # noqa: BLE001 - torch.load raises many types for a cut or foreign file
-        text = str(e).strip()
-        raise ValueError(f"checkpoint {checkpoint} cannot be read as a train.py checkpoint "
-                         f"({type(e).__name__}: {text.splitlines()[0] if text else ''})") from None
+    model, cfg = load_checkpoint_model(checkpoint)
     if int(cfg["num_classes"]) != raw.num_classes:
         raise ValueError(f"checkpoint {checkpoint} has {cfg['num_classes']} classes but {raw.name} has "
                          f"{raw.num_classes}: use a checkpoint trained on {raw.name}")

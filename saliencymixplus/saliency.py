@@ -10,12 +10,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 __all__ = ["METHODS", "OPENCV_METHODS", "DEFAULT_METHOD", "compute_saliency", "gradient_saliency",
-           "input_gradient_saliency", "load_checkpoint_model", "best_device", "sharpen", "parse_postprocess",
+           "input_gradient_saliency", "best_device", "sharpen", "parse_postprocess",
            "format_postprocess", "DEFAULT_POSTPROCESS",
            "RECOMMENDED_POSTPROCESS"]
 
@@ -278,38 +277,3 @@ def best_device():
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
-    """Load a ``train.py`` checkpoint (``{"model": state_dict, "config": {...}}``) for inference.
-
-    The model is built with ``saliencymixplus.models.build_model(config["model"],
-    config["num_classes"], image_size)``; ``image_size`` defaults to ``config["image_size"]``
-    or 32 for cifar100/demo and 224 for oxford_pet.
-
-    Returns:
-        ``(model in eval mode on device, config dict)``.
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"checkpoint {path} must be a dict with keys 'model' and 'config' (as train.py writes), "
-                         f"got {sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__}")
-    cfg = dict(ckpt["config"])
-    for k in ("model", "dataset", "num_classes"):
-        if k not in cfg:
-            raise ValueError(f"checkpoint {path}: config lacks {k!r} (has {sorted(cfg)})")
-    if image_size is None:
-        image_size = int(cfg.get("image_size") or (224 if cfg["dataset"] == "oxford_pet" else 32))
-    from .models import build_model  # written with train.py; imported only when needed
-
-    model = build_model(cfg["model"], int(cfg["num_classes"]), image_size)
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
-    model.to(device or best_device()).eval()
-    cfg.setdefault("image_size", image_size)
-    return model, cfg

@@ -15,8 +15,9 @@ def _module_name(path: Path) -> str:
 
 def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
     """Modules of the package that ``path`` imports anywhere (also inside functions).
-    ``from P import x`` is an edge to ``P.x`` when that is a module (a submodule import does
-    not run back into ``P``'s ``__init__``), else to ``P``."""
+    ``from P import x`` is an edge to ``P.x`` when that is a module, else to ``P``; importing
+    ``a.b.c`` is also an edge to the packages ``a`` and ``a.b`` (their ``__init__`` runs first),
+    except those that contain the importer (already running)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -30,7 +31,10 @@ def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
             found.update(s if s in modules else target for s in subs)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
-    return {m for m in found if m in modules and m != name}
+    for m in list(found):  # importing a.b.c runs a's and a.b's __init__ first
+        parts = m.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return {m for m in found if m in modules and m != name and not name.startswith(m + ".")}
 
 
 def import_graph() -> dict[str, set[str]]:

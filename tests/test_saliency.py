@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from fixtures_data import smooth_images, tiny_net
-from saliencymixplus.saliency import METHODS, compute_saliency, gradient_saliency, load_checkpoint_model
+from saliencymixplus.checkpoint_file import load_checkpoint_model
+from saliencymixplus.saliency import METHODS, compute_saliency, gradient_saliency
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from ..checkpoint_file import RESUME_KEYS, CheckpointFileError, describe_load_error, read_checkpoint
 from .config import Config, UsageError
 from .distributed import Dist, log
 from .seeding import rng_state, set_rng_state
@@ -18,8 +19,6 @@ from .seeding import rng_state, set_rng_state
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "checkpoint_state", "resolve_resume",
            "read_resume", "restore", "CheckpointError", "RESUME_MAY_DIFFER"]
 
-#: Checkpoint keys that ``--resume`` needs.
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config")
 #: Config keys that may change on ``--resume``: how far to train, where things are and what
 #: runs them. Every other key (mix, seed, optimiser, loader, ...) must be the checkpoint's, or
 #: the continued run would not be the run it continues (the optimiser and scheduler states
@@ -50,19 +49,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def _why(e: BaseException) -> str:
-    """One line on why ``torch.load`` failed."""
-    text = str(e).strip()
-    lines = text.splitlines()
-    if text.startswith("Weights only load failed"):  # the reason is on a later line
-        detail = next((ln.strip() for ln in lines[1:] if ln.strip() and not ln.startswith(
-            ("Please file", "Check the documentation"))), "")
-        return ("refused: it holds objects other than tensors and plain data, which could run code when "
-                "loaded" + (f" ({detail})" if detail else ""))
-    first = lines[0] if lines else ""
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
-
-
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`~.runner.run` (``weights_only=True``: a file that
     would run code when unpickled is refused).
@@ -76,20 +62,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
         CheckpointError: the file is cut, not a checkpoint, refused by ``weights_only``, or
             lacks the keys above (one line saying which).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such checkpoint")
     try:
-        ck = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load raises many types for a cut or foreign file
-        raise CheckpointError(f"{p} cannot be read as a train.py checkpoint ({_why(e)})") from None
-    if not isinstance(ck, dict):
-        raise CheckpointError(f"{p} is not a train.py checkpoint (it holds a {type(ck).__name__}, not a dict)")
-    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
-    if missing or not isinstance(ck["config"], dict) or not isinstance(ck["epoch"], int):
-        what = f"lacks {missing}" if missing else "has a malformed 'config' or 'epoch'"
-        raise CheckpointError(f"{p} is not a train.py checkpoint ({what}; a model-only file cannot be resumed)")
-    return ck
+        return read_checkpoint(path, map_location, need=RESUME_KEYS, label="")
+    except CheckpointFileError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def checkpoint_state(cfg: Config, net: nn.Module, optimizer, scheduler, scaler, epoch: int,
@@ -176,4 +152,4 @@ def restore(ck: dict[str, Any], path: Path, net: nn.Module, optimizer, scheduler
             scaler.load_state_dict(ck["scaler"])
         set_rng_state(ck["rng"])
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"--resume {path}: its saved states do not fit this run ({_why(e)})") from None
+        raise CheckpointError(f"--resume {path}: its saved states do not fit this run ({describe_load_error(e)})") from None

@@ -29,10 +29,10 @@ from torch import nn
 
 from .. import data
 from ..cache import OutputPathError, check_output_file, ensure_writable_dir, verify_cache
-from ..precompute_command import rebuild_command
+from ..checkpoint_file import load_checkpoint_model
 from ..models import build_model
+from ..precompute_command import rebuild_command
 from ..rawdata import ImageDecodeError
-from ..saliency import load_checkpoint_model
 from .checkpoints import checkpoint_state, read_resume, restore, save_checkpoint
 from .config import Config, UsageError
 from .distributed import Dist, barrier, log, setup_distributed

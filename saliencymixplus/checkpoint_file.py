@@ -1,0 +1,106 @@
+"""What a ``train.py`` checkpoint file holds, and how to read it (``weights_only``).
+
+A checkpoint is a dict saved with ``torch.save``: ``model`` (the plain module's state_dict),
+``config`` (the run's :class:`~saliencymixplus.training.Config` as a dict: ``model``,
+``dataset``, ``num_classes``, ``image_size``, ...) and, for ``--resume``, ``optimizer``,
+``scheduler``, ``scaler``, ``epoch``, ``rng``, ``history``, ``best`` and ``wall_time_s``
+(written by :mod:`saliencymixplus.training.checkpoints`). This module sits below both tools
+that read one: ``train.py`` (resume, ``--evaluate``) and the cache tool (gradient saliency).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["RESUME_KEYS", "CheckpointFileError", "read_checkpoint", "load_checkpoint_model", "describe_load_error"]
+
+#: The keys ``--resume`` needs (a model-only file has ``model`` and ``config``).
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config")
+
+
+class CheckpointFileError(ValueError):
+    """A file that is not a readable ``train.py`` checkpoint; the message says why, in one line."""
+
+
+def describe_load_error(e: BaseException) -> str:
+    """One line on why ``torch.load`` failed."""
+    text = str(e).strip()
+    lines = text.splitlines()
+    if text.startswith("Weights only load failed"):  # the reason is on a later line
+        detail = next((ln.strip() for ln in lines[1:] if ln.strip() and not ln.startswith(
+            ("Please file", "Check the documentation"))), "")
+        return ("refused: it holds objects other than tensors and plain data, which could run code when "
+                "loaded" + (f" ({detail})" if detail else ""))
+    first = lines[0] if lines else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model", "config"),
+                    label: str = "checkpoint") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a checkpoint that must hold the keys ``need``
+    (a dict ``config`` among them, and an int ``epoch`` when needed). Error messages start
+    with ``label`` and the path (``label=""``: the path alone, for a caller that names it).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointFileError: the file is cut, refused by ``weights_only`` (it would run code when
+            unpickled), not a dict, or lacks keys of ``need``.
+    """
+    p = Path(path)
+    name = f"{label} {p}" if label else str(p)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such checkpoint")
+    try:
+        ck = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for a cut or foreign file
+        raise CheckpointFileError(f"{name} cannot be read as a train.py checkpoint "
+                                  f"({describe_load_error(e)})") from None
+    if not isinstance(ck, dict):
+        raise CheckpointFileError(f"{name} is not a train.py checkpoint (it holds a {type(ck).__name__}, "
+                                  f"not a dict)")
+    missing = [k for k in need if k not in ck]
+    if missing or ("config" in need and not isinstance(ck["config"], dict)) \
+            or ("epoch" in need and not isinstance(ck["epoch"], int)):
+        what = f"lacks {missing}" if missing else "has a malformed 'config' or 'epoch'"
+        if "epoch" in need:
+            what += "; a model-only file cannot be resumed" if "epoch" in missing else ""
+        else:
+            what += f"; it needs {' and '.join(map(repr, need))}"
+        raise CheckpointFileError(f"{name} is not a train.py checkpoint ({what})")
+    return ck
+
+
+def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
+    """The trained model of a ``train.py`` checkpoint, for inference.
+
+    The model is built with ``saliencymixplus.models.build_model(config["model"],
+    config["num_classes"], image_size)``; ``image_size`` defaults to ``config["image_size"]``
+    or 32 for cifar100/demo and 224 for oxford_pet. ``device`` defaults to the best there is.
+
+    Returns:
+        ``(model in eval mode on device, config dict)``.
+
+    Raises:
+        FileNotFoundError: no such file. CheckpointFileError: see :func:`read_checkpoint`, or a
+        config without ``model``, ``dataset`` or ``num_classes``.
+    """
+    ckpt = read_checkpoint(path)
+    cfg = dict(ckpt["config"])
+    for k in ("model", "dataset", "num_classes"):
+        if k not in cfg:
+            raise CheckpointFileError(f"checkpoint {path}: config lacks {k!r} (has {sorted(cfg)})")
+    if image_size is None:
+        image_size = int(cfg.get("image_size") or (224 if cfg["dataset"] == "oxford_pet" else 32))
+    from .models import build_model  # imported when needed (tests stand in for it)
+    from .saliency import best_device
+
+    model = build_model(cfg["model"], int(cfg["num_classes"]), image_size)
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    model.to(device or best_device()).eval()
+    cfg.setdefault("image_size", image_size)
+    return model, cfg
