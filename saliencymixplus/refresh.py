@@ -18,11 +18,11 @@ In a training loop of your own (maps in memory, on the model's device)::
     store = SaliencyRefresh(torch.from_numpy(SaliencyCache(path).read_all()).cuda(),
                             postprocess="top=0.2,power=2")
     for idx, flip, x, y in loader:                 # the batch's rows in the store; which images were flipped
-        mixed = torch.rand(()).item() < 0.5
+        mixed = mixer.coin()                       # the mixer's prob coin, asked first
         if mixed:
             s = store.maps[idx].float() / 255
             s = torch.where(flip[:, None, None], s.flip(-1), s)  # the maps, flipped as their images
-            x, targets = mixer(x, y, s)
+            x, targets = mixer.mix(x, y, s, mixed=True)[:2]
         else:
             x, targets = store.track(x), one_hot(y, num_classes)
         loss = soft_target_cross_entropy(model(x), targets)
