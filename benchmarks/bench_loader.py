@@ -195,7 +195,8 @@ def step_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     mem = SaliencyCache(cache_path, expect=raw, in_memory=True)
     verify_cache(cache_path, expect=raw)
     disk = SaliencyCache(cache_path, expect=raw, in_memory=False)
-    copy = cache_path.with_name("unverified_" + cache_path.name)  # a file this process has not verified
+    tmp = tempfile.TemporaryDirectory()
+    copy = Path(tmp.name) / cache_path.name  # a file this process has not verified
     shutil.copyfile(cache_path, copy)
     checked = SaliencyCache(copy, expect=raw, in_memory=False)
     assert checked.reads_checked and not disk.reads_checked
@@ -237,6 +238,8 @@ def step_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     for k, v in times.items():
         med, lo, hi = spread(np.asarray(v[n:] if args.step_repeats > 1 else v) * 1e3)
         rows.append(f"| {k} | {med:.3f} | {lo:.3f}-{hi:.3f} |")
+    checked.close()
+    tmp.cleanup()
     return rows
 
 

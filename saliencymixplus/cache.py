@@ -661,9 +661,11 @@ class SaliencyCache:
         if self._ds is None or self._pid != os.getpid():
             # Per process: never share a handle with a fork. No chunk cache: each map is read once
             # per epoch in random order, so a cache never hits and only adds a copy of each map.
-            if self._direct and _file_signature(self.path) != self._signature:
-                self._direct = False  # changed since it was verified: back to checked reads
             self._file = h5py.File(self.path, "r", rdcc_nbytes=0)
+            if self._direct:  # the file opened must be the one verified, unchanged since
+                st = os.fstat(self._file.id.get_vfd_handle())
+                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._signature[1:]:
+                    self._direct = False  # back to checked reads
             self._ds = self._file[DATASET]  # kept: looking it up costs more than reading a map
             self._pid = os.getpid()
         return self._ds

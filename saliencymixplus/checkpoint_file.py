@@ -85,8 +85,9 @@ def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
         ``(model in eval mode on device, config dict)``.
 
     Raises:
-        FileNotFoundError: no such file. CheckpointFileError: see :func:`read_checkpoint`, or a
-        config without ``model``, ``dataset`` or ``num_classes``.
+        FileNotFoundError: no such file. CheckpointFileError: see :func:`read_checkpoint`; a
+        config without ``model``, ``dataset`` or ``num_classes``; weights that do not fit the
+        model the config names.
     """
     ckpt = read_checkpoint(path)
     cfg = dict(ckpt["config"])
@@ -98,9 +99,14 @@ def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
     from .models import build_model  # imported when needed (tests stand in for it)
     from .saliency import best_device
 
-    model = build_model(cfg["model"], int(cfg["num_classes"]), image_size)
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
+    try:
+        model = build_model(cfg["model"], int(cfg["num_classes"]), image_size)
+        state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointFileError(f"checkpoint {path}: its weights do not fit the model its config names "
+                                  f"({cfg['model']!r}, {cfg['num_classes']} classes): {describe_load_error(e)}") \
+            from None
     model.to(device or best_device()).eval()
     cfg.setdefault("image_size", image_size)
     return model, cfg

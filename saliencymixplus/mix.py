@@ -267,9 +267,12 @@ class _Mixer:
 
     def coin(self, generator: Optional[torch.Generator] = None) -> bool:
         """Whether the next batch is mixed (probability ``prob``): one host draw, made even when
-        ``prob`` is 0 or 1 so that streams stay aligned, from ``generator`` when it is a CPU
-        generator, else from a CPU generator seeded like the device one, else the global CPU
-        generator. :meth:`mix` tosses it unless told ``mixed=``."""
+        ``prob`` is 0 or 1 so that streams stay aligned. It comes from ``generator`` (or the
+        mixer's own) when that is a CPU generator; else from a CPU generator seeded like the
+        mixer's own device generator, or the global CPU generator when the mixer has none.
+        :meth:`mix` tosses it unless told ``mixed=``."""
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
         gen = generator if generator is not None else self.generator
         host = gen if gen is not None and gen.device.type == "cpu" else self._coin_generator
         return bool(torch.rand((), generator=host, dtype=torch.float64) < self.prob)

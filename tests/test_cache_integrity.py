@@ -48,9 +48,9 @@ def built(cifar_dir, tmp_path):
                        block_size=8, **QUIET)
 
 
-def _train(cifar_dir, cache, tmp_path, capsys) -> tuple[int, str]:
+def _train(cifar_dir, cache, tmp_path, capsys, *extra) -> tuple[int, str]:
     rc = _call(train_main, ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--saliency-cache", cache,
-                            "--out-dir", tmp_path / "run", *TINY])
+                            "--out-dir", tmp_path / "run", *TINY, *extra])
     return rc, capsys.readouterr().err
 
 
@@ -252,6 +252,23 @@ def test_verified_cache_reads_raw_chunks_until_the_file_changes(dtype, tmp_path)
         assert cache.reads_checked
 
 
+def test_a_file_swapped_in_after_verification_is_read_through_the_checksums(tmp_path):
+    """The reader opens its handle after the signature was taken: a file put in place since
+    (os.replace, as a rebuild does) is not the one verified, so its damage is still caught."""
+    maps = np.random.default_rng(4).random((6, 5, 5)).astype(np.float32)
+    path, other = tmp_path / "c.h5", tmp_path / "d.h5"
+    _write_cache(path, maps, "uint8")
+    shutil.copy(path, other)
+    _damage_map(other, 2, keep_mtime=False)
+    verify_cache(path)
+    fast = SaliencyCache(path, in_memory=False)
+    assert not fast.reads_checked  # it would read raw chunks of the file it was opened on
+    os.replace(other, path)  # a new inode under the same name, before the first read
+    with pytest.raises(CacheMismatchError, match="cannot be read at map 2"):
+        fast.raw(2)
+    assert fast.reads_checked
+
+
 def test_content_hash_catches_edits_the_checksums_cannot(built, raw, tmp_path):
     """An edit through HDF5 recomputes the chunk checksums; the content hash still differs."""
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
@@ -281,13 +298,14 @@ def test_precompute_resume_rebuilds_a_damaged_cache(cifar_dir, built, raw, tmp_p
     np.testing.assert_array_equal(verify_cache(path, expect=raw).read_all(), SaliencyCache(built).read_all())
 
 
-def test_train_refuses_a_damaged_cache_with_the_rebuild_command(cifar_dir, built, tmp_path, capsys):
+@pytest.mark.parametrize("saliency", ["cache", "refresh"])  # refresh starts from the cache: checked alike
+def test_train_refuses_a_damaged_cache_with_the_rebuild_command(saliency, cifar_dir, built, tmp_path, capsys):
     path = tmp_path / "c.h5"
     data = bytearray(built.read_bytes())
     mid = len(data) // 2
     data[mid:mid + 4096] = np.random.default_rng(2).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
-    rc, err = _train(cifar_dir, path, tmp_path, capsys)
+    rc, err = _train(cifar_dir, path, tmp_path, capsys, "--saliency", saliency)
     _assert_one_line_refusal(rc, err, "saliency cache damaged", f"saliency cache {path}",
                              f"Rebuild it with: saliencymixplus-precompute --dataset cifar100 --data-dir "
                              f"{cifar_dir['root']} --split train --method fine_grained --out {path}")

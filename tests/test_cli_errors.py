@@ -415,6 +415,21 @@ def test_precompute_refuses_a_cut_gradient_checkpoint_before_writing(finished_ru
     assert list(tmp_path.glob("g.h5*")) == []
 
 
+def test_precompute_refuses_a_checkpoint_whose_weights_do_not_fit(finished_run, cifar_dir, tmp_path, capsys):
+    _, run = finished_run
+    ck = load_checkpoint(run / "last.pt")
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {k: v.reshape(-1)[:1] for k, v in ck["model"].items()}, "config": ck["config"]}, bad)
+    out = tmp_path / "g.h5"
+    rc = _call(precompute_main, ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--method", "gradient",
+                                 "--checkpoint", bad, "--out", out, "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    _no_traceback(err)
+    assert f"checkpoint {bad}: its weights do not fit the model its config names" in err
+    assert list(tmp_path.glob("g.h5*")) == []
+
+
 @pytest.mark.parametrize("flags, diff", [
     (["--mix_aug", "cutmix"], "mix_aug: checkpoint 'saliencymixplus', now 'cutmix'"),
     (["--seed", "5"], "seed: checkpoint 0, now 5"),

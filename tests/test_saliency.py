@@ -108,3 +108,7 @@ def test_load_checkpoint_model(tmp_path, fake_models):
         load_checkpoint_model(path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint_model(tmp_path / "nope.pt")
+    torch.save({"model": {"x": torch.zeros(1)}, "config": {"model": "tiny", "dataset": "demo", "num_classes": 10}},
+               path)
+    with pytest.raises(ValueError, match=r"weights do not fit the model its config names \('tiny', 10 classes\)"):
+        load_checkpoint_model(path)

@@ -108,6 +108,12 @@ class Config:
     num_classes: int = 10
     image_size: int = 32
 
+    @property
+    def reads_cache(self) -> bool:
+        """Whether the run reads the training split's saliency cache (``--saliency cache``, and
+        ``--saliency refresh``, which starts from it)."""
+        return self.saliency_cache is not None and self.saliency in ("cache", "refresh")
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)

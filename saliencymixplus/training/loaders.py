@@ -5,15 +5,13 @@
 * :class:`TorchLoader`: a ``DataLoader`` over :func:`saliencymixplus.data.build_dataset`
   (per-image transforms in worker processes), for sets read from files (Oxford-IIIT Pet).
 
-:func:`build_loaders` picks one from the :class:`~.config.Config` and makes sure the saliency
-cache of the training split exists first.
+:func:`build_loaders` picks one from the :class:`~.config.Config`; the saliency cache of the
+training split must exist (:func:`~.runner.prepare_data` builds or verifies it first).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
@@ -27,10 +25,10 @@ from ..rawdata import default_workers
 from ..refresh import BatchPlacement
 from ..transforms import RECIPES, Normalize, random_flip_batch
 from .config import Config, UsageError
-from .distributed import Dist, barrier, log
+from .distributed import Dist
 from .seeding import epoch_seed, seed_worker
 
-__all__ = ["Batch", "DeviceLoader", "TorchLoader", "ensure_cache", "build_loaders"]
+__all__ = ["Batch", "DeviceLoader", "TorchLoader", "cache_path", "build_loaders"]
 
 #: ``(images float32[B, 3, H, W] normalised, saliency float32[B, H, W] in [0, 1] or None,
 #: labels int64[B])``, all on the loader's device.
@@ -189,40 +187,25 @@ class TorchLoader:
             yield x, s, y.to(self.device, non_blocking=True)
 
 
-def ensure_cache(cfg: Config, d: Dist) -> Optional[str]:
-    """Make sure the training split's saliency cache exists (rank 0 builds it) and matches.
-
-    Returns the cache path, or ``None`` when the run needs no cached saliency.
-
-    Raises:
-        CacheMismatchError: the file exists but was built from other data.
-    """
-    if cfg.saliency_cache is None or cfg.saliency not in ("cache", "refresh"):
-        return None
-    path = cfg.saliency_cache
-    if d.main and not os.path.exists(path):
-        from ..precompute import build_cache  # OpenCV and worker pools: only when building
-
-        log(d, f"saliency cache {path} not found: building it ({cfg.saliency_method}) ...")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        build_cache(cfg.dataset, cfg.data_dir, "train", cfg.saliency_method, path,
-                    workers=cfg.workers, progress=cfg.progress)
-    barrier(d)
-    return path
+def cache_path(cfg: Config) -> Optional[str]:
+    """The training split's saliency cache, or ``None`` when the run reads no cached saliency.
+    :func:`~.runner.prepare_data` builds or verifies it before the loaders are made; a missing
+    file fails when the loaders open it, with the command that builds it."""
+    return cfg.saliency_cache if cfg.reads_cache else None
 
 
 def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, DeviceLoader | TorchLoader]:
     """``(train_loader, test_loader)`` for the config; both yield :data:`Batch` triples.
 
     Raises:
-        FileNotFoundError: the data set is missing.
+        FileNotFoundError: the data set or the saliency cache is missing.
         CacheMismatchError: the saliency cache was built from other data.
         UsageError: the batch is larger than this process's share of the training split.
     """
     local_batch = cfg.batch_size // d.world
     download = cfg.download and d.main
     train_raw = data.load_split(cfg.dataset, cfg.data_dir, "train", download=download)  # fails before cache work
-    cache = ensure_cache(cfg, d)
+    cache = cache_path(cfg)
     if cfg.loader == "device":
         if not RECIPES[cfg.dataset].batchable:
             raise UsageError(f"--loader device applies a flip to whole batches; {cfg.dataset}'s training "

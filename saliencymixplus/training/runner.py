@@ -45,10 +45,6 @@ from .seeding import seed_everything
 __all__ = ["run", "evaluate_checkpoint", "check_outputs", "prepare_data"]
 
 
-def _needs_cache(cfg: Config) -> bool:
-    return cfg.saliency_cache is not None and cfg.saliency == "cache"
-
-
 def check_outputs(cfg: Config) -> None:
     """Before any work: ``--out-dir`` is (or can be made) a writable folder, and a saliency
     cache that must be built can be written where it goes.
@@ -60,7 +56,7 @@ def check_outputs(cfg: Config) -> None:
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"--out-dir {out} is a file, not a folder")
     ensure_writable_dir(out, "--out-dir")
-    if not _needs_cache(cfg):
+    if not cfg.reads_cache:
         return
     cache = Path(cfg.saliency_cache)
     if cache.is_dir():
@@ -93,7 +89,7 @@ def prepare_data(cfg: Config, d: Dist) -> None:
         test_raw = train_raw if train_raw.in_memory else \
             data.load_split(cfg.dataset, cfg.data_dir, "test", download=cfg.download)
         bad = test_raw.find_bad_images() if test_raw is not train_raw else []
-        build = _needs_cache(cfg) and not Path(cfg.saliency_cache).exists()
+        build = cfg.reads_cache and not Path(cfg.saliency_cache).exists()
         if build:  # building decodes every training image and names those it cannot decode
             bad = _build_cache(cfg, d, bad)
         else:
@@ -103,7 +99,7 @@ def prepare_data(cfg: Config, d: Dist) -> None:
             raise ImageDecodeError.for_files(
                 bad, cfg.dataset, f"Replace each with an intact copy, or delete its line from {lists}; "
                                   f"then run the same command again.")
-        if _needs_cache(cfg) and not build:
+        if cfg.reads_cache and not build:
             verify_cache(cfg.saliency_cache, expect=train_raw)
     barrier(d)
 
