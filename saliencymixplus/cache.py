@@ -36,6 +36,8 @@ from typing import Callable, Optional
 import h5py
 import numpy as np
 
+from .rawdata import GENERATED
+
 __all__ = [
     "FORMAT_VERSION", "CacheMismatchError", "CacheCorruptError", "CacheBusyError", "OutputPathError",
     "CacheLock", "CacheWriter", "SaliencyCache", "quantize", "parse_resolution", "format_resolution",
@@ -100,7 +102,7 @@ def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None)
     cmd = f"saliencymixplus-precompute --dataset {dataset}"
     if data_dir is not None:
         cmd += f" --data-dir {data_dir}"
-    elif dataset != "demo":
+    elif dataset not in GENERATED:
         cmd += " --data-dir DATA_DIR"
     cmd += f" --split {split}"
     if method is not None:

@@ -38,7 +38,8 @@ Batch = tuple[Tensor, Optional[Tensor], Tensor]
 #: Training augmentation of the device loader: the published CIFAR pipeline (and the demo's,
 #: see saliencymixplus.transforms.train_transform) is a horizontal flip only; ``pad`` > 0 adds
 #: a random crop with that much zero padding.
-DEVICE_AUG = {"cifar100": dict(pad=0, flip=True), "demo": dict(pad=0, flip=True)}
+DEVICE_AUG = {"cifar100": dict(pad=0, flip=True), "demo": dict(pad=0, flip=True),
+              "demo_hard": dict(pad=0, flip=True)}
 
 
 class DeviceLoader:
