@@ -153,3 +153,15 @@ def test_demo_hard_defaults_and_rebuild_command():
     assert c.saliency_cache == os.path.join("data", "demo_hard-train-fine_grained.h5")
     cmd = rebuild_command("demo_hard", "train", "fine_grained", "x.h5")
     assert "--data-dir" not in cmd and "--dataset demo_hard" in cmd
+
+
+def test_the_demo_set_is_unchanged_by_the_shared_helpers():
+    """demo.py's drawing rules are shared with the hard set now; the demo set's pixels, labels and
+    masks must stay those of the generator before the split (its caches' fingerprints hash them).
+    The digests were taken from the demo generator as it was before (commit f8e6514)."""
+    import hashlib
+
+    from saliencymixplus.demo import generate_demo
+
+    digests = [hashlib.sha256(a.tobytes()).hexdigest()[:16] for a in generate_demo(200, seed=3)]
+    assert digests == ["8199734831041029", "0e917c1016d38747", "4cc161d8c7e62f25"]
