@@ -23,7 +23,7 @@ stores them) and each mixed sample is scored against the true label weight of
 the same random draws, through torchvision's own joint transform of an image and a
 ``tv_tensors.Mask`` (the mask cropped directly, nearest neighbour). The mixers run on the
 crops; their label error against the truth from the transformed maps and against the truth
-from the directly cropped masks must agree (``|diff|``), which checks the joint transform at
+from the directly cropped masks must agree (``abs. diff``), which checks the joint transform at
 the level of labels.
 
     PYTHONPATH=. python benchmarks/label_noise.py                 # demo: 5,000 images x 3 seeds, ~1 min
@@ -120,7 +120,7 @@ def pet_crops(pet_dir, *, rounds: int, seed: int, limit: int | None = None):
     from torchvision.transforms import v2
 
     from saliencymixplus.rawdata import load_oxford_pet, read_pet_trimap, trimap_object_mask
-    from saliencymixplus.transforms import train_transform
+    from saliencymixplus.transforms import resample_saliency, train_transform
 
     raw = load_oxford_pet(pet_dir, "train")
     tf = train_transform("oxford_pet")
@@ -132,8 +132,6 @@ def pet_crops(pet_dir, *, rounds: int, seed: int, limit: int | None = None):
             image, obj = raw.image(i), trimap_object_mask(read_pet_trimap(raw, i))
             torch.manual_seed(seed * 1_000_003 + r * 10_007 + i)
             img_a, geo = tf.apply_image(image)
-            from saliencymixplus.transforms import resample_saliency
-
             maps.append(resample_saliency(obj, geo).float())
             torch.manual_seed(seed * 1_000_003 + r * 10_007 + i)
             img_b, m_b = ref(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
@@ -153,7 +151,7 @@ def pet_section(pet_dir, *, rounds: int, seeds, batch: int) -> list[str]:
              f"(resize 256, random-resized crop 224, flip), batch {batch}, seeds {','.join(map(str, seeds))}; "
              f"images of the two paths identical: {'yes' if same else 'NO'}",
              "| mixer | samples | own rule vs truth of the transformed maps | own rule vs truth of the cropped masks "
-             "| mean |diff| of the true weights | max |diff| |", "|---|---|---|---|---|---|"]
+             "| mean abs. diff of the true weights | max abs. diff |", "|---|---|---|---|---|---|"]
     images = torch.zeros(n, 3, *maps.shape[1:])  # pixels do not enter the label weights
     for name, mixer in mixers(37).items():
         err_a, err_b, diff = [], [], []

@@ -14,10 +14,10 @@ draw OpenCV's saliency away from the object. The object mask of every image is k
 (``masks``, 1 = object; fragments are 0) for the label-noise benchmark.
 
 The generator shares its drawing rules with :mod:`saliencymixplus.demo` (background field,
-segments, glyph shapes, colour contrast, noise). Drawing the 8,000 images takes 5-15 s of
-numpy on a 2-core machine, so the first process stores each split (with its SHA-256) in a
-user cache folder (:func:`cache_dir`) and later ones read it back in well under a second;
-nothing is ever downloaded.
+segments, glyph shapes, colour contrast, noise). Drawing the 8,000 images takes about 9 s of
+numpy on a 2-core machine (39 s when it is busy), so the first process stores each split (with
+its SHA-256) in a user cache folder (:func:`cache_dir`) and later ones read it back in about
+2 s; nothing is ever downloaded.
 :func:`saliencymixplus.rawdata.load_split` ``("demo_hard", None, split)`` makes a split of it.
 """
 
