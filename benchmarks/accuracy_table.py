@@ -1,106 +1,259 @@
-"""A small accuracy table on the embedded demo set: no mixing, CutMix, SaliencyMix, SaliencyMix+.
+"""An accuracy table on a generated set (``demo`` or ``demo_hard``): no mixing, CutMix,
+SaliencyMix, SaliencyMix+ (cache) and SaliencyMix+ refreshed (``--saliency refresh``).
 
-Trains ``train.py --dataset demo`` (the tiny ResNet, the demo defaults: 15 epochs, batch 64,
-mix prob 0.5) for every mixer and seed, one after the other, then prints the mean and sample
-standard deviation of the top-1 test error over the seeds (last epoch and best epoch).
-SaliencyMix and SaliencyMix+ read one saliency cache of the demo training split, built first
-(OpenCV fine-grained, post-processed with ``--postprocess``). A run whose ``summary.json``
-exists is not trained again, so an interrupted table resumes.
+Trains ``train.py --dataset DATASET`` (the data set's defaults: the tiny ResNet, 15 epochs,
+batch 64, mix prob 0.5) for every mixer and seed, then prints the mean and sample standard
+deviation of the top-1 test error over the seeds (last epoch and best epoch), and the
+*paired* difference of each SaliencyMix+ row against CutMix and against no mixing: the same
+seed gives both runs the same initial weights and data order, so the per-seed difference
+cancels much of the seed-to-seed spread; its mean ± standard error (std / sqrt(seeds)) says
+whether a gap is beyond noise. The saliency mixers read one cache of the training split, built
+first (OpenCV fine-grained, post-processed with ``--postprocess``); the refreshed rows start
+from it and refresh their own copy in their run folder.
 
-    PYTHONPATH=. python benchmarks/accuracy_table.py --out-dir runs/accuracy_demo      # ~20-30 min, 2 cores
-    PYTHONPATH=. python benchmarks/accuracy_table.py --quick                           # CI: 1 seed, 1 epoch, 5 steps
+A run whose ``summary.json`` says "finished" is not trained again, so an interrupted table
+resumes where it stopped. ``--jobs 2`` trains two runs at a time with one thread each (on a
+2-core machine that does more work per second than one run on two threads). The table is
+also written to ``OUT_DIR/table.md`` and the per-run figures to ``OUT_DIR/table.json``.
+
+    PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo_hard --jobs 2   # 25 runs, ~1 h on 2 cores
+    PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo --seeds 0,1,2   # the easy set
+    PYTHONPATH=. python benchmarks/accuracy_table.py --quick                        # CI: 1 seed, 1 epoch, 5 steps
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import math
+import os
+import platform
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MIXERS = (("none", "No mixing"), ("cutmix", "CutMix"), ("saliencymix", "SaliencyMix"),
-          ("saliencymixplus", "SaliencyMix+"))
+#: ``(key, row name, train.py flags)``.
+MIXERS = (
+    ("none", "No mixing", ["--mix_aug", "none"]),
+    ("cutmix", "CutMix", ["--mix_aug", "cutmix"]),
+    ("saliencymix", "SaliencyMix", ["--mix_aug", "saliencymix"]),
+    ("saliencymixplus", "SaliencyMix+", ["--mix_aug", "saliencymixplus"]),
+    ("saliencymixplus_refresh", "SaliencyMix+ refreshed", ["--mix_aug", "saliencymixplus", "--saliency", "refresh"]),
+)
+DATASETS = ("demo", "demo_hard")
+#: The paired comparisons printed under the table: ``(row, baseline)``.
+PAIRS = (("saliencymixplus", "cutmix"), ("saliencymixplus_refresh", "cutmix"), ("saliencymixplus", "saliencymix"),
+         ("saliencymixplus", "none"), ("cutmix", "none"))
 
 
-def _cache(out_dir: Path, method: str, postprocess: str) -> Path:
+def _usage(p: argparse.ArgumentParser, msg: str):
+    p.error(msg)  # exit 2, one line
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2,3,4, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0, got {text!r}")
+    return seeds
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def _mixers(text: str) -> list[str]:
+    keys = [k for k, _, _ in MIXERS]
+    chosen = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in keys]
+    if bad or not chosen:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(keys)}, got {text!r}")
+    return [k for k in keys if k in chosen]
+
+
+def _cache(dataset: str, out_dir: Path, method: str, postprocess: str) -> Path:
     from saliencymixplus.precompute import build_cache
     from saliencymixplus.saliency import format_postprocess
 
     tag = format_postprocess(postprocess).replace("=", "").replace(",", "_")
-    return build_cache("demo", None, "train", method, out_dir / f"demo-train-{method}-{tag}.h5",
+    return build_cache(dataset, None, "train", method, out_dir / f"{dataset}-train-{method}-{tag}.h5",
                        progress=False, postprocess=postprocess, log=lambda *a: None)
 
 
-def _run(mix: str, seed: int, args, cache: Path, out: Path) -> dict:
+def _finished(out: Path) -> dict | None:
     summary = out / "summary.json"
     if summary.is_file():
         s = json.loads(summary.read_text())
         if s.get("status") == "finished":
             return s
-    cmd = [sys.executable, str(ROOT / "train.py"), "--dataset", "demo", "--mix_aug", mix, "--seed", str(seed),
+    return None
+
+
+def _run(key: str, flags: list[str], seed: int, args, cache: Path, out: Path) -> dict:
+    done = _finished(out)
+    if done is not None:
+        return done
+    cmd = [sys.executable, str(ROOT / "train.py"), "--dataset", args.dataset, *flags, "--seed", str(seed),
            "--out-dir", str(out), "--no-progress", "--device", "cpu"]
     if args.epochs is not None:
         cmd += ["--epochs", str(args.epochs)]
-    if mix in ("saliencymix", "saliencymixplus"):
+    if key != "none" and key != "cutmix":
         cmd += ["--saliency-cache", str(cache)]
+    if (out / "last.pt").is_file():
+        cmd += ["--resume"]  # an interrupted run continues from its last epoch
     cmd += args.train_args
+    env = dict(os.environ)
+    if args.threads is not None:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if args.quiet else None)
-    print(f"  {mix} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
-    return json.loads(summary.read_text())
+    log = open(out.parent / f"{out.name}.log", "a") if args.quiet else None
+    try:
+        rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None).returncode
+    finally:
+        if log:
+            log.close()
+    done = _finished(out)
+    print(f"  {key} seed {seed}: {time.perf_counter() - t:.0f} s"
+          f"{'' if done else f', FAILED (exit {rc}; see its output)'}", flush=True)
+    return done  # None: left out of the table, the other runs go on
 
 
-def _stats(values: list[float]) -> str:
+def _mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def paired(a: list[float], b: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error (sample std / sqrt(n); ``None`` for one pair) of ``a[i] - b[i]``."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    if len(d) < 2:
+        return d[0], None
+    return statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d))
+
+
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
+
+
+def render(dataset: str, rows: list[tuple[str, str, list[dict]]], seeds: list[int], header: str) -> str:
+    """The Markdown table and the paired differences. ``rows``: ``(key, name, summaries per seed)``."""
+    lines = [header, "",
+             "| mixer | top-1 err, last epoch (%) | top-1 err, best epoch (%) | top-5 err, last (%) | s / run |",
+             "|---|---|---|---|---|"]
+    for _, name, runs in rows:
+        lines.append(f"| {name} | {_mean_std([r['last_top1_err'] for r in runs])} | "
+                     f"{_mean_std([r['best_top1_err'] for r in runs])} | {_mean_std([r['last_top5_err'] for r in runs])}"
+                     f" | {statistics.mean(r['wall_time_s'] for r in runs):.0f} |")
+    by_key = {k: (name, runs) for k, name, runs in rows}
+    pairs = [(a, b) for a, b in PAIRS if a in by_key and b in by_key]
+    if pairs:
+        lines += ["", f"Paired difference of the last-epoch top-1 error, per seed ({', '.join(map(str, seeds))}), "
+                      f"in points (negative: the first mixer errs less); mean ± standard error over the seeds:", "",
+                  "| comparison | per seed | mean ± s.e. | mean / s.e. |", "|---|---|---|---|"]
+        for a, b in pairs:
+            va = [r["last_top1_err"] for r in by_key[a][1]]
+            vb = [r["last_top1_err"] for r in by_key[b][1]]
+            m, se = paired(va, vb)
+            per = ", ".join(f"{x - y:+.2f}" for x, y in zip(va, vb))
+            ratio = "-" if not se else f"{m / se:+.1f}"
+            lines.append(f"| {by_key[a][0]} - {by_key[b][0]} | {per} | {m:+.2f}"
+                         f"{'' if se is None else f' ± {se:.2f}'} | {ratio} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out-dir", default="runs/accuracy_demo", help="run folders and the cache go here")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=None, help="default: the demo default of train.py (15)")
+    p.add_argument("--dataset", default="demo", choices=DATASETS, help="the generated set to train on")
+    p.add_argument("--out-dir", default=None, help="run folders and the cache go here (default: runs/accuracy_DATASET)")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4], help="comma-separated seeds (default 0,1,2,3,4)")
+    p.add_argument("--mixers", type=_mixers, default=[k for k, _, _ in MIXERS],
+                   help="comma-separated subset of " + ",".join(k for k, _, _ in MIXERS) + " (default: all)")
+    p.add_argument("--epochs", type=_positive, default=None, help="default: the data set's default in train.py (15)")
     p.add_argument("--method", default="fine_grained", choices=("fine_grained", "spectral_residual"))
     p.add_argument("--postprocess", default="top=0.2,power=2", help="saliency post-processing of the cache")
-    p.add_argument("--mixers", default=",".join(m for m, _ in MIXERS),
-                   help="comma-separated --mix_aug values to train (default: all four)")
+    p.add_argument("--jobs", type=_positive, default=1, help="runs trained at the same time (default 1)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="OMP_NUM_THREADS of each run (default: 1 when --jobs > 1, else torch's default)")
     p.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 5 steps per epoch (CI)")
-    p.add_argument("--quiet", action="store_true", help="hide train.py's output")
+    p.add_argument("--quiet", action="store_true", help="train.py's output to OUT_DIR/<run>.log instead of here")
     p.add_argument("train_args", nargs="*", help="after --: passed to every train.py run")
     args = p.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    chosen = args.mixers.split(",")
-    unknown = sorted(set(chosen) - {m for m, _ in MIXERS})
-    if unknown:
-        p.error(f"--mixers: unknown {unknown}; choose from {[m for m, _ in MIXERS]}")
+    from saliencymixplus.saliency import parse_postprocess
+
+    try:
+        parse_postprocess(args.postprocess)
+    except ValueError as e:
+        _usage(p, f"--postprocess: {e}")
+    seeds = args.seeds
+    if args.threads is None and args.jobs > 1:
+        args.threads = 1
     if args.quick:
         seeds, args.epochs = seeds[:1], 1
         args.train_args = ["--limit-train-batches", "5", "--limit-test-batches", "2", *args.train_args]
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cache = _cache(out_dir, args.method, args.postprocess)
+    out_dir = Path(args.out_dir or f"runs/accuracy_{args.dataset}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _usage(p, f"cannot create --out-dir {out_dir}: {e.strerror or e}")
+    start = datetime.datetime.now(datetime.timezone.utc)
+    load0 = _load()
     t0 = time.perf_counter()
-    rows = []
-    for mix, name in (m for m in MIXERS if m[0] in chosen):
-        runs = [_run(mix, s, args, cache, out_dir / f"{mix}_s{s}") for s in seeds]
-        rows.append((name, runs))
+    cache = _cache(args.dataset, out_dir, args.method, args.postprocess) \
+        if any(k not in ("none", "cutmix") for k in args.mixers) else None
+    # Seed by seed, so that a table stopped early holds whole seeds of every mixer.
+    todo = [(k, name, flags, s) for s in seeds for k, name, flags in MIXERS if k in args.mixers]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(_run, k, flags, s, args, cache, out_dir / f"{k}_s{s}") for k, _, flags, s in todo]
+        results = [f.result() for f in futures]
     wall = time.perf_counter() - t0
-    c = rows[0][1][0]["config"]
-    print(f"\ndemo set, {c['model']}, {c['epochs']} epochs, batch {c['batch_size']}, mix prob {c['mix_prob']}, "
-          f"seeds {','.join(map(str, seeds))}; saliency {args.method} + {args.postprocess}; {wall:.0f} s")
-    print("| mixer | top-1 err, last epoch (%) | top-1 err, best epoch (%) | top-5 err, last (%) | s / run |")
-    print("|---|---|---|---|---|")
-    for name, runs in rows:
-        print(f"| {name} | {_stats([r['last_top1_err'] for r in runs])} | {_stats([r['best_top1_err'] for r in runs])}"
-              f" | {_stats([r['last_top5_err'] for r in runs])} | "
-              f"{statistics.mean(r['wall_time_s'] for r in runs):.0f} |")
+    failed = [f"{k} seed {s}" for (k, _, _, s), r in zip(todo, results) if r is None]
+    # Only seeds that every mixer finished, so that rows and paired differences compare like with like.
+    seeds = [s for s in seeds if all(r is not None for (_, _, _, ss), r in zip(todo, results) if ss == s)]
+    if not seeds:
+        print(f"no seed finished for every mixer (failed: {', '.join(failed)})", file=sys.stderr)
+        return 1
+    rows = []
+    for k, name, _ in MIXERS:
+        if k in args.mixers:
+            rows.append((k, name, [r for (kk, _, _, s), r in zip(todo, results) if kk == k and s in seeds]))
+    c = rows[0][2][0]["config"]
+    import torch
+
+    header = (f"{args.dataset} set, {c['model']}, {c['epochs']} epochs, batch {c['batch_size']}, lr {c['learning_rate']}, "
+              f"mix prob {c['mix_prob']}, seeds {','.join(map(str, seeds))}; saliency {args.method} + "
+              f"{args.postprocess}; {args.jobs} run(s) at a time, {args.threads or 'default'} thread(s) each; "
+              f"{start:%Y-%m-%d %H:%M} UTC, {wall / 60:.0f} min, load {load0} -> {_load()}; "
+              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    if failed:
+        header += f"; FAILED and left out with their seeds: {', '.join(failed)}"
+    text = render(args.dataset, rows, seeds, header)
+    print("\n" + text)
+    (out_dir / "table.md").write_text(text + "\n")
+    (out_dir / "table.json").write_text(json.dumps(
+        {"header": header, "seeds": seeds,
+         "rows": {k: {"name": name, "last_top1_err": [r["last_top1_err"] for r in runs],
+                      "best_top1_err": [r["best_top1_err"] for r in runs],
+                      "last_top5_err": [r["last_top5_err"] for r in runs],
+                      "wall_time_s": [r["wall_time_s"] for r in runs]} for k, name, runs in rows}}, indent=2))
     return 0
 
 

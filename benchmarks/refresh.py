@@ -134,7 +134,7 @@ def main(argv=None) -> int:
 
     # ---- label error
     raw = load_split("demo", None, "train")
-    first = SimpleNamespace(images=raw.images[:n], labels=raw.labels[:n])  # for gradient_maps
+    first = SimpleNamespace(name=raw.name, images=raw.images[:n], labels=raw.labels[:n])  # for gradient_maps
     images = torch.from_numpy(raw.images[:n]).permute(0, 3, 1, 2).contiguous()
     labels = torch.as_tensor(raw.labels[:n]).long()
     masks = torch.from_numpy(raw.masks[:n]).float()

@@ -17,9 +17,8 @@ import functools
 
 import numpy as np
 
-__all__ = ["DEMO_CLASSES", "DEMO_SIZES", "DEMO_SEED", "DEMO_VERSION", "generate_demo", "demo_split_arrays"]
+__all__ = ["GLYPHS", "DEMO_CLASSES", "DEMO_SIZES", "DEMO_SEED", "DEMO_VERSION", "generate_demo", "demo_split_arrays"]
 
-DEMO_CLASSES = ("disk", "square", "triangle", "ring", "plus", "x", "diamond", "hollow_square", "t", "h")
 DEMO_SIZES = {"train": 5000, "test": 1000}
 DEMO_SEED = 0
 DEMO_VERSION = 1  # bump when the generator changes (part of the fingerprint)
@@ -27,73 +26,171 @@ _SIZE = 32
 _LINES = 8
 
 
-def _glyph_masks(cls: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Masks ``bool[n, H, W]`` of glyph ``cls[n]`` at object coordinates ``u, v`` (``[n, H, W]``,
-    the glyph spans about [-1, 1]; ``v`` points down)."""
-    au, av = np.abs(u), np.abs(v)
-    rho = np.sqrt(u * u + v * v)
-    box = np.maximum(au, av)
-    shapes = [
-        rho <= 0.9,                                                        # disk
-        box <= 0.72,                                                       # square
-        (v <= 0.7) & (au <= 0.95 * (v + 0.9) / 1.6),                       # triangle
-        (rho >= 0.5) & (rho <= 0.95),                                      # ring
-        ((au <= 0.28) & (av <= 0.95)) | ((av <= 0.28) & (au <= 0.95)),     # plus
-        ((np.abs(u - v) <= 0.36) | (np.abs(u + v) <= 0.36)) & (box <= 0.8),  # x
-        au + av <= 0.95,                                                   # diamond
-        (box >= 0.42) & (box <= 0.82),                                     # hollow square
-        ((v >= -0.85) & (v <= -0.42) & (au <= 0.85)) | ((au <= 0.24) & (v >= -0.85) & (v <= 0.85)),  # T
-        ((au >= 0.5) & (au <= 0.85) & (av <= 0.85)) | ((av <= 0.2) & (au <= 0.85)),  # H
+def _shape_table():
+    """``[(name, rule)]``: the glyph of each class index; ``rule(u, v)`` is the mask at object
+    coordinates ``u, v`` (the glyph spans about [-1, 1]; ``v`` points down). The demo set uses
+    the first 10, the hard set all 20."""
+    def rho(u, v):
+        return np.sqrt(u * u + v * v)
+
+    def box(u, v):
+        return np.maximum(np.abs(u), np.abs(v))
+
+    def hbars(v, at, half):  # horizontal bands of half-height ``half`` centred on the ``at`` rows
+        return np.min([np.abs(v - a) for a in at], axis=0) <= half
+
+    return [
+        ("disk", lambda u, v: rho(u, v) <= 0.9),
+        ("square", lambda u, v: box(u, v) <= 0.72),
+        ("triangle", lambda u, v: (v <= 0.7) & (np.abs(u) <= 0.95 * (v + 0.9) / 1.6)),
+        ("ring", lambda u, v: (rho(u, v) >= 0.5) & (rho(u, v) <= 0.95)),
+        ("plus", lambda u, v: ((np.abs(u) <= 0.28) & (np.abs(v) <= 0.95)) | ((np.abs(v) <= 0.28) & (np.abs(u) <= 0.95))),
+        ("x", lambda u, v: ((np.abs(u - v) <= 0.36) | (np.abs(u + v) <= 0.36)) & (box(u, v) <= 0.8)),
+        ("diamond", lambda u, v: np.abs(u) + np.abs(v) <= 0.95),
+        ("hollow_square", lambda u, v: (box(u, v) >= 0.42) & (box(u, v) <= 0.82)),
+        ("t", lambda u, v: ((v >= -0.85) & (v <= -0.42) & (np.abs(u) <= 0.85))
+                           | ((np.abs(u) <= 0.24) & (v >= -0.85) & (v <= 0.85))),
+        ("h", lambda u, v: ((np.abs(u) >= 0.5) & (np.abs(u) <= 0.85) & (np.abs(v) <= 0.85))
+                           | ((np.abs(v) <= 0.2) & (np.abs(u) <= 0.85))),
+        # The hard set's ten more.
+        ("l", lambda u, v: ((u >= -0.8) & (u <= -0.38) & (np.abs(v) <= 0.85)) | ((v >= 0.43) & (v <= 0.85) & (np.abs(u) <= 0.8))),
+        ("u", lambda u, v: ((np.abs(u) >= 0.45) & (np.abs(u) <= 0.85) & (np.abs(v) <= 0.85))
+                           | ((v >= 0.45) & (v <= 0.85) & (np.abs(u) <= 0.85))),
+        ("target", lambda u, v: (rho(u, v) <= 0.3) | ((rho(u, v) >= 0.62) & (rho(u, v) <= 0.95))),
+        ("equals", lambda u, v: hbars(v, (-0.45, 0.45), 0.22) & (np.abs(u) <= 0.85)),
+        ("bar", lambda u, v: (np.abs(u) <= 0.3) & (np.abs(v) <= 0.95)),
+        ("crescent", lambda u, v: (rho(u, v) <= 0.9) & (rho(u - 0.45, v) > 0.7)),
+        ("hourglass", lambda u, v: (np.abs(u) <= 0.9 * np.abs(v) + 0.05) & (np.abs(v) <= 0.85)),
+        ("four_dots", lambda u, v: rho(np.abs(u) - 0.55, np.abs(v) - 0.55) <= 0.32),
+        ("arrow", lambda u, v: ((v <= 0.0) & (v >= -0.9) & (np.abs(u) <= 0.9 * (v + 0.9)))
+                               | ((np.abs(u) <= 0.22) & (v >= 0.0) & (v <= 0.9))),
+        ("e", lambda u, v: ((u >= -0.8) & (u <= -0.42) & (np.abs(v) <= 0.85))
+                           | (hbars(v, (-0.7, 0.0, 0.7), 0.15) & (u >= -0.8) & (u <= 0.8))),
     ]
+
+
+_SHAPES = _shape_table()
+#: Names of all glyph classes (the demo set uses the first 10, ``demo_hard`` all 20).
+GLYPHS = tuple(name for name, _ in _SHAPES)
+DEMO_CLASSES = GLYPHS[:10]
+
+
+def _glyph_masks(cls: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Masks ``bool[n, H, W]`` of glyph ``cls[n]`` (an index into :data:`GLYPHS`) at object
+    coordinates ``u, v`` (``[n, H, W]``, the glyph spans about [-1, 1]; ``v`` points down)."""
     out = np.zeros(u.shape, dtype=bool)
-    for c, m in enumerate(shapes):
+    for c in np.unique(cls):
         sel = cls == c
-        out[sel] = m[sel]
+        out[sel] = _SHAPES[int(c)][1](u[sel], v[sel])
     return out
+
+
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(coords float32[S], yy, xx float32[S, S])``: pixel centres of an ``S x S`` image."""
+    coords = np.arange(size, dtype=np.float32) + 0.5
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    return coords, yy, xx
+
+
+def _smooth_field(rng: np.random.Generator, n: int, size: int, cells: int) -> np.ndarray:
+    """Background ``float32[n, S, S, 3]``: a random ``cells x cells`` colour field, bilinearly upsampled."""
+    coords = _pixel_grid(size)[0]
+    grid = rng.uniform(0, 255, (n, cells, cells, 3)).astype(np.float32)
+    w = np.clip(1 - np.abs(coords[:, None] / size * (cells - 1) - np.arange(cells)[None, :]), 0, 1).astype(np.float32)
+    return np.einsum("yi,nijc,xj->nyxc", w, grid, w, optimize=True)
+
+
+def _draw_segments(rng: np.random.Generator, img: np.ndarray, count: int, spread: float,
+                   width: tuple[float, float]) -> np.ndarray:
+    """Clutter: ``count`` random line segments per image (start anywhere within 4 px of the image,
+    normally distributed extent ``spread`` px, half-width uniform in ``width``), random colours."""
+    n, size = img.shape[0], img.shape[1]
+    _, yy, xx = _pixel_grid(size)
+    p0 = rng.uniform(-4, size + 4, (n, count, 2)).astype(np.float32)
+    p1 = p0 + rng.normal(0, spread, (n, count, 2)).astype(np.float32)
+    half = rng.uniform(*width, (n, count)).astype(np.float32)
+    col = rng.uniform(0, 255, (n, count, 3)).astype(np.float32)
+    d = p1 - p0
+    img = np.array(img, dtype=np.float32)  # painted in place below
+    for k in range(count):  # distance of each pixel to segment k, in place (same values as the plain formula)
+        px, py = xx[None] - p0[:, k, 0, None, None], yy[None] - p0[:, k, 1, None, None]
+        dx, dy = d[:, k, 0, None, None], d[:, k, 1, None, None]
+        t = px * dx
+        t += py * dy
+        t /= np.maximum(dx * dx + dy * dy, 1e-6)
+        np.clip(t, 0, 1, out=t)
+        px -= t * dx
+        py -= t * dy
+        on = np.hypot(px, py, out=px) <= half[:, k, None, None]
+        np.copyto(img, col[:, k, None, None, :], where=on[..., None])
+    return img
+
+
+def _object_frame(size: int, cx: np.ndarray, cy: np.ndarray, r: np.ndarray, th: np.ndarray):
+    """Object coordinates ``(u, v)`` ``float32[n, S, S]`` of a glyph centred at ``(cx, cy)``,
+    radius ``r`` px, rotated by ``th`` radians."""
+    _, yy, xx = _pixel_grid(size)
+    c, s = np.cos(th)[:, None, None], np.sin(th)[:, None, None]
+    dx, dy = xx[None] - cx[:, None, None], yy[None] - cy[:, None, None]
+    return (c * dx + s * dy) / r[:, None, None], (-s * dx + c * dy) / r[:, None, None]
+
+
+_LUM = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _visible_colours(rng: np.random.Generator, img: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+    """A random colour ``float32[n, 3]`` per image, pushed darker or lighter where its luminance
+    is within 70 of the background's at ``(cx, cy)``, so that what is painted there stays visible."""
+    n, size = img.shape[0], img.shape[1]
+    obj = rng.uniform(0, 255, (n, 3)).astype(np.float32)
+    ix = np.clip(cx.astype(int), 0, size - 1)
+    iy = np.clip(cy.astype(int), 0, size - 1)
+    bg_lum = img[np.arange(n), iy, ix] @ _LUM
+    low = np.abs(obj @ _LUM - bg_lum) < 70
+    obj[low] = np.where((bg_lum[low] > 127)[:, None], obj[low] * 0.3, 255 - (255 - obj[low]) * 0.3)
+    return obj
+
+
+def _finish(rng: np.random.Generator, img: np.ndarray, noise: float) -> np.ndarray:
+    """Add Gaussian pixel noise of standard deviation ``noise`` and round to ``uint8``."""
+    img += rng.normal(0, noise, img.shape).astype(np.float32)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
 def _render(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8[n, 32, 32, 3]`` and masks ``uint8[n, 32, 32]`` for ``labels[n]``."""
     n, S = len(labels), _SIZE
-    coords = np.arange(S, dtype=np.float32) + 0.5
-    # Smooth background: a random 4x4 colour field, bilinearly upsampled.
-    grid = rng.uniform(0, 255, (n, 4, 4, 3)).astype(np.float32)
-    w = np.clip(1 - np.abs(coords[:, None] / S * 3 - np.arange(4)[None, :]), 0, 1).astype(np.float32)
-    img = np.einsum("yi,nijc,xj->nyxc", w, grid, w, optimize=True)
-    # Clutter: random line segments of random colours and widths.
-    p0 = rng.uniform(-4, S + 4, (n, _LINES, 2)).astype(np.float32)
-    p1 = p0 + rng.normal(0, 10, (n, _LINES, 2)).astype(np.float32)
-    width = rng.uniform(0.5, 1.1, (n, _LINES)).astype(np.float32)
-    col = rng.uniform(0, 255, (n, _LINES, 3)).astype(np.float32)
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    d = p1 - p0
-    for k in range(_LINES):
-        px, py = xx[None] - p0[:, k, 0, None, None], yy[None] - p0[:, k, 1, None, None]
-        dx, dy = d[:, k, 0, None, None], d[:, k, 1, None, None]
-        t = np.clip((px * dx + py * dy) / np.maximum(dx * dx + dy * dy, 1e-6), 0, 1)
-        dist = np.hypot(px - t * dx, py - t * dy)
-        on = dist <= width[:, k, None, None]
-        img = np.where(on[..., None], col[:, k, None, None, :], img)
-    # The object.
+    img = _smooth_field(rng, n, S, 4)
+    img = _draw_segments(rng, img, _LINES, 10.0, (0.5, 1.1))
     r = rng.uniform(6, 11, n).astype(np.float32)
     cx = rng.uniform(0.7 * r, S - 0.7 * r).astype(np.float32)
     cy = rng.uniform(0.7 * r, S - 0.7 * r).astype(np.float32)
     th = rng.uniform(-0.3, 0.3, n).astype(np.float32)
-    c, s = np.cos(th)[:, None, None], np.sin(th)[:, None, None]
-    dx, dy = xx[None] - cx[:, None, None], yy[None] - cy[:, None, None]
-    u = (c * dx + s * dy) / r[:, None, None]
-    v = (-s * dx + c * dy) / r[:, None, None]
-    mask = _glyph_masks(labels, u, v)
-    obj = rng.uniform(0, 255, (n, 3)).astype(np.float32)
-    lum = np.array([0.299, 0.587, 0.114], np.float32)
-    ix = np.clip(cx.astype(int), 0, S - 1)
-    iy = np.clip(cy.astype(int), 0, S - 1)
-    bg_lum = img[np.arange(n), iy, ix] @ lum
-    low = np.abs(obj @ lum - bg_lum) < 70  # keep the glyph visible against its surroundings
-    obj[low] = np.where((bg_lum[low] > 127)[:, None], obj[low] * 0.3, 255 - (255 - obj[low]) * 0.3)
+    mask = _glyph_masks(labels, *_object_frame(S, cx, cy, r, th))
+    obj = _visible_colours(rng, img, cx, cy)
     img = np.where(mask[..., None], obj[:, None, None, :], img)
-    img += rng.normal(0, 8, img.shape).astype(np.float32)
-    return np.clip(img + 0.5, 0, 255).astype(np.uint8), mask.astype(np.uint8)
+    return _finish(rng, img, 8.0), mask.astype(np.uint8)
+
+
+def generate_arrays(render, n: int, seed: int, num_classes: int, size: int, *, chunk: int = 1000):
+    """``(images uint8[n, S, S, 3], labels int64[n], masks uint8[n, S, S])`` drawn by
+    ``render(rng, labels)`` chunk by chunk from one ``seed``; labels balanced over
+    ``num_classes`` and shuffled. Shared by the demo and the hard demo set."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
+    images = np.empty((n, size, size, 3), np.uint8)
+    masks = np.empty((n, size, size), np.uint8)
+    for a in range(0, n, chunk):
+        images[a:a + chunk], masks[a:a + chunk] = render(rng, labels[a:a + chunk])
+    return images, labels, masks
+
+
+def split_seed(version: int, seed: int, split: str) -> int:
+    """The generator seed of one split: independent streams of ``seed`` for train and test."""
+    stream = [version, seed, 0 if split == "train" else 1]
+    return int(np.random.SeedSequence(stream).generate_state(1)[0])
 
 
 def generate_demo(n: int, seed: int = DEMO_SEED, *, chunk: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -103,23 +200,14 @@ def generate_demo(n: int, seed: int = DEMO_SEED, *, chunk: int = 1000) -> tuple[
         images ``np.uint8[n, 32, 32, 3]`` (RGB), labels ``np.int64[n]`` (balanced, shuffled,
         in ``[0, 10)``), masks ``np.uint8[n, 32, 32]`` (1 = object pixel).
     """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % len(DEMO_CLASSES)).astype(np.int64)
-    images = np.empty((n, _SIZE, _SIZE, 3), np.uint8)
-    masks = np.empty((n, _SIZE, _SIZE), np.uint8)
-    for a in range(0, n, chunk):
-        images[a:a + chunk], masks[a:a + chunk] = _render(rng, labels[a:a + chunk])
-    return images, labels, masks
+    return generate_arrays(_render, n, seed, len(DEMO_CLASSES), _SIZE, chunk=chunk)
 
 
 @functools.lru_cache(maxsize=4)
 def demo_split_arrays(split: str, seed: int = DEMO_SEED):
     """``(images, labels, masks)`` of a split, generated once per process and read-only
     (:func:`saliencymixplus.rawdata.load_demo` copies them)."""
-    stream = [DEMO_VERSION, seed, 0 if split == "train" else 1]
-    arrays = generate_demo(DEMO_SIZES[split], seed=int(np.random.SeedSequence(stream).generate_state(1)[0]))
+    arrays = generate_demo(DEMO_SIZES[split], seed=split_seed(DEMO_VERSION, seed, split))
     for a in arrays:
         a.flags.writeable = False
     return arrays

@@ -39,7 +39,7 @@ import numpy as np
 from .cache import (CacheBusyError, CacheLock, CacheMismatchError, CacheWriter, SaliencyCache,
                     check_output_file, format_resolution, parse_resolution, quantize, verify_cache)
 from .precompute_command import PROGRAM
-from .rawdata import DATASETS, SPLITS, ImageDecodeError, default_workers, load_split
+from .rawdata import DATASETS, GENERATED, SPLITS, ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
                        parse_postprocess, sharpen)
 
@@ -388,7 +388,7 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
         parse_postprocess(args.postprocess)
     except ValueError as e:
         parser.error(f"--postprocess: {e}")
-    if args.dataset != "demo" and args.data_dir is None:
+    if args.dataset not in GENERATED and args.data_dir is None:
         parser.error(f"--data-dir is required for --dataset {args.dataset}")
 
 

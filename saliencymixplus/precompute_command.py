@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import shlex
 
+from .rawdata import GENERATED
+
 __all__ = ["PROGRAM", "rebuild_command"]
 
 PROGRAM = "saliencymixplus-precompute"
-GENERATED = ("demo",)  # data sets generated in the package: no --data-dir
 
 
 def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None) -> str:

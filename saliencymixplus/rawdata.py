@@ -1,4 +1,4 @@
-"""Raw data sets as they are on disk: CIFAR-100, Oxford-IIIT Pet and the embedded demo set.
+"""Raw data sets as they are on disk: CIFAR-100, Oxford-IIIT Pet and the two generated demo sets.
 
 A :class:`RawSplit` gives the raw uint8 RGB images (``np.uint8[H, W, 3]``), the integer
 labels (``np.int64[N]``) and a fingerprint that identifies the ordered file list and the
@@ -18,21 +18,26 @@ from pathlib import Path
 import numpy as np
 
 from .demo import DEMO_SEED, DEMO_SIZES, DEMO_VERSION, demo_split_arrays
+from .demo_hard import HARD_SEED, HARD_SIZES, HARD_VERSION, demo_hard_split_arrays
 
 __all__ = [
     "DATASETS", "NUM_CLASSES", "MEAN_STD", "SPLITS", "RawSplit", "ArraySplit", "FileSplit",
     "load_split", "load_cifar100", "load_oxford_pet", "find_oxford_pet_root", "read_rgb",
-    "ImageDecodeError", "image_file_problem", "DemoSplit", "load_demo",
+    "ImageDecodeError", "image_file_problem", "DemoSplit", "load_demo", "load_demo_hard", "GENERATED",
+    "read_pet_trimap", "trimap_object_mask",
 ]
 
-DATASETS = ("cifar100", "oxford_pet", "demo")
+DATASETS = ("cifar100", "oxford_pet", "demo", "demo_hard")
+#: Data sets generated in memory from a seed: no --data-dir, nothing to download, object masks known.
+GENERATED = ("demo", "demo_hard")
 SPLITS = ("train", "test")
-NUM_CLASSES: dict[str, int] = {"cifar100": 100, "oxford_pet": 37, "demo": 10}
+NUM_CLASSES: dict[str, int] = {"cifar100": 100, "oxford_pet": 37, "demo": 10, "demo_hard": 20}
 # Per-channel (mean, std) of the training images in [0, 1], RGB.
 MEAN_STD: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "oxford_pet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet, as published
     "demo": ((0.4999, 0.4986, 0.5016), (0.2270, 0.2272, 0.2279)),
+    "demo_hard": ((0.5004, 0.4993, 0.5004), (0.2158, 0.2159, 0.2164)),
 }
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -381,6 +386,40 @@ def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSpli
     return out
 
 
+#: Values of an Oxford-IIIT Pet trimap (``annotations/trimaps/<name>.png``): 1 pet, 2 background,
+#: 3 the unclassified border around the pet.
+TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
+
+
+def read_pet_trimap(raw: "FileSplit", i: int) -> np.ndarray:
+    """The trimap of Pet image ``i`` as ``np.uint8[H, W]`` (values 1, 2, 3; same size as the image).
+
+    Raises:
+        FileNotFoundError: ``annotations/trimaps/<name>.png`` is missing (the message names it).
+        ValueError: it is not a single-channel image of the image's size with values in {1, 2, 3}.
+    """
+    import cv2
+
+    image = Path(raw.paths[i])
+    path = image.parent.parent / "annotations" / "trimaps" / f"{image.stem}.png"
+    if not path.is_file():
+        raise FileNotFoundError(f"trimap {path} of image {image} is missing (annotations.tar.gz holds the trimaps)")
+    t = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if t is None or t.ndim != 2:
+        raise ValueError(f"trimap {path} must be a single-channel PNG, got "
+                         f"{'nothing decodable' if t is None else f'shape {list(t.shape)}'}")
+    bad = np.setdiff1d(np.unique(t), [TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER])
+    if bad.size:
+        raise ValueError(f"trimap {path} must hold only 1 (pet), 2 (background), 3 (border), got {bad.tolist()}")
+    return t.astype(np.uint8)
+
+
+def trimap_object_mask(trimap: np.ndarray) -> np.ndarray:
+    """A trimap as an object mask ``float32[H, W]``: 1 on the pet, 0.5 on the border, 0 on the background."""
+    t = np.asarray(trimap)
+    return np.where(t == TRIMAP_PET, 1.0, np.where(t == TRIMAP_BORDER, 0.5, 0.0)).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- any
 
 def load_split(name: str, data_dir, split: str, *, download: bool = False) -> RawSplit:
@@ -405,14 +444,23 @@ def load_split(name: str, data_dir, split: str, *, download: bool = False) -> Ra
         return load_cifar100(data_dir, split, download=download)
     if name == "oxford_pet":
         return load_oxford_pet(data_dir, split, download=download)
+    if name == "demo_hard":
+        return load_demo_hard(split, data_dir=data_dir)
     return load_demo(split, data_dir=data_dir)
 
 
 class DemoSplit(ArraySplit):
-    """The demo split: ``images`` ``uint8[N, 32, 32, 3]``, ``labels``, ``masks`` ``uint8[N, 32, 32]``."""
+    """A generated split (``demo``, ``demo_hard``): ``images`` ``uint8[N, S, S, 3]``, ``labels``,
+    ``masks`` ``uint8[N, S, S]`` (1 = object)."""
 
     def _fingerprint_extra(self, h) -> None:
         h.update(self.images.tobytes())  # generated data: hash the pixels too (~15 MB, ~10 ms)
+
+
+def _generated(name: str, split: str, arrays, version: int, seed: int) -> DemoSplit:
+    images, labels, masks = (a.copy() for a in arrays)  # generated once per process, copied per load
+    ids = [f"{name}-v{version}-s{seed}-{split}-{i}" for i in range(len(labels))]
+    return DemoSplit(name, split, images, labels, ids, masks=masks)
 
 
 def load_demo(split: str, data_dir=None, *, seed: int = DEMO_SEED) -> DemoSplit:
@@ -424,9 +472,17 @@ def load_demo(split: str, data_dir=None, *, seed: int = DEMO_SEED) -> DemoSplit:
     """
     if split not in DEMO_SIZES:
         raise ValueError(f"split must be one of {list(DEMO_SIZES)}, got {split!r}")
-    images, labels, masks = (a.copy() for a in demo_split_arrays(split, seed))  # generated once, copied per load
-    ids = [f"demo-v{DEMO_VERSION}-s{seed}-{split}-{i}" for i in range(len(labels))]
-    return DemoSplit("demo", split, images, labels, ids, masks=masks)
+    return _generated("demo", split, demo_split_arrays(split, seed), DEMO_VERSION, seed)
+
+
+def load_demo_hard(split: str, data_dir=None, *, seed: int = HARD_SEED) -> DemoSplit:
+    """The hard demo split (:mod:`saliencymixplus.demo_hard`): ``"train"`` (6,000 images) or
+    ``"test"`` (2,000), 48x48, 20 classes, generated from ``seed`` (independent streams per
+    split). ``data_dir`` is not used. Each call returns fresh copies.
+    """
+    if split not in HARD_SIZES:
+        raise ValueError(f"split must be one of {list(HARD_SIZES)}, got {split!r}")
+    return _generated("demo_hard", split, demo_hard_split_arrays(split, seed), HARD_VERSION, seed)
 
 
 def default_workers() -> int:

@@ -66,6 +66,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "cifar100": Recipe(),
     "demo": Recipe(),
+    "demo_hard": Recipe(),
     "oxford_pet": Recipe(resize=(256, 256), crop=224, test_resize=(224, 224)),
 }
 

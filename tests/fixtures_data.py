@@ -5,6 +5,8 @@
 * :func:`make_pet_folder`: ``ROOT/images/*.jpg`` of varied sizes and
   ``ROOT/annotations/{trainval,test}.txt`` (``name class species breed``), optionally under
   ``ROOT/oxford-iiit-pet/`` as torchvision lays it out.
+* :func:`write_pet_trimaps`: ``annotations/trimaps/<name>.png`` for such a folder (1 pet,
+  2 background, 3 border), as the published annotations hold them.
 """
 
 from __future__ import annotations
@@ -94,6 +96,30 @@ def make_pet_folder(root, n_train: int = 10, n_test: int = 6, seed: int = 0, tor
         (base / "annotations" / fname).write_text("\n".join(lines) + "\n")
         result[split] = (names, np.asarray(labels, np.int64))
     return result
+
+
+def write_pet_trimaps(pet: dict, seed: int = 0) -> dict:
+    """Write a trimap PNG for every image of a :func:`make_pet_folder` folder: an ellipse of
+    pet (1) at a random place, a 2-pixel border (3) around it, background (2) elsewhere.
+    Returns ``{name: np.uint8[H, W] trimap}``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    folder = Path(pet["root"]) / "annotations" / "trimaps"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, img in pet["images"].items():
+        h, w = img.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+        ry, rx = rng.uniform(0.15, 0.3) * h, rng.uniform(0.15, 0.3) * w
+        d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+        t = np.full((h, w), 2, np.uint8)
+        t[d <= 1 + 2 / min(ry, rx)] = 3
+        t[d <= 1] = 1
+        cv2.imwrite(str(folder / f"{name}.png"), t)
+        out[name] = t
+    return out
 
 
 def tiny_net(num_classes: int = 5):

@@ -30,20 +30,70 @@ def test_quick_mode_prints_its_table(script, header, tmp_path):
     assert len(rows) > 4, out
 
 
-def test_label_noise_oracle_is_exact(tmp_path):
-    out = _run([str(ROOT / "benchmarks" / "label_noise.py"), "--quick", "--postprocess", "none"], tmp_path)
-    oracle = [line.split("|") for line in out.splitlines() if line.startswith("| object masks (oracle)")]
+def test_label_noise_oracle_is_exact_and_pet_crops_agree(tmp_path):
+    """The oracle rows (saliency rule on the true masks) have zero error; and on a Pet folder with
+    trimaps the label errors against the transformed maps and the directly cropped masks agree."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fixtures_data import make_pet_folder, write_pet_trimaps
+
+    pet = make_pet_folder(tmp_path / "pet", n_train=8, n_test=2, seed=5)
+    write_pet_trimaps(pet, seed=6)
+    out = _run([str(ROOT / "benchmarks" / "label_noise.py"), "--quick", "--postprocess", "none", "--pet-dir",
+                str(pet["data_dir"]), "--pet-rounds", "2", "--batch", "8"], tmp_path)
+    demo, pet_part = out.split("Oxford-IIIT Pet folder")
+    oracle = [line.split("|") for line in demo.splitlines() if line.startswith("| object masks (oracle)")]
     assert len(oracle) == 4
     for cells in oracle:
         assert float(cells[7]) == 0.0  # the saliency rule on the true masks is the true weight
+    assert "8 training images with trimaps x 2 crops" in pet_part and "images of the two paths identical: yes" in pet_part
+    rows = [line.split("|") for line in pet_part.splitlines() if line.startswith("| ")]
+    assert [r[1].strip() for r in rows[1:]] == ["CutMix", "SaliencyMix", "SaliencyMix+ window", "SaliencyMix+ peak"]
+    for r in rows[1:]:
+        assert int(r[2]) == 16 and abs(float(r[3]) - float(r[4])) < 0.02 and float(r[5]) < 0.02
 
 
 def test_accuracy_table_quick(tmp_path):
-    out = _run([str(ROOT / "benchmarks" / "accuracy_table.py"), "--quick", "--quiet", "--out-dir",
-                str(tmp_path / "runs")], tmp_path, timeout=180)
+    out = _run([str(ROOT / "benchmarks" / "accuracy_table.py"), "--quick", "--quiet", "--jobs", "2", "--out-dir",
+                str(tmp_path / "runs")], tmp_path, timeout=400)
     assert "| mixer | top-1 err, last epoch (%)" in out
-    for name in ("No mixing", "CutMix", "SaliencyMix", "SaliencyMix+"):
+    for name in ("No mixing", "CutMix", "SaliencyMix", "SaliencyMix+", "SaliencyMix+ refreshed"):
         assert f"| {name} |" in out
+    assert "| SaliencyMix+ - CutMix | " in out  # the paired differences (one seed: no standard error)
+    assert (tmp_path / "runs" / "table.md").read_text().strip() in out
+
+
+def test_accuracy_table_paired_difference_by_hand():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from accuracy_table import paired, render
+    finally:
+        sys.path.pop(0)
+    # differences -1, -2, -3: mean -2, sample sd 1, standard error 1 / sqrt(3)
+    m, se = paired([10.0, 20.0, 30.0], [11.0, 22.0, 33.0])
+    assert m == pytest.approx(-2.0) and se == pytest.approx(1 / 3 ** 0.5)
+    assert paired([5.0], [4.0]) == (1.0, None)
+    runs = lambda errs: [{"last_top1_err": e, "best_top1_err": e, "last_top5_err": 0.0, "wall_time_s": 1.0} for e in errs]
+    text = render("demo_hard", [("cutmix", "CutMix", runs([11.0, 22.0, 33.0])),
+                                ("saliencymixplus", "SaliencyMix+", runs([10.0, 20.0, 30.0]))], [0, 1, 2], "head")
+    assert "| SaliencyMix+ - CutMix | -1.00, -2.00, -3.00 | -2.00 ± 0.58 | -3.5 |" in text
+    assert "| CutMix | 22.00 ± 11.00 | 22.00 ± 11.00 | 0.00 ± 0.00 | 1 |" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "cifar100"], "argument --dataset: invalid choice: 'cifar100'"),
+    (["--seeds", "0,x"], "argument --seeds: expected comma-separated integers like 0,1,2,3,4, got '0,x'"),
+    (["--seeds", "1,1"], "argument --seeds: expected distinct seeds >= 0, got '1,1'"),
+    (["--mixers", "cutmix,mixup"], "argument --mixers: expected a comma-separated subset of none,cutmix,"),
+    (["--jobs", "0"], "argument --jobs: expected a positive integer, got 0"),
+    (["--postprocess", "top=2"], "--postprocess: "),
+])
+def test_accuracy_table_usage_errors(args, message, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accuracy_table.py"), "--out-dir",
+                        str(tmp_path / "r"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r").exists()  # nothing trained, nothing written
 
 
 def test_refresh_benchmark_quick(tmp_path):

@@ -13,8 +13,8 @@ from saliencymixplus.precompute import build_cache
 
 
 def test_constants():
-    assert DATASETS == ("cifar100", "oxford_pet", "demo")
-    assert NUM_CLASSES == {"cifar100": 100, "oxford_pet": 37, "demo": 10}
+    assert DATASETS == ("cifar100", "oxford_pet", "demo", "demo_hard")
+    assert NUM_CLASSES == {"cifar100": 100, "oxford_pet": 37, "demo": 10, "demo_hard": 20}
     for name in DATASETS:
         mean, std = MEAN_STD[name]
         assert len(mean) == len(std) == 3 and all(0 < s < 1 for s in std)

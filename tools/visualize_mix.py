@@ -138,11 +138,11 @@ def _load_batch(raw, idx: np.ndarray, size: int) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from saliencymixplus.rawdata import DATASETS, SPLITS
+    from saliencymixplus.rawdata import DATASETS, GENERATED, SPLITS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="demo", choices=DATASETS,
-                   help="demo (object masks known), or cifar100 / oxford_pet with --data-dir")
+                   help="demo or demo_hard (object masks known), or cifar100 / oxford_pet with --data-dir")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="train", choices=SPLITS)
     p.add_argument("--size", type=int, default=128, help="side the images of oxford_pet are resized to")
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         p.error(f"--start must be >= 0, got {args.start}")
     if args.size < 8:
         p.error(f"--size must be >= 8, got {args.size}")
-    if args.dataset != "demo" and args.data_dir is None:
+    if args.dataset not in GENERATED and args.data_dir is None:
         p.error(f"--data-dir is required for --dataset {args.dataset}")
     try:
         kw = parse_postprocess(args.postprocess)
@@ -186,10 +186,10 @@ def main(argv=None) -> int:
         sal = sharpen(sal, **kw)
     sal = quantize(sal).astype(np.float32) / 255.0
     names = None
-    if args.dataset == "demo":
-        from saliencymixplus.demo import DEMO_CLASSES
+    if args.dataset in GENERATED:
+        from saliencymixplus.demo import GLYPHS
 
-        names = DEMO_CLASSES
+        names = GLYPHS
     try:
         from saliencymixplus.cache import check_output_file
 
