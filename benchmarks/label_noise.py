@@ -66,30 +66,37 @@ def mixers(num_classes: int) -> dict:
     }
 
 
+def mixed_batches(name: str, mixer, tensors: tuple, seeds, batch: int):
+    """For each seed, each full batch of a permutation drawn from it: ``(the batch's rows of each
+    of tensors, MixResult)``; ``tensors`` starts with images, labels, saliency (CutMix gets none)."""
+    n = len(tensors[0])
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=g)
+        for a in range(0, n - batch + 1, batch):
+            rows = tuple(t[order[a:a + batch]] for t in tensors)
+            x, y, s = rows[:3]
+            yield rows, (mixer.mix(x, y, generator=g) if name == "CutMix" else mixer.mix(x, y, s, generator=g))
+
+
 def score(images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, saliency: torch.Tensor, *,
           seeds, batch: int, num_classes: int, only=None) -> dict:
     """``{mixer: {"own", "area", "sal", "noisy", "n"}}`` over all batches and seeds (the mixers
     named in ``only``, default all)."""
     out = {}
-    n_img, _, h, w = images.shape
+    _, _, h, w = images.shape
     for name, mixer in mixers(num_classes).items():
         if only is not None and name not in only:
             continue
         acc = {k: [] for k in ("own", "area", "sal", "noisy")}
-        for seed in seeds:
-            g = torch.Generator().manual_seed(seed)
-            order = torch.randperm(n_img, generator=g)
-            for a in range(0, n_img - batch + 1, batch):
-                idx = order[a:a + batch]
-                x, y, m, s = images[idx], labels[idx], masks[idx], saliency[idx]
-                r = mixer.mix(x, y, generator=g) if name == "CutMix" else mixer.mix(x, y, s, generator=g)
-                true = true_label_weights(m, r.perm, r.boxes)
-                _, pasted = object_shares(m, r.perm, r.boxes)
-                sal = ops.label_weights(s, r.perm, r.boxes)
-                acc["own"].append(label_errors(r.lam, true))
-                acc["area"].append(label_errors(area_weights(r.boxes, h, w), true))
-                acc["sal"].append(label_errors(sal, true))
-                acc["noisy"].append(noisy_mask(r.lam, pasted).double())
+        for (_, _, s, m), r in mixed_batches(name, mixer, (images, labels, saliency, masks), seeds, batch):
+            true = true_label_weights(m, r.perm, r.boxes)
+            _, pasted = object_shares(m, r.perm, r.boxes)
+            sal = ops.label_weights(s, r.perm, r.boxes)
+            acc["own"].append(label_errors(r.lam, true))
+            acc["area"].append(label_errors(area_weights(r.boxes, h, w), true))
+            acc["sal"].append(label_errors(sal, true))
+            acc["noisy"].append(noisy_mask(r.lam, pasted).double())
         out[name] = {k: torch.cat(v).mean().item() for k, v in acc.items()}
         out[name]["n"] = sum(len(v) for v in acc["own"])
     return out
@@ -159,18 +166,12 @@ def pet_section(pet_dir, *, rounds: int, seeds, batch: int) -> list[str]:
     images = torch.zeros(n, 3, *maps.shape[1:])  # pixels do not enter the label weights
     for name, mixer in mixers(37).items():
         err_a, err_b, diff = [], [], []
-        for seed in seeds:
-            g = torch.Generator().manual_seed(seed)
-            order = torch.randperm(n, generator=g)
-            for a in range(0, n - batch + 1, batch):
-                idx = order[a:a + batch]
-                x, y, s, m = images[idx], labels[idx], maps[idx], masks[idx]
-                r = mixer.mix(x, y, generator=g) if name == "CutMix" else mixer.mix(x, y, s, generator=g)
-                true_a = true_label_weights(s, r.perm, r.boxes)
-                true_b = true_label_weights(m, r.perm, r.boxes)
-                err_a.append(label_errors(r.lam, true_a))
-                err_b.append(label_errors(r.lam, true_b))
-                diff.append((true_a - true_b).abs())
+        for (_, _, s, m), r in mixed_batches(name, mixer, (images, labels, maps, masks), seeds, batch):
+            true_a = true_label_weights(s, r.perm, r.boxes)
+            true_b = true_label_weights(m, r.perm, r.boxes)
+            err_a.append(label_errors(r.lam, true_a))
+            err_b.append(label_errors(r.lam, true_b))
+            diff.append((true_a - true_b).abs())
         ea, eb, d = torch.cat(err_a), torch.cat(err_b), torch.cat(diff)
         lines.append(f"| {name} | {len(ea)} | {ea.mean():.3f} | {eb.mean():.3f} | {d.mean():.4f} | {d.max():.4f} |")
     return lines
