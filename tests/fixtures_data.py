@@ -151,3 +151,20 @@ def install_fake_models(monkeypatch) -> list:
     monkeypatch.setitem(sys.modules, "saliencymixplus.models", mod)
     monkeypatch.setattr(saliencymixplus, "models", mod, raising=False)
     return calls
+
+
+class Batches:
+    """The loader interface ``train_one_epoch`` needs (``set_epoch``, ``len``, iteration) over a
+    fixed list of ``(images, saliency or None, labels)`` batches."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def set_epoch(self, seed, epoch):
+        pass
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)

@@ -284,12 +284,17 @@ def test_content_hash_catches_edits_the_checksums_cannot(built, raw, tmp_path):
         SaliencyCache(path, expect=raw)  # the structure alone looks fine: only the hash tells
 
 
-def test_precompute_resume_rebuilds_a_damaged_cache(cifar_dir, built, raw, tmp_path, capsys):
-    path = tmp_path / "c.h5"
+def _damaged_copy(built: Path, path: Path, seed: int) -> Path:
+    """``built`` copied to ``path`` with 4 KB of random bytes in the middle of the file."""
     data = bytearray(built.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 4096] = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    data[mid:mid + 4096] = np.random.default_rng(seed).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
+    return path
+
+
+def test_precompute_resume_rebuilds_a_damaged_cache(cifar_dir, built, raw, tmp_path, capsys):
+    path = _damaged_copy(built, tmp_path / "c.h5", seed=1)
     rc = _call(precompute_main, ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--split", "train",
                                  "--workers", "0", "--block-size", "8", "--no-progress", "--out", path, "--resume"])
     out = capsys.readouterr()
@@ -300,11 +305,7 @@ def test_precompute_resume_rebuilds_a_damaged_cache(cifar_dir, built, raw, tmp_p
 
 @pytest.mark.parametrize("saliency", ["cache", "refresh"])  # refresh starts from the cache: checked alike
 def test_train_refuses_a_damaged_cache_with_the_rebuild_command(saliency, cifar_dir, built, tmp_path, capsys):
-    path = tmp_path / "c.h5"
-    data = bytearray(built.read_bytes())
-    mid = len(data) // 2
-    data[mid:mid + 4096] = np.random.default_rng(2).integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    path.write_bytes(bytes(data))
+    path = _damaged_copy(built, tmp_path / "c.h5", seed=2)
     rc, err = _train(cifar_dir, path, tmp_path, capsys, "--saliency", saliency)
     _assert_one_line_refusal(rc, err, "saliency cache damaged", f"saliency cache {path}",
                              f"Rebuild it with: saliencymixplus-precompute --dataset cifar100 --data-dir "

@@ -25,6 +25,8 @@ from saliencymixplus.training import parse_config
 from saliencymixplus.training.distributed import Dist
 from saliencymixplus.training.loop import build_mixer, train_one_epoch
 
+from fixtures_data import Batches
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 K, B, H, W = 10, 8, 16, 16
@@ -69,22 +71,6 @@ class recording:
         r = self.mixer.mix(x, y, s, generator=g, mixed=mixed)
         self.log[-1].update(images=r.images.detach().clone(), targets=r.targets.detach().clone())
         return r
-
-
-class Batches:
-    """The loader interface ``train_one_epoch`` needs, over fixed ``(x, None, y)`` batches."""
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def set_epoch(self, seed, epoch):
-        pass
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter(self.batches)
 
 
 def make_batches(n: int, seed: int = 0):

@@ -27,7 +27,7 @@ from saliencymixplus.training.distributed import Dist
 from saliencymixplus.training.loop import train_one_epoch
 
 from cli_helpers import exit_code
-from fixtures_data import tiny_net
+from fixtures_data import Batches, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -111,20 +111,6 @@ def test_mixers_on_channels_last_bf16_and_uint8(device, name, kind):
 
 
 # ----------------------------------------------------------------------------- --amp fp16
-
-
-class Batches:
-    def __init__(self, batches):
-        self.batches = batches
-
-    def set_epoch(self, seed, epoch):
-        pass
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter(self.batches)
 
 
 def _fp16_step(init_scale: float):
