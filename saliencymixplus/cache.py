@@ -17,9 +17,9 @@ Version 1 files (no checksums, no hash) are refused with the command that rebuil
 :class:`CacheWriter` writes ``FILE.h5.partial`` block by block (a ``_done`` dataset records
 the finished blocks, flushed after each one) and, when every block is written, adds the content
 hash, fsyncs the file and renames it to ``FILE.h5`` (``os.replace``), so ``FILE.h5`` is complete
-or absent. Only one writer at a time: each holds :class:`CacheLock`, an advisory lock
+or absent. Only one writer at a time: each holds :func:`cache_lock`, an advisory lock
 (``fcntl.flock``) on ``FILE.h5.lock`` taken *before* the partial file is opened; a second
-builder waits for it or stops with :class:`CacheBusyError`. :class:`SaliencyCache` checks a
+builder waits for it or stops with :class:`~saliencymixplus.files.BusyError`. :class:`SaliencyCache` checks a
 file against the split it is paired with and raises :class:`CacheMismatchError` otherwise.
 
 Reading one map at a time (caches too large for memory) goes through HDF5's checksum filter,
@@ -30,24 +30,20 @@ map as its chunk's raw bytes instead (about 0.04 ms): ``train.py`` verifies on e
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Optional
 
 import h5py
 import numpy as np
 
+from .files import FileLock, fsync_path
 from .precompute_command import rebuild_command
 
 __all__ = [
-    "FORMAT_VERSION", "CacheMismatchError", "CacheCorruptError", "CacheBusyError", "OutputPathError",
-    "CacheLock", "CacheWriter", "SaliencyCache", "quantize", "parse_resolution", "format_resolution",
-    "content_hash", "verify_cache", "check_output_file", "ensure_writable_dir",
-    "IN_MEMORY_LIMIT", "HASH_ATTR",
+    "FORMAT_VERSION", "CacheMismatchError", "CacheCorruptError", "cache_lock", "CacheWriter", "SaliencyCache",
+    "quantize", "parse_resolution", "format_resolution", "content_hash", "verify_cache", "IN_MEMORY_LIMIT", "HASH_ATTR",
 ]
 
 FORMAT_VERSION = 2
@@ -70,13 +66,10 @@ class CacheCorruptError(CacheMismatchError):
     longer matches the hash written when it was built."""
 
 
-class CacheBusyError(RuntimeError):
-    """Another process is building the same cache (and we were asked not to wait)."""
-
-
-class OutputPathError(ValueError):
-    """An output path that cannot be written: a folder where a file is expected, a folder that
-    cannot be created, or one that is not writable (read-only mount, permissions)."""
+def cache_lock(out) -> FileLock:
+    """The lock a cache builder holds on ``out`` (:class:`~saliencymixplus.files.FileLock`)."""
+    return FileLock(out, busy="{target} is being built by another process (pid {pid}; lock {lock}): wait for it "
+                              "to finish, or run again without --no-wait to wait for it")
 
 
 def parse_resolution(text) -> tuple[int, int]:
@@ -173,158 +166,6 @@ def content_hash(f: h5py.File) -> str:
     return h.hexdigest()
 
 
-# ----------------------------------------------------------------------------- output paths
-
-def ensure_writable_dir(folder, what: str) -> Path:
-    """Create ``folder`` (and its parents) if missing and check that a file can be written in it
-    (by writing and removing a small temporary file: this also catches read-only mounts).
-
-    Raises:
-        OutputPathError: one line saying what (``what``) and where.
-    """
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputPathError(f"cannot create {what} {folder}: {e.strerror or e}") from None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise OutputPathError(f"cannot write in {what} {folder}: {e.strerror or e}") from None
-    return folder
-
-
-def check_output_file(path, what: str = "--out") -> Path:
-    """Check, before any work, that the file ``path`` can be written: it is not a folder and its
-    folder exists (created if missing) and is writable.
-
-    Raises:
-        OutputPathError: one line saying what (``what``) and where.
-    """
-    p = Path(path)
-    if p.is_dir():
-        raise OutputPathError(f"{what} {p} is a folder; give the file to write, e.g. {p / (p.name or 'cache') }.h5")
-    ensure_writable_dir(p.parent if str(p.parent) else Path("."), f"the folder of {what}")
-    return p
-
-
-# ----------------------------------------------------------------------------- one writer at a time
-
-class CacheLock:
-    """An exclusive advisory lock (``fcntl.flock``) on ``out + ".lock"``, held while a cache is
-    written. It is released when the holder releases it or dies (even by SIGKILL), so a stale
-    lock file never blocks anyone. The holder writes its pid into the file (for messages) and
-    removes the file on release; a waiter that then holds the lock on the removed file retries
-    with the new one, so two processes never both believe they hold it.
-
-    Use ``with CacheLock(out).acquire(...)`` or :meth:`acquire` / :meth:`release`.
-    """
-
-    def __init__(self, out):
-        self.out = Path(out)
-        self.path = Path(str(out) + ".lock")
-        self._fd: Optional[int] = None
-        self.waited = False
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def holder(self) -> str:
-        """The pid written in the lock file (``"?"`` when unknown)."""
-        try:
-            return self.path.read_text().strip() or "?"
-        except OSError:
-            return "?"
-
-    def acquire(self, *, wait: bool = True, on_wait: Optional[Callable[[str], None]] = None) -> "CacheLock":
-        """Take the lock. When another process holds it: with ``wait``, call ``on_wait(pid)`` once
-        and block until it is free; without, raise :class:`CacheBusyError`.
-
-        Raises:
-            CacheBusyError: busy and ``wait`` is false.
-            OutputPathError: the lock file cannot be created (folder not writable).
-        """
-        import fcntl
-
-        if self._fd is not None:
-            raise RuntimeError(f"{self.path} is already held by this object")
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                raise OutputPathError(f"cannot create the lock file {self.path}: {e.strerror or e}") from None
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as e:
-                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                        raise
-                    pid = self.holder()
-                    if not wait:
-                        raise CacheBusyError(
-                            f"{self.out} is being built by another process (pid {pid}; lock {self.path}): "
-                            f"wait for it to finish, or run again without --no-wait to wait for it") from None
-                    if not self.waited and on_wait is not None:
-                        on_wait(pid)
-                    self.waited = True
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                # The holder we waited for removes the file on release: hold the current one.
-                mine = os.fstat(fd)
-                try:
-                    now = os.stat(self.path)
-                except FileNotFoundError:
-                    now = None
-                if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
-                    os.close(fd)
-                    continue
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd = fd
-            return self
-
-    def release(self) -> None:
-        """Remove the lock file and release the lock (no-op when not held)."""
-        if self._fd is None:
-            return
-        try:
-            os.unlink(self.path)  # while still holding it: waiters notice and retry
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self):
-        if self._fd is None:
-            self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        if directory:
-            return  # some filesystems do not open folders; the rename is still atomic
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
-    finally:
-        os.close(fd)
-
-
 class CacheWriter:
     """Writes a cache to ``out + ".partial"`` in blocks of ``block_size`` images, resumably.
 
@@ -337,8 +178,8 @@ class CacheWriter:
         resume: reuse a matching ``.partial`` file's finished blocks; a partial file that does
             not match (or cannot be read) is discarded and :attr:`note` says why.
         extra_attrs: more attributes that must also match to resume (e.g. ``checkpoint``).
-        lock: a held :class:`CacheLock` of ``out`` (the caller releases it); by default the
-            writer takes its own without waiting (:class:`CacheBusyError` when another process
+        lock: a held :func:`cache_lock` of ``out`` (the caller releases it); by default the
+            writer takes its own without waiting (:class:`~saliencymixplus.files.BusyError` when another process
             writes ``out``) and releases it when closed or finalized.
 
     Use as a context manager; :meth:`finalize` writes the content hash and renames the file
@@ -347,7 +188,7 @@ class CacheWriter:
 
     def __init__(self, out, *, dataset: str, split: str, count: int, fingerprint: str, method: str,
                  resolution, dtype: str = "uint8", block_size: int = 512, resume: bool = True,
-                 extra_attrs: dict | None = None, lock: CacheLock | None = None):
+                 extra_attrs: dict | None = None, lock: FileLock | None = None):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         if block_size < 1:
@@ -365,9 +206,9 @@ class CacheWriter:
         self._own_lock = None
         if lock is None:
             self.partial.parent.mkdir(parents=True, exist_ok=True)
-            lock = self._own_lock = CacheLock(out).acquire(wait=False)
+            lock = self._own_lock = cache_lock(out).acquire(wait=False)
         elif not lock.held or lock.out != self.out:
-            raise ValueError(f"lock must be a held CacheLock of {self.out}")
+            raise ValueError(f"lock must be a held cache_lock of {self.out}")
         try:  # the lock is held: the partial file is ours to open (and truncate)
             if resume and self.partial.exists():
                 self._f = self._open_partial()
@@ -465,9 +306,9 @@ class CacheWriter:
         self._f.attrs[HASH_ATTR] = content_hash(self._f)  # written last
         self._f.close()
         self._f = None
-        _fsync_path(self.partial)
+        fsync_path(self.partial)
         os.replace(self.partial, self.out)
-        _fsync_path(self.out.parent if str(self.out.parent) else Path("."), directory=True)
+        fsync_path(self.out.parent if str(self.out.parent) else Path("."), directory=True)
         self._release_lock()
         return self.out
 

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .files import arrays_sha256, atomic_write
 from .demo import (GLYPHS, _draw_segments, _finish, _glyph_masks, _object_frame, _smooth_field, _visible_colours,
                    generate_arrays, split_seed)
 
@@ -98,14 +97,6 @@ def cache_dir() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "saliencymixplus"
 
 
-def _digest(arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
 def _load_cached(path: Path, n: int):
     """The arrays stored at ``path`` when they are whole and exactly what the generator wrote
     (their SHA-256 matches the one stored beside them), else ``None``."""
@@ -117,29 +108,21 @@ def _load_cached(path: Path, n: int):
         return None
     S = HARD_IMAGE_SIZE
     shapes = ((n, S, S, 3), (n,), (n, S, S))
-    if any(a.shape != s for a, s in zip(arrays, shapes)) or _digest(arrays) != digest:
+    if any(a.shape != s for a, s in zip(arrays, shapes)) or arrays_sha256(*arrays) != digest:
         return None
     return arrays
 
 
 def _store(path: Path, arrays) -> None:
-    """Write ``arrays`` and their digest to ``path`` atomically (a temporary file in the same
-    folder, then renamed); a folder that cannot be written only costs the next process a
-    regeneration."""
-    try:
+    """Write ``arrays`` and their digest to ``path`` atomically; a folder that cannot be written
+    only costs the next process a regeneration."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, images=arrays[0], labels=arrays[1], masks=arrays[2], sha256=np.array(arrays_sha256(*arrays)))
+
+    with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=arrays[0], labels=arrays[1], masks=arrays[2], sha256=np.array(_digest(arrays)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        atomic_write(path, write)
 
 
 @functools.lru_cache(maxsize=4)

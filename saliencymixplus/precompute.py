@@ -12,7 +12,7 @@ most the blocks in flight: ``--resume`` continues from the finished blocks. ``OU
 device in the main process.
 
 One build per ``OUT`` at a time: a build holds an advisory lock on ``OUT.lock`` (see
-:class:`~saliencymixplus.cache.CacheLock`). A second build of the same ``OUT`` (another
+:func:`~saliencymixplus.cache.cache_lock`). A second build of the same ``OUT`` (another
 ``saliencymixplus-precompute``, or a ``train.py`` building its cache) says that it waits, waits,
 and then reuses the finished cache when it matches; with ``--no-wait`` it stops at once with
 exit status 2 instead. A ``kill -9`` releases the lock.
@@ -27,7 +27,6 @@ Exit status: 0 done, 2 bad arguments, data, output path or busy cache, 130 inter
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import signal
 import sys
@@ -36,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import (CacheBusyError, CacheLock, CacheMismatchError, CacheWriter, SaliencyCache,
-                    check_output_file, format_resolution, parse_resolution, quantize, verify_cache)
+from .cache import (CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution, parse_resolution,
+                    quantize, verify_cache)
+from .files import BusyError, FileLock, check_output_file, file_sha256
 from .precompute_command import PROGRAM
 from .rawdata import DATASETS, GENERATED, SPLITS, ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
@@ -121,14 +121,6 @@ def _compute_block(bounds: tuple[int, int]) -> tuple[int, np.ndarray, list]:
 def _postprocess(maps: np.ndarray, kwargs: dict | None) -> np.ndarray:
     """:func:`~saliencymixplus.saliency.sharpen` with ``kwargs`` (the identity when empty)."""
     return sharpen(maps, **kwargs) if kwargs else maps
-
-
-def _file_hash(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, postprocess=None):
@@ -222,7 +214,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             is stored, as ``"top=0.2,power=2"`` or a dict; ``"none"`` stores the maps as the
             method gives them. Recorded in the cache attribute ``postprocess``.
         wait: when another process is building ``out``, wait for it (saying so through ``log``)
-            and then reuse its cache if it matches; ``False`` raises :class:`CacheBusyError`.
+            and then reuse its cache if it matches; ``False`` raises :class:`~saliencymixplus.files.BusyError`.
 
     Returns:
         the path of the finished cache.
@@ -231,7 +223,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         ValueError: bad arguments. OutputPathError: ``out`` cannot be written (checked first).
         FileNotFoundError: missing data or checkpoint. ImageDecodeError: image files that
         cannot be decoded (all of them named; finished blocks are kept for ``resume``).
-        CacheBusyError: ``wait=False`` and another process is building ``out``.
+        BusyError: ``wait=False`` and another process is building ``out``.
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
@@ -258,7 +250,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
     if block_size is None:
         block_size = (256 if method == "gradient" else 500) if raw.in_memory else 16
     postprocess = format_postprocess(postprocess)  # checks it, and the form the attribute records
-    extra = {"checkpoint": _file_hash(checkpoint)} if method == "gradient" else {}
+    extra = {"checkpoint": file_sha256(checkpoint)} if method == "gradient" else {}
     extra["postprocess"] = postprocess
 
     def reusable(note_mismatch: bool) -> bool:
@@ -285,7 +277,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         check_output_file(out)
     model = _load_gradient_model(checkpoint, raw) if method == "gradient" else None  # fails before any writing
 
-    lock = CacheLock(out).acquire(
+    lock = cache_lock(out).acquire(
         wait=wait, on_wait=lambda pid: log(f"another process (pid {pid}) is building {out}; waiting for it to "
                                            f"finish (lock {out}.lock) ..."))
     try:
@@ -312,7 +304,7 @@ def _bad_image_todo(raw, resume: bool = True) -> str:
     return f"Replace each with an intact copy{fetch}, or delete its line from {lists}; then {again}."
 
 
-def _write_cache(raw, out: Path, lock: CacheLock, *, method, resolution, dtype, block_size, resume, extra,
+def _write_cache(raw, out: Path, lock: FileLock, *, method, resolution, dtype, block_size, resume, extra,
                  workers, data_dir, model, postprocess, progress, log) -> Path:
     """Compute the pending blocks into ``out.partial`` (``lock`` held) and finalize it."""
     with CacheWriter(out, dataset=raw.name, split=raw.split, count=len(raw), fingerprint=raw.fingerprint(),
@@ -408,7 +400,7 @@ def main(argv=None) -> int:
                            checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
                            block_size=args.block_size, download=args.download, postprocess=args.postprocess,
                            wait=not args.no_wait, log=lambda msg: print(msg, flush=True))
-    except (FileNotFoundError, ValueError, CacheBusyError) as e:  # OutputPathError, ImageDecodeError included
+    except (FileNotFoundError, ValueError, BusyError) as e:  # OutputPathError, ImageDecodeError included
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,8 +18,9 @@ import h5py
 import numpy as np
 import pytest
 
-from saliencymixplus.cache import (CacheBusyError, CacheCorruptError, CacheLock, CacheMismatchError, CacheWriter,
-                                   SaliencyCache, verify_cache)
+from saliencymixplus.cache import (CacheCorruptError, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock,
+                                   verify_cache)
+from saliencymixplus.files import BusyError
 from saliencymixplus.precompute import build_cache
 from saliencymixplus.precompute import main as precompute_main
 from saliencymixplus.rawdata import load_split
@@ -130,25 +131,25 @@ def test_lock_names_its_holder_and_survives_a_dead_one(tmp_path, raw):
     out = tmp_path / "c.h5"
     lockfile = Path(f"{out}.lock")
     lockfile.write_text("12345\n")  # left by a build killed with -9: the file is there, the lock is not
-    first = CacheLock(out).acquire(wait=False)
+    first = cache_lock(out).acquire(wait=False)
     assert lockfile.read_text().strip() == str(os.getpid())
-    with pytest.raises(CacheBusyError, match=f"being built by another process \\(pid {os.getpid()}"):
-        CacheLock(out).acquire(wait=False)
-    with pytest.raises(CacheBusyError):  # a writer takes the lock before it opens the partial file
+    with pytest.raises(BusyError, match=f"being built by another process \\(pid {os.getpid()}"):
+        cache_lock(out).acquire(wait=False)
+    with pytest.raises(BusyError):  # a writer takes the lock before it opens the partial file
         CacheWriter(out, dataset="cifar100", split="train", count=len(raw), fingerprint=raw.fingerprint(),
                     method="fine_grained", resolution=(32, 32), block_size=8)
     assert not Path(f"{out}.partial").exists()
 
     # A waiter blocked on the lock holds it once the holder lets go, and only one holds it.
-    waiting, second = threading.Event(), CacheLock(out)
+    waiting, second = threading.Event(), cache_lock(out)
     t = threading.Thread(target=lambda: second.acquire(wait=True, on_wait=lambda pid: waiting.set()))
     t.start()
     assert waiting.wait(30)
     first.release()
     t.join(30)
     assert second.held and lockfile.exists()
-    with pytest.raises(CacheBusyError):
-        CacheLock(out).acquire(wait=False)
+    with pytest.raises(BusyError):
+        cache_lock(out).acquire(wait=False)
     second.release()
     assert not lockfile.exists()
 

@@ -191,7 +191,7 @@ def main(argv=None) -> int:
 
         names = GLYPHS
     try:
-        from saliencymixplus.cache import check_output_file
+        from saliencymixplus.files import check_output_file
 
         check_output_file(args.out)
     except ValueError as e:

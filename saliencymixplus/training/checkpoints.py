@@ -1,22 +1,22 @@
 """Checkpoints of a run (``last.pt`` after every epoch, ``best.pt``), written atomically and
-read with ``weights_only=True``; plus :func:`atomic_write`, which every output file uses."""
+read with ``weights_only=True``."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from ..files import atomic_write
 from ..checkpoint_file import RESUME_KEYS, CheckpointFileError, describe_load_error, read_checkpoint
 from .config import Config, UsageError
 from .distributed import Dist, log
 from .seeding import rng_state, set_rng_state
 
-__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "checkpoint_state", "resolve_resume",
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_state", "resolve_resume",
            "read_resume", "restore", "CheckpointError", "RESUME_MAY_DIFFER"]
 
 #: Config keys that may change on ``--resume``: how far to train, where things are and what
@@ -29,19 +29,6 @@ RESUME_MAY_DIFFER = ("epochs", "out_dir", "resume", "progress", "workers", "devi
 
 class CheckpointError(UsageError):
     """A ``--resume`` file that is not a readable ``train.py`` checkpoint of this run (exit 2)."""
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``, so
-    that a reader never sees a half-written file. ``tmp`` keeps ``path``'s suffix."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -20,7 +20,8 @@ from typing import Optional
 
 import torch.distributed as dist
 
-from ..cache import CacheBusyError, CacheCorruptError, CacheMismatchError, OutputPathError
+from ..cache import CacheCorruptError, CacheMismatchError
+from ..files import BusyError, OutputPathError
 from ..rawdata import ImageDecodeError
 from .config import PROG, UsageError, parse_config
 from .loop import NonFiniteLossError
@@ -67,7 +68,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         summary = run(cfg)
     except (UsageError, FileNotFoundError, CacheMismatchError, OutputPathError, ImageDecodeError,
-            CacheBusyError) as e:
+            BusyError) as e:
         msg = _message(e)
         if isinstance(e, CacheCorruptError):
             what = "saliency cache damaged"

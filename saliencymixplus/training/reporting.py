@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .checkpoints import atomic_write
+from ..files import atomic_write
 from .config import Config
 from .distributed import Dist
 

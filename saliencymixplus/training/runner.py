@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from .. import data
-from ..cache import OutputPathError, check_output_file, ensure_writable_dir, verify_cache
+from ..cache import verify_cache
+from ..files import OutputPathError, check_output_file, ensure_writable_dir
 from ..checkpoint_file import load_checkpoint_model
 from ..models import build_model
 from ..precompute_command import rebuild_command
@@ -128,7 +129,7 @@ def run(cfg: Config) -> dict:
 
     Raises:
         UsageError (CheckpointError), FileNotFoundError, OutputPathError, ImageDecodeError,
-            CacheMismatchError (CacheCorruptError), CacheBusyError: bad flags, a bad ``--resume``
+            CacheMismatchError (CacheCorruptError), BusyError: bad flags, a bad ``--resume``
             file, missing data, unwritable outputs, undecodable images, a cache built from
             other data or damaged (all before any training).
         NonFiniteLossError: the training loss became NaN or infinite; raised before that

@@ -1,0 +1,228 @@
+"""Files written safely: atomic writes, one writer at a time, output paths checked before work,
+content hashes. Every module that writes a file uses these (docs/design.md, "Files")."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+__all__ = ["OutputPathError", "BusyError", "FileLock", "atomic_write", "fsync_path", "ensure_writable_dir",
+           "check_output_file", "file_sha256", "arrays_sha256"]
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written: a folder where a file is expected, a folder that
+    cannot be created, or one that is not writable (read-only mount, permissions)."""
+
+
+class BusyError(RuntimeError):
+    """Another process holds the lock of a file being built or a run folder being written."""
+
+
+# ----------------------------------------------------------------------------- output paths
+
+def ensure_writable_dir(folder, what: str) -> Path:
+    """Create ``folder`` (and its parents) if missing and check that a file can be written in it
+    (by writing and removing a small temporary file: this also catches read-only mounts).
+
+    Raises:
+        OutputPathError: one line saying what (``what``) and where.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"cannot create {what} {folder}: {e.strerror or e}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutputPathError(f"cannot write in {what} {folder}: {e.strerror or e}") from None
+    return folder
+
+
+def check_output_file(path, what: str = "--out") -> Path:
+    """Check, before any work, that the file ``path`` can be written: it is not a folder and its
+    folder exists (created if missing) and is writable.
+
+    Raises:
+        OutputPathError: one line saying what (``what``) and where.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise OutputPathError(f"{what} {p} is a folder; give the file to write, e.g. {p / (p.name or 'cache') }.h5")
+    ensure_writable_dir(p.parent if str(p.parent) else Path("."), f"the folder of {what}")
+    return p
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+def fsync_path(path: Path, directory: bool = False) -> None:
+    """``fsync`` a file, or a folder (after a rename in it; skipped where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:
+            return  # some filesystems do not open folders; the rename is still atomic
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it and rename it to ``path``,
+    so that a reader never sees a half-written file and a crash leaves the old file or the new
+    one. ``tmp`` keeps ``path``'s suffix (some writers choose the format by it); it is removed
+    when ``write`` fails."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_path(path.parent if str(path.parent) else Path("."), directory=True)
+
+
+# ----------------------------------------------------------------------------- one writer at a time
+
+class FileLock:
+    """An exclusive advisory lock (``fcntl.flock``) on ``target + ".lock"`` (or on ``lock_path``),
+    held while ``target`` is written. It is released when the holder releases it or dies (even by
+    SIGKILL), so a stale lock file never blocks anyone. The holder writes its pid into the file
+    (for messages) and removes the file on release; a waiter that then holds the lock on the
+    removed file retries with the new one, so two processes never both believe they hold it.
+
+    Args:
+        target: what the lock protects (a file being built, a run folder).
+        busy: the message of :class:`BusyError` when another process holds it and we do not
+            wait; ``{target}``, ``{pid}`` and ``{lock}`` are filled in.
+        lock_path: the lock file (default ``target + ".lock"``).
+
+    Use ``with FileLock(out).acquire(...)`` or :meth:`acquire` / :meth:`release`.
+    """
+
+    def __init__(self, target, *, busy: str = "{target} is being written by another process (pid {pid}; lock {lock})",
+                 lock_path=None):
+        self.out = Path(target)
+        self.path = Path(lock_path) if lock_path is not None else Path(str(target) + ".lock")
+        self.busy = busy
+        self._fd: Optional[int] = None
+        self.waited = False
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> str:
+        """The pid written in the lock file (``"?"`` when unknown)."""
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def acquire(self, *, wait: bool = True, on_wait: Optional[Callable[[str], None]] = None) -> "FileLock":
+        """Take the lock. When another process holds it: with ``wait``, call ``on_wait(pid)`` once
+        and block until it is free; without, raise :class:`BusyError`.
+
+        Raises:
+            BusyError: busy and ``wait`` is false.
+            OutputPathError: the lock file cannot be created (folder not writable).
+        """
+        import fcntl
+
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is already held by this object")
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise OutputPathError(f"cannot create the lock file {self.path}: {e.strerror or e}") from None
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as e:
+                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    pid = self.holder()
+                    if not wait:
+                        raise BusyError(self.busy.format(target=self.out, pid=pid, lock=self.path)) from None
+                    if not self.waited and on_wait is not None:
+                        on_wait(pid)
+                    self.waited = True
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                # The holder we waited for removes the file on release: hold the current one.
+                mine = os.fstat(fd)
+                try:
+                    now = os.stat(self.path)
+                except FileNotFoundError:
+                    now = None
+                if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+                    os.close(fd)
+                    continue
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+            return self
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock (no-op when not held)."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still holding it: waiters notice and retry
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        if self._fd is None:
+            self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ----------------------------------------------------------------------------- content hashes
+
+def file_sha256(path, digits: int = 16) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MB steps, as ``digits`` hex digits."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:digits]
+
+
+def arrays_sha256(*arrays, digits: int = 64, with_layout: bool = True) -> str:
+    """The SHA-256 of numpy arrays (or CPU tensors): each array's dtype and shape (unless
+    ``with_layout`` is false) and its bytes in C order, as ``digits`` hex digits."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
+        if with_layout:
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:digits]
