@@ -8,7 +8,7 @@ import torch  # noqa: F401  (torch must be loaded before the extension)
 
 from ._extension import extension_info
 from .mix import CutMix, MixResult, SaliencyMix, SaliencyMixPlus, mix_targets, one_hot, soft_target_cross_entropy
-from .ops import label_weights, paste, peak_boxes, saliency_mix, saliency_mix_plus, window_search
+from .ops import label_weights, paste, peak_boxes, saliency_mix_plus, window_search
 
 __version__ = "0.1.0"
 
@@ -25,7 +25,6 @@ __all__ = [
     "paste",
     "label_weights",
     "saliency_mix_plus",
-    "saliency_mix",
     "extension_info",
     "__version__",
 ]

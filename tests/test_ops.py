@@ -272,6 +272,43 @@ def test_label_weights_known_values_and_fallbacks():
     torch.testing.assert_close(ops.label_weights(s, perm, full), torch.tensor([1.0, 0.0]))
 
 
+def all_inside_maps(dtype, scale, spread):
+    """The case of issue 21: target 0's saliency lies wholly inside the box ``[3:6, 3:6]`` and its
+    source (image 1) has none there, while the rest of image 1 is salient. Values times ``scale``,
+    and every other row times ``spread`` too: rows of such different sizes do not sum exactly
+    in float64, so a summed-area table's four-corner difference over a zero region is not 0."""
+    g = torch.Generator().manual_seed(2)
+    s = torch.zeros(2, 8, 8, dtype=torch.float64)
+    s[0, 3:6, 3:6] = torch.rand(3, 3, generator=g, dtype=torch.float64) + 0.1
+    s[1] = torch.rand(8, 8, generator=g, dtype=torch.float64)
+    s[1, 3:6, 3:6] = 0
+    s[:, ::2] *= spread
+    return (s * 200).round().to(dtype) if dtype == torch.uint8 else (s * scale).to(dtype)
+
+
+# (dtype, scale, spread). With a spread, a summed-area table of the map gets the zero region
+# wrong on the side that breaks the rule; without one, the values are tiny (1e-30), subnormal in
+# float32 (1e-38, 2**-127) or in float16 (2**-14 * [0, 1)), and must still count; uint8 maps.
+SUM_CASES = [(torch.float64, 1.0, 1.0), (torch.float64, 1e-30, 2.0**-2), (torch.float32, 1.0, 2.0**-30),
+             (torch.float32, 1e-20, 2.0**-29), (torch.bfloat16, 1.0, 2.0**-38), (torch.float32, 1e-30, 1.0),
+             (torch.float32, 1e-38, 1.0), (torch.float32, 2.0**-127, 1.0), (torch.float16, 1.0, 1.0),
+             (torch.float16, 2.0**-14, 1.0), (torch.uint8, 1.0, 1.0)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype,scale,spread", SUM_CASES, ids=lambda v: str(v).replace("torch.", ""))
+def test_label_weights_sum_an_all_zero_region_to_exactly_zero(device, dtype, scale, spread):
+    s = all_inside_maps(dtype, scale, spread).to(device)
+    assert (s[0] > 0).sum() == 9 and (s[1] > 0).sum() > 40
+    perm, boxes = torch.tensor([1, 0], device=device), torch.tensor([[3, 3, 6, 6]] * 2, device=device)
+    # image 0 keeps none of its saliency (a = 0) and receives none of image 1's (b = 0): a + b = 0,
+    # so the area rule 1 - 9 / 64; image 1 keeps all of its own (a = 1) and receives all of image 0's (b = 1)
+    expected = torch.tensor([1 - 9 / 64, 0.5])
+    assert expected.tolist() == [0.859375, 0.5]
+    torch.testing.assert_close(ops.label_weights(s, perm, boxes).cpu(), expected, rtol=0, atol=0)
+    torch.testing.assert_close(ops.label_weights_reference(s, perm, boxes).cpu(), expected, rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------- fused op
 
 
@@ -482,6 +519,24 @@ def test_bad_box_size_types():
         ops.saliency_mix_plus(torch.rand(3, 3, 6, 5), s, torch.tensor([2, 0, 1]), 2, None)
 
 
+@pytest.mark.parametrize("call,name", [
+    (lambda s: ops.window_search(s, 2**70, 3), "box_h"),
+    (lambda s: ops.peak_boxes(s, 3, -2**63 - 1), "box_w"),
+    (lambda s: ops.saliency_mix_plus(torch.rand(3, 3, 6, 5), s, torch.tensor([2, 0, 1]), 2, 2**64), "box_w"),
+    (lambda s: ops.window_search_reference(s, -2**100, 3), "box_h"),
+])
+def test_box_sizes_outside_int64_are_refused(path, call, name):
+    _, s, _, _ = good()
+    with pytest.raises(ValueError, match=f"{name} must be an int64 value"):
+        call(s)
+
+
+def test_int_box_sizes_at_the_ends_of_int64_are_clamped(path):
+    s = torch.zeros(2, 6, 5)  # all ties: the first window, at (0, 0)
+    assert ops.window_search(s, 2**63 - 1, -2**63).tolist() == [[0, 0, 6, 0]] * 2
+    assert ops.window_search(s, -2**63, 2**63 - 1).tolist() == [[0, 0, 0, 5]] * 2
+
+
 @needs_ops
 @pytest.mark.skipif("cuda" not in DEVICES, reason="needs a CUDA GPU")
 def test_cuda_devices_that_differ():
@@ -554,17 +609,3 @@ def test_cuda_many_maps_equal_cpu():
     torch.testing.assert_close(kernels.window_search(s.cuda(), h.cuda(), w.cuda()).cpu(), boxes, rtol=0, atol=0)
     torch.testing.assert_close(kernels.label_weights(s.cuda(), perm.cuda(), boxes.cuda()).cpu(),
                                kernels.label_weights(s, perm, boxes))
-
-
-def test_old_name_of_the_fused_op_still_works_and_warns():
-    images, s, p, _ = good()
-    expected = ops.saliency_mix_plus(images, s, p, 3, 2, "peak")
-    with pytest.warns(DeprecationWarning, match="saliency_mix_plus"):
-        got = ops.saliency_mix(images, s, p, 3, 2, mode="peak")
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    if HAS_OPS:
-        h, w = torch.full((3,), 3), torch.full((3,), 2)
-        got = torch.ops.saliencymixplus.saliency_mix(images, s, p, h, w, "peak")
-        for a, b in zip(got, expected):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
