@@ -1,27 +1,10 @@
 """CutMix, SaliencyMix and SaliencyMix+ behind one callable shape, and the soft-target loss.
 
-Papers:
-    CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features,
-        Yun et al., ICCV 2019 (https://arxiv.org/abs/1905.04899).
-    SaliencyMix: A Saliency Guided Data Augmentation Strategy for Better Regularization,
-        Uddin et al., ICLR 2021 (https://arxiv.org/abs/2006.01791).
-    SaliencyMix+: saliency-guided CutMix whose labels are weighted by the saliency that
-        stays visible (docs/design.md).
-
-Every mixer is called as ``mixer(images, labels[, saliency]) -> (images, targets)`` with
-``images`` ``Tensor[B, C, H, W]`` on any device and ``targets`` ``FloatTensor[B', K]`` soft
-labels whose rows sum to 1. ``mixer.mix(...)`` returns a :class:`MixResult` that also holds
-the pairing, the boxes, the label weights and the labels of the returned images. A loop that
-must know before the call whether a batch is mixed (to compute online saliency only then) asks
-``mixer.coin()`` and passes the answer as ``mix(..., mixed=...)``.
-
-A mixer call never reads device data on the host, so on a GPU the CPU keeps queueing work
-ahead of it, and a call can be captured in a CUDA graph: the random numbers that shape the
-data (lam, the pairing, CutMix's centres) are drawn on the batch's device, the targets are
-built there, and the ops run with ``check=False``: their kernels are safe by construction,
-and negative, NaN and infinite saliency counts as 0 on every device. Labels are checked only
-where they live on the CPU and reading them costs no sync. Only the ``prob`` coin, which
-decides whether any work runs, is drawn on the host.
+Papers: CutMix (Yun et al., ICCV 2019, https://arxiv.org/abs/1905.04899); SaliencyMix (Uddin et
+al., ICLR 2021, https://arxiv.org/abs/2006.01791); SaliencyMix+ weighs the labels by the saliency
+that stays visible. Every mixer is called as ``mixer(images, labels[, saliency]) -> (images,
+targets)``; ``mixer.mix(...)`` returns the whole :class:`MixResult`. What each mixer computes, and
+why a call never reads device data on the host: docs/design.md ("The algorithm", "The hot path").
 """
 
 from __future__ import annotations
@@ -138,6 +121,12 @@ def sample_beta(alpha: float, n: int, generator: Optional[torch.Generator], devi
     return gammas[0] / (gammas[0] + gammas[1])
 
 
+def _checked_generator(generator) -> Optional[torch.Generator]:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+    return generator
+
+
 def _device_generator(generator: Optional[torch.Generator], device: torch.device) -> Optional[torch.Generator]:
     """The generator for the draws that shape the data, on the batch's ``device``.
 
@@ -179,16 +168,13 @@ class _Mixer:
             raise ValueError(f"prob must be in [0, 1], got {prob!r}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        if lam_mode not in LAM_MODES:
-            raise ValueError(f"lam_mode must be one of {LAM_MODES}, got {lam_mode!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+        ops.one_of("lam_mode", lam_mode, LAM_MODES)
         self.num_classes = num_classes
         self.alpha = float(alpha)
         self.prob = float(prob)
         self.label_smoothing = float(label_smoothing)
         self.lam_mode = lam_mode
-        self.generator = generator
+        self.generator = _checked_generator(generator)
         # The prob coin is a host draw: from a CPU generator itself, else from a CPU generator
         # seeded like the device one (else the global CPU generator).
         self._coin_generator = (torch.Generator().manual_seed(generator.initial_seed())
@@ -207,12 +193,10 @@ class _Mixer:
 
         Args:
             images: ``Tensor[B, C, H, W]``, any dtype, layout and device.
-            labels: ``LongTensor[B]`` in ``[0, num_classes)`` on the same device (checked on the
-                CPU, where it costs no sync; on a GPU an out-of-range label fails in the one-hot
-                scatter, as in ``F.cross_entropy``).
-            saliency: ``Tensor[B, H, W]`` (float or uint8, ``>= 0``; negative, NaN and infinite
-                values count as 0) on the same device; needed by the saliency mixers, ignored
-                by :class:`CutMix`.
+            labels: ``LongTensor[B]`` in ``[0, num_classes)`` on the same device.
+            saliency: ``Tensor[B, H, W]``, float (finite, ``>= 0``) or uint8, on the same device;
+                needed by the saliency mixers, ignored by :class:`CutMix`. Label and saliency
+                values are checked where the batch is on the CPU (docs/design.md, "Checks").
             generator: a ``torch.Generator`` (CPU, or on the batch's device) for this call's
                 draws, instead of the mixer's own.
             mixed: the answer of :meth:`coin`, tossed beforehand by the caller; ``None`` (the
@@ -221,9 +205,7 @@ class _Mixer:
         if self.needs_saliency and saliency is None:
             raise ValueError(f"{type(self).__name__} needs saliency: call it as mixer(images, labels, saliency)")
         self._check(images, labels, saliency if self.needs_saliency else None)
-        gen = generator if generator is not None else self.generator
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+        gen = self._pick(generator)
         if not (self.coin(gen) if mixed is None else mixed):
             targets = one_hot(labels, self.num_classes, self.label_smoothing)
             return MixResult(images, targets, None, None, torch.ones(labels.shape[0], device=labels.device), labels)
@@ -246,24 +228,25 @@ class _Mixer:
     # The pieces the subclasses put together.
 
     def _check(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor] = None) -> None:
-        """Shapes, dtypes and devices (free); label values only where they live on the CPU."""
-        if not isinstance(images, Tensor) or images.dim() != 4:
-            raise ValueError(f"images must be a Tensor[B, C, H, W], got {_describe(images)}")
+        """Shapes, dtypes and devices (free); label and saliency values where the batch is on the
+        CPU, where reading them costs no sync (on a GPU an out-of-range label fails in the one-hot
+        scatter, as in ``F.cross_entropy``, and odd saliency counts as 0, as in the kernels)."""
+        ops.check_images(images, saliency)
         if not isinstance(labels, Tensor) or labels.dtype != torch.long or labels.shape != images.shape[:1]:
-            raise ValueError(f"labels must be a LongTensor[{images.shape[0]}], got {_describe(labels)}")
+            raise ValueError(f"labels must be a LongTensor[{images.shape[0]}], got {ops.describe(labels)}")
         if labels.device != images.device:
             raise ValueError(f"labels must be on {images.device} like images, got {labels.device}")
-        if _checks_are_free(labels) and labels.numel():
+        if images.device.type != "cpu":
+            return
+        if labels.numel():
             lo, hi = torch.aminmax(labels)
             if lo < 0 or hi >= self.num_classes:
                 raise ValueError(f"labels must be in [0, {self.num_classes}), got values in [{int(lo)}, {int(hi)}]")
-        if saliency is not None:
-            expected = [images.shape[0], *images.shape[2:]]
-            if not isinstance(saliency, Tensor) or list(saliency.shape) != expected:
-                raise ValueError(f"saliency must be a Tensor{expected} to match images {list(images.shape)}, "
-                                 f"got {_describe(saliency)}")
-            if saliency.device != images.device:
-                raise ValueError(f"saliency must be on {images.device} like images, got {saliency.device}")
+        ops.check_values(saliency)
+
+    def _pick(self, generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
+        """This call's generator: ``generator``, else the mixer's own."""
+        return self.generator if generator is None else _checked_generator(generator)
 
     def coin(self, generator: Optional[torch.Generator] = None) -> bool:
         """Whether the next batch is mixed (probability ``prob``): one host draw, made even when
@@ -271,25 +254,12 @@ class _Mixer:
         mixer's own) when that is a CPU generator; else from a CPU generator seeded like the
         mixer's own device generator, or the global CPU generator when the mixer has none.
         :meth:`mix` tosses it unless told ``mixed=``."""
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
-        gen = generator if generator is not None else self.generator
+        gen = self._pick(generator)
         host = gen if gen is not None and gen.device.type == "cpu" else self._coin_generator
         return bool(torch.rand((), generator=host, dtype=torch.float64) < self.prob)
 
     def _targets(self, labels: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
         return mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
-
-
-def _checks_are_free(t: Tensor) -> bool:
-    """Whether a value check of ``t`` costs no device sync: data on the CPU."""
-    return t.device.type == "cpu"
-
-
-def _describe(value) -> str:
-    if isinstance(value, Tensor):
-        return f"{value.dtype} of shape {list(value.shape)}"
-    return type(value).__name__
 
 
 class CutMix(_Mixer):
@@ -309,9 +279,9 @@ class CutMix(_Mixer):
 
     Call: ``CutMix(...)(images Tensor[B, C, H, W], labels LongTensor[B]) -> (images, targets FloatTensor[B, K])``
     (a saliency argument is accepted and ignored, so the three mixers are called alike).
-    The box is ``cut = int(size * sqrt(1 - lam))`` centred on a uniform pixel, clipped to
-    the image (:func:`saliencymixplus.ops.centred_boxes`); the label weight is
-    ``1 - box_area / (H * W)`` (:func:`saliencymixplus.ops.area_rule`).
+    The box (:func:`~saliencymixplus.ops.box_sizes`) is centred on a uniform pixel and clipped
+    (:func:`~saliencymixplus.ops.centred_boxes`); labels are weighted by area
+    (:func:`~saliencymixplus.ops.area_rule`).
     """
 
     needs_saliency = False
@@ -325,7 +295,7 @@ class CutMix(_Mixer):
         boxes = ops.centred_boxes(cy, cx, box_h, box_w, height, width)
         perm = torch.randperm(batch, generator=draws, device=device)
         lam = ops.area_rule(boxes, height, width)
-        mixed = ops.paste(images, perm, boxes, check=False)  # boxes and perm made right here
+        mixed = ops.dispatch("paste", images, perm, boxes)  # boxes and perm made right here
         return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam, labels)
 
 
@@ -347,7 +317,7 @@ class SaliencyMix(_Mixer):
         py, px = ops.saliency_peaks(saliency[perm[:1]])
         boxes = ops.centred_boxes(py.expand(batch), px.expand(batch), box_h, box_w, height, width)
         lam = ops.area_rule(boxes, height, width)
-        mixed = ops.paste(images, perm, boxes, check=False)  # boxes and perm made right here
+        mixed = ops.dispatch("paste", images, perm, boxes)  # boxes and perm made right here
         return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam, labels)
 
 
@@ -370,10 +340,8 @@ class SaliencyMixPlus(_Mixer):
 
     def __init__(self, num_classes: int, *, box: str = "window", pairing: str = "full", **options) -> None:
         super().__init__(num_classes, **options)
-        if box not in ops.BOXES:
-            raise ValueError(f"box must be one of {ops.BOXES}, got {box!r}")
-        if pairing not in PAIRINGS:
-            raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+        ops.one_of("box", box, ops.BOXES)
+        ops.one_of("pairing", pairing, PAIRINGS)
         self.box = box
         self.pairing = pairing
 
@@ -382,7 +350,7 @@ class SaliencyMixPlus(_Mixer):
         if self.pairing == "half" and batch < 2:
             raise ValueError(f"pairing='half' needs a batch of at least 2 images, got {batch}")
         perm = self._pairing(batch, draws, images.device)
-        mixed, boxes, lam = ops.saliency_mix_plus(images, saliency, perm, box_h, box_w, self.box, check=False)
+        mixed, boxes, lam = ops.dispatch("saliency_mix_plus", images, saliency, perm, box_h, box_w, self.box)
         targets = self._targets(labels, perm, lam)
         if self.pairing == "half":
             kept = batch // 2

@@ -125,7 +125,7 @@ def saliency_mix_plus(images: Tensor, saliency: Tensor, perm: Tensor, box_h: Box
 
 # ------------------------------------------------------------------------ the argument path
 
-_ARGUMENTS = {  # each op's arguments, in order
+_ARGUMENTS = {  # each op's arguments, in order; the first (images or saliency) holds the batch
     "window_search": ("saliency", "box_h", "box_w"),
     "peak_boxes": ("saliency", "box_h", "box_w"),
     "paste": ("images", "perm", "boxes"),
@@ -139,7 +139,7 @@ def _run(op: str, values: tuple, check: bool, reference: bool = False):
     check their values when ``check``, then run :func:`dispatch` (or the reference)."""
     args = _arguments(op, values)
     if check:
-        height, width = args["images" if "images" in args else "saliency"].shape[-2:]
+        height, width = values[0].shape[-2:]
         check_values(args.get("saliency"), args.get("perm"), args.get("boxes"), height, width)
     return _REFERENCES[op](*args.values()) if reference else dispatch(op, *args.values())
 
@@ -159,11 +159,10 @@ def _arguments(op: str, values: tuple) -> dict:
     if "box" in args:
         one_of("box", args["box"], BOXES)
     if "images" in args:
-        check_images(args["images"], args.get("saliency"))
+        check_images(values[0], args.get("saliency"))
     else:
-        check_saliency(args["saliency"])
-    first = args["images" if "images" in args else "saliency"]
-    batch, device = first.shape[0], first.device
+        check_saliency(values[0])
+    batch, device = values[0].shape[0], values[0].device
     for name in ("perm", "box_h", "box_w"):
         if name in args:
             args[name] = _long_vector(args[name], name, batch, device)
@@ -347,14 +346,13 @@ def weights_from_shares(a: Tensor, b: Tensor, boxes: Tensor, height: int, width:
 
 
 def direct_sums(saliency: Tensor, boxes: Optional[Tensor] = None) -> Tensor:
-    """float64 ``Tensor[B]``: each map's values as the kernels count them, inside its box
-    (``None``: the whole map), added one after another in row-major order as the CPU kernel adds
-    them, so a box that holds all of a map's saliency sums to exactly its total and an all-zero
-    region to exactly 0."""
+    """float64 ``Tensor[B]``: each map's values as the kernels count them, inside its box (``None``:
+    the whole map), summed directly (not as differences of a summed-area table), so an all-zero
+    region sums to exactly 0 and a box that holds all of a map's saliency to exactly its total."""
     counted = _counted(saliency)
     if boxes is not None:
         counted = counted * _box_mask(boxes, *saliency.shape[1:])
-    return counted.flatten(1).cumsum(1)[:, -1]  # a cumulative sum is sequential
+    return counted.sum((1, 2))
 
 
 def _counted(saliency: Tensor) -> Tensor:

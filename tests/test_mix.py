@@ -177,10 +177,28 @@ def test_same_generator_same_result(name, lam_mode):
     assert d.boxes.tolist() != a.boxes.tolist() or d.perm.tolist() != a.perm.tolist()
 
 
-def test_odd_saliency_counts_as_zero_in_the_mixers():
-    """The mixers never read saliency values on the host (on any device): negative, NaN and
-    infinite values mean 0, as in the kernels."""
+@pytest.mark.parametrize("name", ["saliencymix", "saliencymixplus", "saliencymixplus-peak"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("value,found", [(float("nan"), "NaN"), (float("inf"), ", inf\\]"),
+                                         (float("-inf"), "\\[-inf, "), (-0.5, "\\[-0.5, ")])
+def test_odd_saliency_is_refused_on_the_cpu(name, dtype, value, found):
+    """On the CPU reading saliency costs no sync, so a mixer checks it as it checks labels,
+    mixed batch or not, and says what it found."""
     images, labels, saliency = batch()
+    odd = saliency.to(dtype)
+    odd[2, 3, 4] = value
+    for prob in (1.0, 0.0):
+        with pytest.raises(ValueError, match=f"saliency must be finite and >= 0, got .*{found}"):
+            run(MIXERS[name](prob=prob), images, labels, odd)
+    run(MIXERS[name](), images, labels, odd.clamp(0, 1).nan_to_num(0.0))
+    CutMix(K)(images, labels, odd)  # CutMix ignores saliency
+
+
+@needs_cuda
+def test_odd_saliency_counts_as_zero_in_the_mixers_on_cuda():
+    """On a GPU the mixers never read saliency values on the host: negative, NaN and infinite
+    values mean 0, as in the kernels."""
+    images, labels, saliency = (t.cuda() for t in batch())
     odd = saliency.clone()
     odd[0, :3] = -1.0
     odd[1, 2, 2] = float("nan")
@@ -280,7 +298,7 @@ def test_bad_options(make, match):
         (lambda m, x, y, s: m(x, y.float(), s), "labels must be a LongTensor\\[6\\]"),
         (lambda m, x, y, s: m(x, y[:3], s), "labels must be a LongTensor\\[6\\]"),
         (lambda m, x, y, s: m(x, y + K, s), "labels must be in \\[0, 7\\)"),
-        (lambda m, x, y, s: m(x, y, s[:, :5]), "saliency must be a Tensor\\[6, 12, 10\\]"),
+        (lambda m, x, y, s: m(x, y, s[:, :5]), "saliency must be a Tensor\\[B, H, W\\] = \\[6, 12, 10\\]"),
         (lambda m, x, y, s: m(x, y, s.to("meta")), "saliency must be on cpu like images"),
         (lambda m, x, y, s: m(x, y), "SaliencyMixPlus needs saliency"),
     ],
