@@ -1,0 +1,205 @@
+"""A saliency map as a ``torchvision.transforms.v2`` input: ``pipeline(image, Saliency(map))``.
+
+:class:`Saliency` is a :class:`torchvision.tv_tensors.TVTensor` whose kernels are registered
+with the v2 geometric functionals (resize, resized_crop, crop, center_crop, pad, horizontal_flip,
+vertical_flip, affine, rotate, perspective, elastic, five_crop, ten_crop) and with ``to_dtype``,
+so any ``v2.Compose`` of crops, resizes, flips and affine steps moves the map with its image.
+Each kernel runs the image kernel on the map with a channel dimension added, and:
+
+* always resamples bilinearly, whatever interpolation the step asks for the image
+  (``tv_tensors.Mask`` takes nearest); the step's ``antialias`` is kept;
+* fills with 0 (saliency outside the image is 0), whatever ``fill`` the step carries; a
+  ``padding_mode`` other than ``"constant"`` is kept (reflected pixels keep their saliency);
+* keeps the dtype: a ``uint8`` map (``0..255``, as caches store it) is rounded back to ``uint8``,
+  a float map stays float.
+
+Colour steps (``ColorJitter``, ``Normalize``, ``GaussianBlur``, ``RandomErasing``, ...) have no
+kernel for it, so v2 transforms pass it through unchanged.
+
+A map may cover its image at another resolution (a cache's 256x256 map of a 375x500 image):
+``Saliency(map, canvas_size=(375, 500))``. A ``resize`` then resizes the map straight to the
+output size and a ``resized_crop`` (``RandomResizedCrop``) cuts the crop's rectangle out of the
+map and resizes it in one step (``torchvision.ops.roi_align``, bilinear samples averaged over
+each output pixel's footprint); any other step first resizes the map to ``canvas_size``. After
+any geometric step the map has the image's size.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten
+from torchvision.ops import roi_align
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2.functional import register_kernel
+from torchvision.transforms.v2.functional._geometry import _compute_resized_output_size
+from torchvision.tv_tensors import TVTensor
+
+__all__ = ["Saliency"]
+
+_BILINEAR = InterpolationMode.BILINEAR
+
+
+class Saliency(TVTensor):
+    """``Tensor[..., H, W]`` saliency map(s) of one image: ``uint8`` (``0..255`` for ``0..1``) or float.
+
+    Args:
+        data: anything :func:`torch.as_tensor` takes, at least 2-D.
+        canvas_size: ``(H, W)`` of the image the map covers, when the map is stored at another
+            resolution; default: the map's own ``(H, W)``. torchvision reads the crop sizes from
+            the image alone, so nothing can check this: a map of another size passed without it
+            is moved as if its image were its own size.
+        dtype, device, requires_grad: as for ``tv_tensors.Mask``.
+
+    ``v2.ToDtype(torch.float32, scale=True)`` converts images only; ``v2.ToDtype({tv_tensors.Image:
+    torch.float32, Saliency: torch.float32, "others": None}, scale=True)`` also takes a uint8 map to
+    float ``0..1``. A batch of maps collated by a DataLoader is a plain ``Tensor[B, H, W]``.
+
+    Raises:
+        ValueError: fewer than 2 dimensions, a dtype other than ``uint8`` or float, or a
+            ``canvas_size`` that is not two positive integers.
+    """
+
+    canvas_size: tuple[int, int]
+
+    @classmethod
+    def _wrap(cls, tensor: torch.Tensor, *, canvas_size) -> "Saliency":
+        s = tensor.as_subclass(cls)
+        s.canvas_size = canvas_size
+        return s
+
+    @classmethod
+    def wrap(cls, tensor: torch.Tensor, like: "Saliency", **kwargs: Any) -> "Saliency":
+        return cls._wrap(tensor, canvas_size=kwargs.get("canvas_size", like.canvas_size))
+
+    def __new__(cls, data: Any, *, canvas_size=None, dtype: torch.dtype | None = None,
+                device: torch.device | str | int | None = None, requires_grad: bool | None = None) -> "Saliency":
+        tensor = cls._to_tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+        if tensor.dim() < 2 or not (tensor.dtype == torch.uint8 or tensor.is_floating_point()):
+            raise ValueError(f"data must be a uint8 or float map [..., H, W], got {tensor.dtype}{list(tensor.shape)}")
+        try:
+            size = tuple(tensor.shape[-2:]) if canvas_size is None else tuple(map(operator.index, canvas_size))
+        except TypeError:
+            size = ()
+        if len(size) != 2 or min(size) <= 0:
+            raise ValueError(f"canvas_size must be (H, W), two positive integers, got {canvas_size!r}")
+        return cls._wrap(tensor, canvas_size=size)
+
+    @classmethod
+    def _wrap_output(cls, output, args=(), kwargs=None):
+        """``clone``, ``to``, ``detach``, ... keep the type and the ``canvas_size`` of the first Saliency argument."""
+        flat, _ = tree_flatten(args + (tuple(kwargs.values()) if kwargs else ()))
+        canvas_size = next(x.canvas_size for x in flat if isinstance(x, Saliency))
+        if isinstance(output, torch.Tensor) and not isinstance(output, Saliency):
+            output = cls._wrap(output, canvas_size=canvas_size)
+        elif isinstance(output, (tuple, list)):
+            output = type(output)(cls._wrap(part, canvas_size=canvas_size) for part in output)
+        return output
+
+    def __repr__(self, *, tensor_contents: Any = None) -> str:
+        return self._make_repr(canvas_size=self.canvas_size)
+
+
+def _plain(s: Saliency) -> torch.Tensor:
+    """The map as a plain ``Tensor[..., 1, h, w]`` (the image kernels' channel dimension added)."""
+    return s.as_subclass(torch.Tensor).unsqueeze(-3)
+
+
+def _at_canvas(s: Saliency) -> torch.Tensor:
+    """``Tensor[..., 1, H, W]`` at ``canvas_size``: resized bilinearly (antialiased) when stored at another size."""
+    x = _plain(s)
+    if tuple(x.shape[-2:]) != s.canvas_size:
+        x = F.resize_image(x, list(s.canvas_size), interpolation=_BILINEAR, antialias=True)
+    return x
+
+
+def _wrap(x: torch.Tensor) -> Saliency:
+    """``Tensor[..., 1, H, W]`` -> ``Saliency[..., H, W]`` covering an image of ``(H, W)``."""
+    x = x.squeeze(-3)
+    return Saliency._wrap(x, canvas_size=tuple(x.shape[-2:]))
+
+
+def _register_image_kernel(functional, image_kernel) -> None:
+    """``functional(Saliency)`` = ``image_kernel`` on the map at its canvas size, bilinear, fill 0."""
+
+    def kernel(s: Saliency, *args, **kwargs) -> Saliency:
+        if "interpolation" in kwargs:
+            kwargs["interpolation"] = _BILINEAR
+        if "fill" in kwargs:
+            kwargs["fill"] = 0
+        return _wrap(image_kernel(_at_canvas(s), *args, **kwargs))
+
+    kernel.__name__ = f"_{functional.__name__}_saliency"
+    register_kernel(functional, Saliency)(kernel)
+
+
+for _functional, _image_kernel in [
+    (F.crop, F.crop_image),
+    (F.center_crop, F.center_crop_image),
+    (F.pad, F.pad_image),
+    (F.horizontal_flip, F.horizontal_flip_image),
+    (F.vertical_flip, F.vertical_flip_image),
+    (F.affine, F.affine_image),
+    (F.rotate, F.rotate_image),
+    (F.perspective, F.perspective_image),
+    (F.elastic, F.elastic_image),
+]:
+    _register_image_kernel(_functional, _image_kernel)
+
+
+@register_kernel(F.resize, Saliency)
+def _resize_saliency(s: Saliency, size, interpolation=_BILINEAR, max_size=None, antialias=True) -> Saliency:
+    """The map, at whatever resolution, resized straight to the size the image gets."""
+    out_size = _compute_resized_output_size(s.canvas_size, size=size, max_size=max_size)
+    return _wrap(F.resize_image(_plain(s), list(out_size), interpolation=_BILINEAR, antialias=antialias))
+
+
+def _crop_resample(x: torch.Tensor, box: tuple[float, float, float, float], out_size) -> torch.Tensor:
+    """Cut ``box`` ``(top, left, bottom, right)`` (pixel edges, inside the map) out of ``x[..., h, w]``
+    and resize it to ``out_size`` ``(H, W)`` in one step: ``roi_align`` (aligned) averages
+    ``ceil(box side / output side)`` bilinear samples per output pixel and axis (one sample,
+    plain bilinear, when enlarging). Returns ``Tensor[..., H, W]`` of ``x``'s dtype (integers rounded)."""
+    lead, (h, w) = x.shape[:-2], x.shape[-2:]
+    work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    t, l, b, r = box
+    rois = torch.tensor([[0.0, l, t, r, b]], dtype=work, device=x.device)
+    out = roi_align(x.reshape(1, -1, h, w).to(work), rois, list(out_size), spatial_scale=1.0, sampling_ratio=-1,
+                    aligned=True)
+    if not x.is_floating_point():
+        out = out.round_().clamp_(0, 255)
+    return out.to(x.dtype).reshape(*lead, *out_size)
+
+
+@register_kernel(F.resized_crop, Saliency)
+def _resized_crop_saliency(s: Saliency, top, left, height, width, size, interpolation=_BILINEAR,
+                           antialias=True) -> Saliency:
+    """At the canvas size, ``resized_crop_image`` (bilinear); stored at another size and the crop
+    inside the canvas, the crop's rectangle cut from the stored map and resized in one step."""
+    x = s.as_subclass(torch.Tensor)
+    (h, w), (H, W) = x.shape[-2:], s.canvas_size
+    inside = 0 <= top and 0 <= left and top + height <= H and left + width <= W
+    if (h, w) == (H, W) or not inside:
+        return _wrap(F.resized_crop_image(_at_canvas(s), top, left, height, width, size, interpolation=_BILINEAR,
+                                          antialias=antialias))
+    box = (top * h / H, left * w / W, (top + height) * h / H, (left + width) * w / W)
+    out_size = _compute_resized_output_size((height, width), size=size)
+    return _wrap(_crop_resample(x, box, out_size).unsqueeze(-3))
+
+
+@register_kernel(F.five_crop, Saliency)
+def _five_crop_saliency(s: Saliency, size) -> tuple[Saliency, ...]:
+    return tuple(_wrap(c) for c in F.five_crop_image(_at_canvas(s), size))
+
+
+@register_kernel(F.ten_crop, Saliency)
+def _ten_crop_saliency(s: Saliency, size, vertical_flip: bool = False) -> tuple[Saliency, ...]:
+    return tuple(_wrap(c) for c in F.ten_crop_image(_at_canvas(s), size, vertical_flip=vertical_flip))
+
+
+@register_kernel(F.to_dtype, Saliency)
+def _to_dtype_saliency(s: Saliency, dtype: torch.dtype = torch.float32, scale: bool = False) -> Saliency:
+    """``v2.ToDtype({Saliency: torch.float32, ...}, scale=True)``: ``uint8`` ``0..255`` <-> float ``0..1``."""
+    return Saliency._wrap(F.to_dtype_image(s.as_subclass(torch.Tensor), dtype, scale=scale), canvas_size=s.canvas_size)
