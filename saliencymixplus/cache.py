@@ -1,31 +1,8 @@
-"""The offline saliency cache: one HDF5 file per data set split.
-
-Format (``format_version`` 2):
-
-* dataset ``saliency``: ``uint8[N, h, w]`` (``0..255`` for saliency ``0..1``) or
-  ``float16[N, h, w]`` (values in ``[0, 1]``), chunked one image per chunk, uncompressed, each
-  chunk checksummed (HDF5's fletcher32 filter: a damaged chunk fails to read);
-* attributes ``dataset``, ``split``, ``count`` (= N), ``fingerprint`` (hash of the ordered
-  file list and labels, :meth:`RawSplit.fingerprint`), ``method``, ``resolution`` (``[h, w]``),
-  ``format_version``; the gradient method adds ``checkpoint`` (a hash of the checkpoint file);
-* attribute ``content_sha256``, written last: a SHA-256 of the other attributes and of every
-  map (:func:`content_hash`). :func:`verify_cache` recomputes it; ``train.py`` does so on every
-  start (it reads the whole file once: about 1 s for a CIFAR-100 cache, 54 MB in 50,000 chunks).
-
-Version 1 files (no checksums, no hash) are refused with the command that rebuilds them.
-
-:class:`CacheWriter` writes ``FILE.h5.partial`` block by block (a ``_done`` dataset records
-the finished blocks, flushed after each one) and, when every block is written, adds the content
-hash, fsyncs the file and renames it to ``FILE.h5`` (``os.replace``), so ``FILE.h5`` is complete
-or absent. Only one writer at a time: each holds :func:`cache_lock`, an advisory lock
-(``fcntl.flock``) on ``FILE.h5.lock`` taken *before* the partial file is opened; a second
-builder waits for it or stops with :class:`~saliencymixplus.files.BusyError`. :class:`SaliencyCache` checks a
-file against the split it is paired with and raises :class:`CacheMismatchError` otherwise.
-
-Reading one map at a time (caches too large for memory) goes through HDF5's checksum filter,
-about 0.2 ms a map. Once :func:`verify_cache` has checked every byte of a file in a process,
-caches that process opens on the same unchanged file (same inode, size and mtime) read each
-map as its chunk's raw bytes instead (about 0.04 ms): ``train.py`` verifies on every start.
+"""The offline saliency cache, one HDF5 file per data set split: its format
+(:data:`FORMAT_VERSION`, :func:`content_hash`), the resumable writer (:class:`CacheWriter`) and
+the checked reader (:class:`SaliencyCache`, :func:`verify_cache`). docs/design.md, "The saliency
+cache", describes the format, how a build is written, resumed and locked, and what is checked
+when. The lock and the output-path checks live in :mod:`saliencymixplus.files`.
 """
 
 from __future__ import annotations
@@ -38,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .files import FileLock, fsync_path
-from .precompute_command import rebuild_command
+from .files import DiskFullError, FileLock, format_bytes, free_bytes, fsync_path, is_disk_full
+from .precompute_command import PROGRAM, rebuild_command
 
 __all__ = [
     "FORMAT_VERSION", "CacheMismatchError", "CacheCorruptError", "cache_lock", "CacheWriter", "SaliencyCache",
@@ -55,6 +32,8 @@ REQUIRED_ATTRS = ("dataset", "split", "count", "fingerprint", "method", "resolut
 _TEXT_ATTRS = ("dataset", "split", "fingerprint", "method")
 DTYPES = {"uint8": np.uint8, "float16": np.float16}
 _HASH_BYTES = 16 << 20  # maps read per step when hashing
+# Free space a block needs beyond its chunks (chunk index, flags): this much, plus this much per map.
+_INDEX_ROOM, _INDEX_ROOM_PER_MAP = 8 << 10, 256
 
 
 class CacheMismatchError(ValueError):
@@ -93,11 +72,21 @@ def format_resolution(res) -> str:
     return f"{int(res[0])}x{int(res[1])}"
 
 
-def quantize(maps: np.ndarray, dtype: str = "uint8") -> np.ndarray:
-    """Float saliency ``[n, h, w]`` in [0, 1] -> storage dtype (``uint8``: ``round(255 * s)``).
-    Values are clipped to [0, 1]; NaN becomes 0."""
+def quantize(maps, dtype: str = "uint8"):
+    """Saliency in [0, 1] -> the storage dtype: ``uint8`` ``round(255 * s)`` (ties to even) or
+    ``float16``. Values are clipped to [0, 1]; NaN becomes 0, +inf 1.
+
+    Args:
+        maps: ``[..., h, w]``, a numpy array (or anything ``np.asarray`` takes) or a torch tensor.
+
+    Returns:
+        a numpy array, or for a tensor a tensor on its device (no host sync).
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if hasattr(maps, "nan_to_num") and not isinstance(maps, np.ndarray):  # a torch tensor
+        m = maps.float().nan_to_num(nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
+        return (m * 255.0).round().byte() if dtype == "uint8" else m.half()
     m = np.nan_to_num(np.asarray(maps, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     np.clip(m, 0.0, 1.0, out=m)
     if dtype == "uint8":
@@ -166,6 +155,51 @@ def content_hash(f: h5py.File) -> str:
     return h.hexdigest()
 
 
+def _missing_maps(ds: h5py.Dataset) -> list[int]:
+    """Indices of the maps of a ``saliency`` dataset that lack a chunk in the file: never
+    written, so HDF5 would read them as the fill value (zeros) without a checksum error.
+    Contiguous datasets are stored whole: none missing.
+
+    Raises:
+        OSError: the chunk index cannot be read (a damaged file).
+    """
+    if ds.chunks is None or not ds.shape[0]:
+        return []
+    grid = tuple(-(-s // c) for s, c in zip(ds.shape, ds.chunks))
+    have = np.zeros(grid, bool)
+    try:
+        if ds.id.get_num_chunks() == have.size:
+            return []
+        ds.id.chunk_iter(lambda info: have.__setitem__(tuple(o // c for o, c in zip(info.chunk_offset, ds.chunks)),
+                                                       True))
+    except RuntimeError as e:
+        raise OSError(f"its chunk index cannot be read ({e})") from e
+    rows = np.flatnonzero(~have.reshape(grid[0], -1).all(axis=1))
+    c = ds.chunks[0]
+    return [i for r in rows.tolist() for i in range(r * c, min((r + 1) * c, ds.shape[0]))]
+
+
+def _unwritten(ds: h5py.Dataset, start: int, maps: np.ndarray) -> int | None:
+    """The first map of ``maps`` (written at ``start``) whose chunk is not in the file or does
+    not hold its bytes, read back as stored (the map, then its checksum); ``None`` if all are."""
+    n = maps[0].nbytes if len(maps) else 0
+    for k in range(len(maps)):
+        try:
+            mask, chunk = ds.id.read_direct_chunk((start + k, 0, 0))
+        except (RuntimeError, OSError, ValueError):  # no chunk stored for this map
+            return start + k
+        if mask or chunk[:n] != maps[k].tobytes():
+            return start + k
+    return None
+
+
+def _close_quietly(f: h5py.File) -> None:
+    try:
+        f.close()
+    except Exception:  # noqa: BLE001 - closing after a failed write may fail again
+        pass
+
+
 class CacheWriter:
     """Writes a cache to ``out + ".partial"`` in blocks of ``block_size`` images, resumably.
 
@@ -203,6 +237,7 @@ class CacheWriter:
                       "block_size": self.block_size, **(extra_attrs or {})}
         self.note = ""
         self._f = None
+        self._done = np.zeros(self.num_blocks, bool)  # blocks written: read from a resumed file, then kept here
         self._own_lock = None
         if lock is None:
             self.partial.parent.mkdir(parents=True, exist_ok=True)
@@ -218,10 +253,11 @@ class CacheWriter:
             self._release_lock()
             raise
 
-    # -- opening
+    # -- opening (no chunk cache: a write reaches the file at once, so that an error such as a
+    # full disk is raised by the write that met it, not swallowed when HDF5 evicts a chunk later)
     def _open_partial(self):
         try:
-            f = h5py.File(self.partial, "r+")
+            f = h5py.File(self.partial, "r+", rdcc_nbytes=0)
         except OSError as e:
             self.note = f"discarding unreadable partial file {self.partial} ({e})"
             return None
@@ -232,81 +268,157 @@ class CacheWriter:
             if not isinstance(ds, h5py.Dataset) or not isinstance(done, h5py.Dataset):
                 diff.append("datasets")
             elif ds.shape != (self.count, *self.resolution) or ds.dtype != np.dtype(self.dtype) \
-                    or done.shape != (self.num_blocks,) or (self.count and ds.fletcher32 is not True):
+                    or done.shape != (self.num_blocks,) or (self.count and (ds.fletcher32 is not True
+                                                                            or ds.chunks != (1, *self.resolution))):
                 diff.append("shape/dtype")
             if diff:
                 f.close()
                 self.note = f"discarding partial file {self.partial}: it differs in {', '.join(diff)}"
                 return None
-            n_done = int(np.count_nonzero(done[...]))
+            marked = done[...].astype(bool)
+            missing = _missing_maps(ds)
+            lost = sorted({int(i) // self.block_size for i in missing} & set(np.flatnonzero(marked).tolist()))
+            if lost:  # marked written, but maps never reached the file (a full disk): write them again
+                marked[lost] = False
+                done[...] = marked.astype(np.uint8)
+                f.flush()
         except Exception as e:  # noqa: BLE001 - a damaged or hand-made partial file: start afresh
             f.close()
             self.note = f"discarding unreadable partial file {self.partial} ({e})"
             return None
-        self.note = f"resuming {self.partial}: {n_done} of {self.num_blocks} blocks already written"
+        self._done = marked
+        self.note = f"resuming {self.partial}: {int(marked.sum())} of {self.num_blocks} blocks already written"
+        if lost:
+            first = min(i for i in missing if i // self.block_size in lost)
+            self.note += f" ({len(lost)} blocks marked written lack maps, from map {first}: writing them again)"
         return f
 
     def _create(self):
         self.partial.parent.mkdir(parents=True, exist_ok=True)
-        f = h5py.File(self.partial, "w")
-        h, w = self.resolution
-        if self.count:
-            f.create_dataset(DATASET, shape=(self.count, h, w), dtype=self.dtype, chunks=(1, h, w), fletcher32=True)
-        else:
-            f.create_dataset(DATASET, shape=(0, h, w), dtype=self.dtype)
-        f.create_dataset(_DONE, shape=(self.num_blocks,), dtype=np.uint8, fillvalue=0)
-        for k, v in self.attrs.items():
-            f.attrs[k] = np.asarray(v, dtype=np.int64) if k == "resolution" else v
-        f.flush()
+        f = None
+        try:
+            f = h5py.File(self.partial, "w", rdcc_nbytes=0)
+            h, w = self.resolution
+            if self.count:
+                f.create_dataset(DATASET, shape=(self.count, h, w), dtype=self.dtype, chunks=(1, h, w),
+                                 fletcher32=True)
+            else:
+                f.create_dataset(DATASET, shape=(0, h, w), dtype=self.dtype)
+            f.create_dataset(_DONE, shape=(self.num_blocks,), dtype=np.uint8, fillvalue=0)
+            for k, v in self.attrs.items():
+                f.attrs[k] = np.asarray(v, dtype=np.int64) if k == "resolution" else v
+            f.flush()
+        except BaseException as e:
+            if f is not None:
+                _close_quietly(f)
+            if is_disk_full(e):
+                raise self._disk_full(f"the {self.count} maps need about {self._bytes(self.count)}") from None
+            raise
         return f
 
     # -- state
     def done_mask(self) -> np.ndarray:
-        """``bool[num_blocks]``: blocks already written."""
-        return self._f[_DONE][...].astype(bool)
+        """``bool[num_blocks]``: blocks written (their maps read back from the file)."""
+        return self._done.copy()
 
     def pending(self) -> list[tuple[int, int]]:
         """``(start, stop)`` image ranges of the blocks still to write, in order."""
-        done = self.done_mask()
         return [(b * self.block_size, min((b + 1) * self.block_size, self.count))
-                for b in range(self.num_blocks) if not done[b]]
+                for b in range(self.num_blocks) if not self._done[b]]
 
     def images_done(self) -> int:
-        done = self.done_mask()
-        return sum(min((b + 1) * self.block_size, self.count) - b * self.block_size
-                   for b in np.flatnonzero(done))
+        return self.count - sum(b - a for a, b in self.pending())
 
     # -- writing
+    def _bytes(self, n: int) -> str:
+        """What ``n`` maps take in the file (each chunk: the map and its 4-byte checksum)."""
+        h, w = self.resolution
+        return format_bytes(n * (h * w * np.dtype(self.dtype).itemsize + 4))
+
+    def _kept(self, first: str = "free some space, then ") -> str:
+        return (f"{int(self._done.sum())} of {self.num_blocks} blocks are written and kept in {self.partial}: "
+                f"{first}run the same command again ({PROGRAM}: with --resume)")
+
+    def _disk_full(self, need: str) -> DiskFullError:
+        return DiskFullError(f"no space left on device writing {self.partial}: {need}, "
+                             f"{format_bytes(free_bytes(self.partial))} free there. {self._kept()}", self.partial)
+
     def write(self, start: int, maps: np.ndarray) -> None:
         """Write one block: ``maps`` ``[n, h, w]``, float in [0, 1] or already the storage dtype;
-        ``start`` must be a block boundary and ``n`` the block's length."""
+        ``start`` must be a block boundary and ``n`` the block's length. The block counts as
+        written once every map reads back from the file as written.
+
+        Raises:
+            DiskFullError: the file system is full (the finished blocks stay written).
+            CacheCorruptError: a map did not reach the file although HDF5 reported no error.
+        """
         if start % self.block_size:
             raise ValueError(f"start must be a multiple of block_size={self.block_size}, got {start}")
         stop = min(start + self.block_size, self.count)
         if maps.shape != (stop - start, *self.resolution):
             raise ValueError(f"block at {start} must have shape {[stop - start, *self.resolution]}, "
                              f"got {list(maps.shape)}")
-        if maps.dtype != np.dtype(self.dtype):
-            maps = quantize(maps, self.dtype)
-        self._f[DATASET][start:stop] = maps
-        self._f.flush()  # data before the done flag: a kill in between only recomputes this block
-        self._f[_DONE][start // self.block_size] = 1
-        self._f.flush()
+        maps = np.ascontiguousarray(maps if maps.dtype == np.dtype(self.dtype) else quantize(maps, self.dtype))
+        n_left = self.count - self.images_done()
+        left = f"the {n_left} maps still to write need about {self._bytes(n_left)}"
+        # Stop before a block that cannot fit (its maps, and room for the chunk index): HDF5
+        # leaves a file it could not finish flushing unreadable, losing the finished blocks.
+        free = free_bytes(self.partial)
+        if free is not None and free < maps.nbytes + len(maps) * (4 + _INDEX_ROOM_PER_MAP) + _INDEX_ROOM:
+            raise self._disk_full(left)
+        try:
+            self._f[DATASET][start:stop] = maps
+            self._f.flush()  # maps before the done flag: a kill in between only recomputes this block
+            lost = _unwritten(self._f[DATASET], start, maps)
+            if lost is None:
+                self._f[_DONE][start // self.block_size] = 1
+                self._f.flush()
+        except (OSError, RuntimeError) as e:
+            if is_disk_full(e):
+                raise self._disk_full(left) from None
+            raise
+        if lost is not None:
+            free = free_bytes(self.partial)
+            if free is not None and free < maps.nbytes + 4 * len(maps):
+                raise self._disk_full(left)
+            raise CacheCorruptError(f"saliency cache {self.partial}: map {lost} did not reach the file although "
+                                    f"HDF5 reported no error ({format_bytes(free)} free there). {self._kept('')}")
+        self._done[start // self.block_size] = True
 
     def finalize(self) -> Path:
-        """Check every block is written, write the content hash (read back from the file, so
-        that it vouches for what is on disk), fsync, and rename ``.partial`` to the final path
-        atomically; then release the writer's own lock."""
-        missing = int(np.count_nonzero(~self.done_mask()))
+        """Check every block is written and every map is in the file, write the content hash
+        (read back from the file, so that it vouches for what is on disk), fsync, and rename
+        ``.partial`` to the final path atomically; then release the writer's own lock.
+
+        Raises:
+            RuntimeError: blocks not written yet.
+            CacheCorruptError: a block marked written lacks maps (they are marked unwritten, so
+                that a resumed build writes them again).
+            DiskFullError: the file system is full (the partial file is kept).
+        """
+        self._done = self._f[_DONE][...].astype(bool)  # the file's record
+        missing = int(np.count_nonzero(~self._done))
         if missing:
             raise RuntimeError(f"{missing} of {self.num_blocks} blocks are not written yet")
-        del self._f[_DONE]
-        del self._f.attrs["block_size"]
-        self._f.flush()
-        self._f.attrs[HASH_ATTR] = content_hash(self._f)  # written last
-        self._f.close()
-        self._f = None
-        fsync_path(self.partial)
+        lost = _missing_maps(self._f[DATASET])
+        if lost:
+            for i in lost:
+                self._done[i // self.block_size] = False
+            self._f[_DONE][...] = self._done.astype(np.uint8)
+            self._f.flush()
+            raise CacheCorruptError(f"saliency cache {self.partial}: map {lost[0]} ({len(lost)} maps in all) was never "
+                                    f"written to the file although its block was marked written. {self._kept('')}")
+        try:
+            del self._f.attrs["block_size"]
+            self._f.attrs[HASH_ATTR] = content_hash(self._f)
+            del self._f[_DONE]  # last: until here the file is a resumable partial one
+            self._f.close()
+            self._f = None
+            fsync_path(self.partial)
+        except (OSError, RuntimeError) as e:
+            if is_disk_full(e):
+                raise self._disk_full("writing its content hash needs a few kB") from None
+            raise
         os.replace(self.partial, self.out)
         fsync_path(self.out.parent if str(self.out.parent) else Path("."), directory=True)
         self._release_lock()
@@ -320,7 +432,7 @@ class CacheWriter:
     def close(self) -> None:
         """Close, keeping the partial file (to resume later), and release the writer's own lock."""
         if self._f is not None:
-            self._f.close()
+            _close_quietly(self._f)  # each finished block was flushed when it was written
             self._f = None
         self._release_lock()
 
@@ -342,12 +454,17 @@ def verify_cache(path, *, expect=None, method: str | None = None) -> "SaliencyCa
     Raises:
         FileNotFoundError: no such file.
         CacheMismatchError: see :class:`SaliencyCache`.
-        CacheCorruptError: a chunk fails its checksum or the content hash differs; the message
-            gives the command that rebuilds the cache.
+        CacheCorruptError: a map is missing from the file, a chunk fails its checksum or the
+            content hash differs; the message gives the command that rebuilds the cache.
     """
     cache = SaliencyCache(path, expect=expect, method=method, in_memory=False)
     try:
         with h5py.File(cache.path, "r") as f:
+            lost = _missing_maps(f[DATASET])
+            if lost:
+                raise CacheCorruptError(cache._fail(
+                    f"is damaged: map {lost[0]} was never written to it ({len(lost)} of {len(cache)} maps missing, "
+                    f"which would read as 0)", cache.attrs, expect, method))
             got = content_hash(f)
     except OSError as e:
         raise CacheCorruptError(cache._fail(f"is damaged: {e}", cache.attrs, expect, method)) from None

@@ -1,5 +1,6 @@
 """Files written safely: atomic writes, one writer at a time, output paths checked before work,
-content hashes. Every module that writes a file uses these (docs/design.md, "Files")."""
+a full disk named in one line, content hashes. Every module that writes a file uses these
+(docs/design.md, "Files")."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
-__all__ = ["OutputPathError", "BusyError", "FileLock", "atomic_write", "fsync_path", "ensure_writable_dir",
-           "check_output_file", "file_sha256", "arrays_sha256"]
+__all__ = ["OutputPathError", "BusyError", "DiskFullError", "FileLock", "atomic_write", "fsync_path",
+           "ensure_writable_dir", "check_output_file", "is_disk_full", "free_bytes", "format_bytes", "file_sha256",
+           "arrays_sha256"]
 
 
 class OutputPathError(ValueError):
@@ -24,6 +27,48 @@ class OutputPathError(ValueError):
 
 class BusyError(RuntimeError):
     """Another process holds the lock of a file being built or a run folder being written."""
+
+
+class DiskFullError(OSError):
+    """A write stopped because its file system is full (``errno`` ``ENOSPC``, ``filename`` the
+    file). ``str(e)`` is the whole one-line message: which file, the space it needed and the
+    space free, and what was kept."""
+
+    def __init__(self, message: str, filename):
+        super().__init__(errno.ENOSPC, message, str(filename))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` says that a file system is full or over quota: by its ``errno``, or in its
+    text (HDF5 errors, which h5py raises as ``OSError`` or ``RuntimeError``)."""
+    return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+        t in str(e) for t in ("No space left on device", "Disk quota exceeded"))
+
+
+def free_bytes(path) -> int | None:
+    """Bytes free to this user on the file system of ``path`` (or of its nearest existing
+    parent); ``None`` when it cannot be told."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def format_bytes(n) -> str:
+    """``1234567`` -> ``"1.2 MB"`` (decimal units); ``None`` -> ``"an unknown amount"``."""
+    if n is None:
+        return "an unknown amount"
+    units = ("B", "kB", "MB", "GB", "TB")
+    k = 0
+    while abs(n) >= 1000 and k < len(units) - 1:
+        n, k = n / 1000, k + 1
+    return f"{n:.0f} B" if k == 0 else f"{n:.1f} {units[k]}"
 
 
 # ----------------------------------------------------------------------------- output paths

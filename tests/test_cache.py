@@ -6,6 +6,7 @@ import pickle
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from saliencymixplus.cache import (FORMAT_VERSION, CacheMismatchError, CacheWriter, SaliencyCache, parse_resolution,
                                    quantize)
@@ -68,8 +69,16 @@ def test_float16(tmp_path, raw, maps):
 
 
 def test_quantize():
-    q = quantize(np.array([[[-1, 0, 0.5, 1, 2, np.nan]]], np.float32))
-    assert q.tolist() == [[[0, 0, 128, 255, 255, 0]]]
+    """One rule for numpy arrays and tensors: clip to [0, 1], NaN -> 0, +inf -> 1, then
+    ``round(255 * s)`` with ties to even (127.5 -> 128, 0.5 -> 0, 1.5 -> 2)."""
+    s = [-1, 0, 0.5, 1, 2, np.nan, np.inf, -np.inf, 0.5 / 255, 1.5 / 255]
+    want = [0, 0, 128, 255, 255, 0, 255, 0, 0, 2]
+    q = quantize(np.array([[s]], np.float64))
+    assert q.dtype == np.uint8 and q.tolist() == [[want]]
+    t = quantize(torch.tensor([[s]], dtype=torch.float64))
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.tolist() == [[want]]
+    half = quantize(torch.tensor([[[-1.0, 0.25, np.nan, 3.0]]]), "float16")
+    assert half.dtype == torch.float16 and half.tolist() == [[[0.0, 0.25, 0.0, 1.0]]]
     with pytest.raises(ValueError, match="dtype must be one of"):
         quantize(np.zeros((1, 1, 1)), "int8")
 

@@ -5,6 +5,7 @@ hand-made files refused with one line instead of a traceback."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from saliencymixplus.cache import (CacheCorruptError, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock,
-                                   verify_cache)
+                                   content_hash, verify_cache)
 from saliencymixplus.files import BusyError
 from saliencymixplus.precompute import build_cache
 from saliencymixplus.precompute import main as precompute_main
@@ -375,3 +376,166 @@ def test_hand_made_files_are_refused_in_one_line(kind, cifar_dir, built, raw, tm
         out = capsys.readouterr()
         assert rc == 0 and f"rebuilding {path}" in out.out, out.err
         verify_cache(path, expect=raw)
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+def _precompute_args(cifar_dir, out, *extra) -> list:
+    return ["--dataset", "cifar100", "--data-dir", cifar_dir["root"], "--split", "train", "--workers", "0",
+            "--block-size", "8", "--no-progress", "--out", out, *extra]
+
+
+def _fill_disk_at(monkeypatch, block: int, *, silent: bool) -> None:
+    """The ``block``-th write into a ``saliency`` dataset (counting from 1) stores its first half
+    of maps only, then fails as HDF5 fails on a full disk (``OSError`` errno 28); ``silent``: it
+    returns as if it had written everything, as h5py did when it swallowed that error."""
+    setitem = h5py.Dataset.__setitem__
+    calls = 0
+
+    def full(self, key, value):
+        nonlocal calls
+        if self.name != "/saliency" or not isinstance(key, slice):
+            return setitem(self, key, value)
+        calls += 1
+        if calls < block:
+            return setitem(self, key, value)
+        half = (key.stop - key.start) // 2
+        setitem(self, slice(key.start, key.start + half), value[:half])
+        if not silent:
+            raise OSError(errno.ENOSPC, "Can't synchronously write data (file write failed: errno = 28, "
+                                        "error message = 'No space left on device')")
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
+
+
+def _done_flags(partial: Path) -> list[int]:
+    with h5py.File(partial, "r") as f:
+        return f["_done"][...].tolist()
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["write error", "write error swallowed"])
+def test_a_block_that_does_not_reach_the_disk_stops_the_build_and_is_written_on_resume(
+        silent, cifar_dir, built, tmp_path, capsys, monkeypatch):
+    """The third block of six loses half its maps: the build stops (exit 2, one line naming the
+    file), the two finished blocks are kept, and --resume writes the rest."""
+    out = tmp_path / "c.h5"
+    _fill_disk_at(monkeypatch, 3, silent=silent)
+    rc = _call(precompute_main, _precompute_args(cifar_dir, out))
+    err = capsys.readouterr().err
+    _assert_one_line_refusal(rc, err, f"{out}.partial", "--resume")
+    if not silent:
+        assert "no space left on device" in err and "free" in err, err
+    assert not out.exists() and _done_flags(Path(f"{out}.partial")) == [1, 1, 0, 0, 0, 0]
+    monkeypatch.undo()
+    rc = _call(precompute_main, _precompute_args(cifar_dir, out, "--resume"))
+    assert rc == 0 and "2 of 6 blocks already written" in capsys.readouterr().out
+    np.testing.assert_array_equal(verify_cache(out).read_all(), SaliencyCache(built).read_all())
+
+
+def test_train_building_its_cache_on_a_full_disk_exits_2_in_one_line(cifar_dir, tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "c.h5"
+    _fill_disk_at(monkeypatch, 1, silent=False)  # the build's one block (48 maps)
+    rc, err = _train(cifar_dir, cache, tmp_path, capsys)
+    _assert_one_line_refusal(rc, err, "no space left on device", f"{cache}.partial")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_partial_file_whose_finished_blocks_lack_maps_is_resumed_from_what_is_there(cifar_dir, built, raw,
+                                                                                    tmp_path, capsys):
+    """The state a full disk left: every block marked written, only two blocks' maps in the file."""
+    out = tmp_path / "c.h5"
+    maps = SaliencyCache(built).read_all()
+    with CacheWriter(out, dataset="cifar100", split="train", count=len(raw), fingerprint=raw.fingerprint(),
+                     method="fine_grained", resolution=(32, 32), block_size=8,
+                     extra_attrs={"postprocess": SaliencyCache(built).attrs["postprocess"]}) as w:
+        w.write(0, maps[:8])
+        w.write(8, maps[8:16])
+    with h5py.File(f"{out}.partial", "r+") as f:
+        f["_done"][...] = 1
+        assert f["saliency"].id.get_num_chunks() == 16
+    rc = _call(precompute_main, _precompute_args(cifar_dir, out, "--resume"))
+    stdout = capsys.readouterr().out
+    assert rc == 0 and "2 of 6 blocks already written" in stdout, stdout
+    assert "4 blocks marked written lack maps, from map 16: writing them again" in stdout, stdout
+    np.testing.assert_array_equal(verify_cache(out, expect=raw).read_all(), maps)
+
+
+def test_finalize_refuses_a_block_whose_maps_are_missing(raw, tmp_path):
+    maps = np.random.default_rng(5).random((len(raw), 8, 8), dtype=np.float32)
+    with CacheWriter(tmp_path / "c.h5", dataset="cifar100", split="train", count=len(raw), fingerprint="f",
+                     method="m", resolution=(8, 8), block_size=8) as w:
+        for a in range(0, 40, 8):
+            w.write(a, maps[a:a + 8])
+        w._f["_done"][...] = 1  # the last block marked written, its maps never written
+        with pytest.raises(CacheCorruptError, match="map 40 .*never written"):
+            w.finalize()
+    assert not (tmp_path / "c.h5").exists()
+
+
+def _without_map(built: Path, path: Path, missing: int) -> Path:
+    """``built`` rewritten to ``path`` without map ``missing``'s chunk, its content hash computed
+    from the file as a finalize reading the fill value would (so the hash agrees)."""
+    with h5py.File(built, "r") as src, h5py.File(path, "w") as f:
+        a = src["saliency"]
+        ds = f.create_dataset("saliency", shape=a.shape, dtype=a.dtype, chunks=a.chunks, fletcher32=True)
+        ds[:missing] = a[:missing]
+        ds[missing + 1:] = a[missing + 1:]
+        for k, v in src.attrs.items():
+            f.attrs[k] = v
+        f.attrs["content_sha256"] = content_hash(f)
+    return path
+
+
+def test_verify_cache_refuses_a_finished_cache_with_a_missing_map(cifar_dir, built, raw, tmp_path, capsys):
+    path = _without_map(built, tmp_path / "c.h5", 13)
+    with pytest.raises(CacheCorruptError, match="map 13 .*never written") as e:
+        verify_cache(path, expect=raw)
+    assert "Rebuild it with: saliencymixplus-precompute --dataset cifar100" in str(e.value)
+    rc, err = _train(cifar_dir, path, tmp_path, capsys)
+    _assert_one_line_refusal(rc, err, "saliency cache damaged", "map 13")
+    rc = _call(precompute_main, _precompute_args(cifar_dir, path, "--resume"))
+    assert rc == 0 and f"rebuilding {path}" in capsys.readouterr().out
+    np.testing.assert_array_equal(verify_cache(path, expect=raw).read_all(), SaliencyCache(built).read_all())
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 96 KB tmpfs (mounting needs root; skipped where it is not permitted); remount it larger
+    with ``grow()``."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+
+    def grow():
+        subprocess.run(["mount", "-o", "remount,size=4m", str(mnt)], check=True)
+
+    try:
+        yield mnt, grow
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_cache_built_on_a_disk_that_fills_up(cifar_dir, raw, tmp_path, small_disk):
+    """A real full disk (48 maps of 64x64, about 200 KB, on 96 KB): the tool stops with exit 2 in
+    one line and keeps its finished blocks; with space freed, --resume writes a complete cache."""
+    mnt, grow = small_disk
+    out = mnt / "c.h5"
+
+    def tool(*extra):
+        return subprocess.run([sys.executable, str(TOOL), *map(str, _precompute_args(cifar_dir, out, "--resolution",
+                                                                                      "64x64", *extra))],
+                              capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=300)
+
+    r = tool()
+    _assert_one_line_refusal(r.returncode, r.stderr, "no space left on device", f"{out}.partial", "free")
+    done = _done_flags(Path(f"{out}.partial"))
+    assert 0 < sum(done) < 6 and done == sorted(done, reverse=True), done
+    grow()
+    r = tool("--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"{sum(done)} of 6 blocks already written" in r.stdout, r.stdout
+    ref = build_cache("cifar100", cifar_dir["root"], "train", "fine_grained", tmp_path / "ref.h5", workers=0,
+                      block_size=8, resolution=(64, 64), **QUIET)
+    np.testing.assert_array_equal(verify_cache(out, expect=raw).read_all(), SaliencyCache(ref).read_all())
