@@ -1,4 +1,7 @@
-"""The package's layout: imports flow from the entry points down to the kernels, never back."""
+"""The package's layout: imports flow from the entry points down to the kernels, never back.
+
+:data:`LAYERS` says which layer each module belongs to; a module imports only modules of its
+own layer or of layers below it (and no cycles). A new module gets a line in the table."""
 
 from __future__ import annotations
 
@@ -6,6 +9,22 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "saliencymixplus"
+
+#: Lowest first. A name covers the module and, for a package, its submodules (``training``:
+#: ``training.*``); ``saliencymixplus`` is the package's ``__init__``. Above them all: train.py,
+#: tools/ and benchmarks/, outside the package.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("shared facts and files", ("files", "datasets")),
+    ("kernels", ("_C", "_extension", "ops")),
+    ("mixers", ("mix", "label_noise", "saliencymixplus")),
+    ("networks", ("models",)),
+    ("file formats", ("precompute_command", "cache", "checkpoint_file")),
+    ("where images and maps come from", ("saliency", "rawdata", "demo", "demo_hard")),
+    ("transforms", ("transforms", "tv_tensors")),
+    ("data sets for training, refreshed maps", ("data", "refresh")),
+    ("the cache tool", ("precompute",)),
+    ("training", ("training",)),
+)
 
 
 def _module_name(path: Path) -> str:
@@ -83,3 +102,44 @@ def test_the_package_has_no_import_cycles():
     """Not even through imports inside functions, which Python tolerates at run time."""
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle)
+
+
+def layer_of(module: str) -> int | None:
+    """The index in :data:`LAYERS` of ``module`` (a full name), or None when it has none."""
+    short = "saliencymixplus" if module == "saliencymixplus" else module.removeprefix("saliencymixplus.")
+    for i, (_, names) in enumerate(LAYERS):
+        if any(short == n or short.startswith(n + ".") for n in names):
+            return i
+    return None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``"a (layer) -> b (layer)"`` for each import of a module of a higher layer."""
+    up = []
+    for a in sorted(graph):
+        for b in sorted(graph[a]):
+            la, lb = layer_of(a), layer_of(b)
+            if la is not None and lb is not None and lb > la:
+                up.append(f"{a} ({LAYERS[la][0]}) -> {b} ({LAYERS[lb][0]})")
+    return up
+
+
+def test_upward_imports_are_found():
+    graph = {"saliencymixplus.cache": {"saliencymixplus.files", "saliencymixplus.rawdata"},
+             "saliencymixplus.training.loop": {"saliencymixplus.mix", "saliencymixplus.training.config"},
+             "saliencymixplus.ops": {"saliencymixplus"}}
+    assert upward_imports(graph) == [
+        "saliencymixplus.cache (file formats) -> saliencymixplus.rawdata (where images and maps come from)",
+        "saliencymixplus.ops (kernels) -> saliencymixplus (mixers)"]
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in import_graph() if layer_of(m) is None] == [], "add it to LAYERS"
+    listed = [n for _, names in LAYERS for n in names]
+    assert len(listed) == len(set(listed)), "a module listed in two layers"
+
+
+def test_imports_flow_down_the_layers():
+    """Not even through imports inside functions: a format module that loads the data sets to
+    spell a message, or a loader that imports the training code, is an upward import."""
+    assert upward_imports(import_graph()) == []
