@@ -378,11 +378,9 @@ class CacheWriter:
                 raise self._disk_full(left) from None
             raise
         if lost is not None:
-            free = free_bytes(self.partial)
-            if free is not None and free < maps.nbytes + 4 * len(maps):
-                raise self._disk_full(left)
-            raise CacheCorruptError(f"saliency cache {self.partial}: map {lost} did not reach the file although "
-                                    f"HDF5 reported no error ({format_bytes(free)} free there). {self._kept('')}")
+            raise CacheCorruptError(f"saliency cache {self.partial}: map {lost} did not reach the file although HDF5 "
+                                    f"reported no error ({format_bytes(free_bytes(self.partial))} free there). "
+                                    f"{self._kept('')}")
         self._done[start // self.block_size] = True
 
     def finalize(self) -> Path:
