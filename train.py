@@ -7,7 +7,7 @@
     torchrun --nproc_per_node 8 train.py ...             # DDP, one process per GPU
 
 See ``python train.py --help`` for all flags; the training code is in
-saliencymixplus/training/ (one module per job; see its __init__).
+saliencymixplus/training/ (see its __init__ and docs/design.md).
 """
 
 import os

@@ -89,7 +89,7 @@ def make_loader(ds, batch: int, workers: int, seed: int):
     from torch.utils.data import DataLoader
 
     from saliencymixplus.training.loaders import TorchLoader
-    from saliencymixplus.training.seeding import seed_worker
+    from saliencymixplus.training.distributed import seed_worker
 
     ref = TorchLoader(ds, torch.device("cpu"), batch_size=batch, train=True, workers=workers).loader
     g = torch.Generator().manual_seed(seed)

@@ -1,17 +1,11 @@
-"""Model-aware saliency at the cost of a cache: refresh stored maps from the training step.
+"""Model-aware saliency at the cost of a cache: stored maps refreshed from the training step.
 
-SaliencyMix+ as published takes saliency from the model being trained (``|d loss / d input|``,
-an extra forward and backward pass on every mixed step). The offline cache costs nothing but
-holds OpenCV saliency, blind to what the model has learned. :class:`SaliencyRefresh` gets the
-model's saliency almost for free: on a step that trains on *unmixed* images, the input needs
-``requires_grad`` and the step's own backward pass leaves ``d loss / d input`` in ``x.grad``
-(the only extra work is the first layer's input gradient). That gradient is reduced to a map
-exactly as :func:`~saliencymixplus.saliency.gradient_saliency` reduces it
-(:func:`~saliencymixplus.saliency.input_gradient_saliency`), optionally sharpened, quantised to
-``uint8`` as the cache stores it, carried back through the loader's flip and pad-crop into the
-stored map's frame (:func:`to_stored_frame`) and written into the store with one
-``index_copy_`` on the device. Mixed steps read the freshest maps. No step reads device data
-on the host.
+On a step that trains on unmixed images, the input keeps its gradient and the step's own
+backward pass leaves ``d loss / d input`` in ``x.grad``. :class:`SaliencyRefresh` reduces it to
+a map as :func:`~saliencymixplus.saliency.gradient_saliency` does, optionally sharpens it,
+quantises it as the cache stores it, carries it back through the loader's flip and pad-crop
+into the stored frame (:func:`to_stored_frame`) and writes it into the maps on the device, with
+no host read. See docs/design.md, "Saliency that learns".
 
 In a training loop of your own (maps in memory, on the model's device)::
 
@@ -39,58 +33,33 @@ reader of :class:`~saliencymixplus.cache.SaliencyCache` takes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .cache import CacheMismatchError, CacheWriter, SaliencyCache
+from .cache import CacheMismatchError, CacheWriter, SaliencyCache, quantize
+from .files import arrays_sha256
 from .saliency import format_postprocess, input_gradient_saliency, parse_postprocess, sharpen
 
-__all__ = ["METHOD", "DEFAULT_POSTPROCESS", "BatchPlacement", "SaliencyRefresh", "to_stored_frame", "quantize_maps",
-           "maps_digest", "save_refreshed", "load_refreshed"]
+__all__ = ["METHOD", "IDENTITY", "SaliencyRefresh", "to_stored_frame", "maps_digest", "save_refreshed",
+           "load_refreshed"]
 
 #: The ``method`` attribute of a cache written by :func:`save_refreshed`.
 METHOD = "gradient_refresh"
-#: Sharpening of refreshed maps unless told otherwise (``train.py --refresh-postprocess``);
-#: measured in benchmarks/RESULTS.md, section 7.
-DEFAULT_POSTPROCESS = "top=0.2,power=2"
 #: Attributes that tie a cache to its data split (copied from the cache the refresh started from).
 IDENTITY = ("dataset", "split", "count", "fingerprint")
-
-
-class BatchPlacement(NamedTuple):
-    """Where a batch's images came from, as a loader that augments on the device knows it.
-
-    ``indices``: ``LongTensor[B]``, the images' rows in the data set (and the store);
-    ``flip``: ``BoolTensor[B]`` or ``None``; ``offsets``: ``(dy, dx)``, ``LongTensor[B]`` each,
-    or ``None``; ``pad``: the crop's padding. See :func:`to_stored_frame`.
-    """
-
-    indices: Tensor
-    flip: Optional[Tensor]
-    offsets: Optional[tuple[Tensor, Tensor]]
-    pad: int
-
-
-def quantize_maps(maps: Tensor) -> Tensor:
-    """``float[B, H, W]`` in [0, 1] -> ``uint8`` ``round(255 * s)`` on the same device, as
-    :func:`saliencymixplus.cache.quantize` stores maps (clipped to [0, 1]; NaN becomes 0; ties
-    to even)."""
-    m = torch.nan_to_num(maps.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
-    return torch.round(m * 255.0).to(torch.uint8)
 
 
 def to_stored_frame(maps: Tensor, old: Tensor, *, flip: Optional[Tensor] = None,
                     offsets: Optional[tuple[Tensor, Tensor]] = None, pad: int = 0) -> Tensor:
     """Carry maps seen by the model back into the frame the store keeps them in.
 
-    The forward transform (what :class:`~saliencymixplus.training.DeviceLoader` applies to an
-    image and its stored map alike): pad by ``pad`` zeros on every side, cut the ``H x W``
+    The forward transform (what a loader that augments on the device, such as ``train.py``'s
+    device loader, applies to an image and its stored map alike): pad by ``pad`` zeros on every side, cut the ``H x W``
     window at ``(dy, dx)`` (so ``(pad, pad)`` is no shift), then flip horizontally where
     ``flip``. Its inverse is computed as a gather in the stored frame, so it has no host sync
     and no write conflicts: stored pixel ``(R, C)`` takes the map's pixel at row
@@ -187,7 +156,7 @@ class SaliencyRefresh:
         ok = torch.isfinite(saliency).flatten(1).all(1).to(self.maps.device)
         if self._sharpen:
             saliency = sharpen(saliency, **self._sharpen)
-        new = quantize_maps(saliency).to(self.maps.device)
+        new = quantize(saliency).to(self.maps.device)
         old = self.maps.index_select(0, idx)
         new = to_stored_frame(new, old, flip=flip, offsets=offsets, pad=pad)
         self.maps.index_copy_(0, idx, torch.where(ok[:, None, None], new, old))
@@ -212,8 +181,8 @@ class SaliencyRefresh:
 
 def maps_digest(maps) -> str:
     """A short SHA-256 of ``uint8[N, H, W]`` maps (numpy or tensor): equal maps, equal digest."""
-    a = maps.detach().cpu().numpy() if isinstance(maps, Tensor) else np.asarray(maps)
-    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).hexdigest()[:16]
+    return arrays_sha256(np.asarray(maps.detach().cpu() if isinstance(maps, Tensor) else maps, dtype=np.uint8),
+                         digits=16, with_layout=False)
 
 
 def save_refreshed(path, maps, *, like: dict, epoch: int, postprocess=None, extra_attrs: Optional[dict] = None) -> Path:

@@ -1,9 +1,12 @@
-"""What the command-line tests share: a subprocess's environment and a ``main`` called in-process."""
+"""What the command-line tests share: a subprocess's environment, a ``main`` called in-process and
+the check that an error was answered in one line, without a traceback."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,3 +26,17 @@ def exit_code(main, argv) -> int:
         return main([str(a) for a in argv])
     except SystemExit as e:
         return int(e.code)
+
+
+def no_traceback(err: str, lines: int | None = 1) -> str:
+    """``err`` has no traceback and, unless ``lines`` is None, that many lines; returns it."""
+    assert "Traceback" not in err, err
+    if lines is not None:
+        assert len(err.strip().splitlines()) == lines, err
+    return err
+
+
+def gradient_image(h: int = 40, w: int = 30) -> np.ndarray:
+    """``uint8[h, w, 3]``: smooth ramps, an image every format stores."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([yy * 6, xx * 8, (yy + xx) * 3], -1).astype(np.uint8)

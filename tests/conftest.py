@@ -17,10 +17,14 @@ Tests that need a GPU carry the ``cuda`` marker (``pytest -m cuda`` runs just th
 whose id or skip reason names CUDA/GPU get it automatically, so the GPU suite finds them.
 """
 
+import errno
 import importlib.util
+import os
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TESTS = Path(__file__).resolve().parent
@@ -33,6 +37,7 @@ if importlib.util.find_spec("saliencymixplus") is None:
 import torch  # noqa: E402
 
 import saliencymixplus  # noqa: E402
+from cli_helpers import gradient_image  # noqa: E402
 from fixtures_data import install_fake_models, make_cifar100_folder, make_pet_folder  # noqa: E402
 from suite_checks import installed_extension, needs_gpu, package_problem  # noqa: E402
 
@@ -97,3 +102,45 @@ def demo_cache(tmp_path_factory) -> str:
 def fake_models(monkeypatch):
     """A stand-in ``saliencymixplus.models.build_model`` (a tiny CNN); yields the calls made."""
     return install_fake_models(monkeypatch)
+
+
+@pytest.fixture()
+def read_only(monkeypatch):
+    """``read_only(folder)``: writing a file in ``folder`` fails with EROFS, as on a read-only
+    mount (works as root too, where permission bits do not stop a write)."""
+    real = tempfile.mkstemp
+    folders = []
+
+    def mkstemp(*a, dir=None, **kw):
+        if dir is not None and any(Path(dir).resolve() == f for f in folders):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*a, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return lambda folder: folders.append(Path(folder).resolve())
+
+
+@pytest.fixture()
+def odd_pet(tmp_path):
+    """A Pet folder whose training images are 4 bad files and 4 odd but good ones; one test
+    image is truncated. Returns ``(data_dir, bad train files, bad test files, good odd files)``."""
+    from PIL import Image
+
+    pet = make_pet_folder(tmp_path / "pet", n_train=8, n_test=4, seed=3)
+    img_dir = pet["root"] / "images"
+    train = [img_dir / f"{n}.jpg" for n in pet["train"][0]]
+    test = [img_dir / f"{n}.jpg" for n in pet["test"][0]]
+    rng = np.random.default_rng(0)
+    data = train[0].read_bytes()
+    train[0].write_bytes(data[: len(data) // 2])                      # truncated JPEG
+    train[1].write_text("<html>404 Not Found</html>")                 # a web page saved as .jpg
+    train[2].write_bytes(b"")                                         # empty
+    train[3].write_bytes(b"\xff\xd8" + rng.integers(0, 256, 3000, dtype=np.uint8).tobytes() + b"\xff\xd9")
+    img = gradient_image()                                            # both ends intact, middle garbage
+    Image.fromarray(np.dstack([img, np.full(img.shape[:2], 200, np.uint8)])).save(train[4], format="PNG")
+    Image.fromarray(img).convert("L").save(train[5], format="JPEG", quality=95)
+    Image.fromarray(img).convert("CMYK").save(train[6], format="JPEG", quality=95)
+    Image.fromarray(img).convert("P").save(train[7], format="GIF")
+    data = test[1].read_bytes()
+    test[1].write_bytes(data[: len(data) - 300])
+    return pet["data_dir"], train[:4], [test[1]], train[4:]

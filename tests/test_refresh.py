@@ -312,19 +312,19 @@ def test_kill_and_resume_give_the_same_weights_and_maps(tmp_path, demo_cache, ca
 def test_prune_keeps_the_files_of_the_last_and_best_checkpoints(keep, tmp_path, demo_cache):
     from saliencymixplus.training import parse_config
     from saliencymixplus.training.loaders import build_loaders
-    from saliencymixplus.training.refresh import RefreshRun, file_name
+    from saliencymixplus.training.loop import InPlaceRefresh, refresh_file
 
     cfg = parse_config([*TINY, "--saliency", "refresh", "--saliency-cache", demo_cache, "--refresh-keep", keep,
                         "--out-dir", str(tmp_path)])
     train, _ = build_loaders(cfg, Dist())
-    run = RefreshRun(cfg, Dist(), train, tmp_path)
+    run = InPlaceRefresh(cfg, Dist(), train, tmp_path)
     for epoch, best in ((1, True), (2, False), (3, True), (4, False), (5, False)):
-        (tmp_path / file_name(epoch)).write_bytes(b"")  # stands in for end_epoch's file
-        run.current = {"file": file_name(epoch), "epoch": epoch, "maps_sha256": "-"}
-        assert run.record(best)["best_file"] == file_name(1 if epoch < 3 else 3)
+        (tmp_path / refresh_file(epoch)).write_bytes(b"")  # stands in for end_epoch's file
+        run.current = {"file": refresh_file(epoch), "epoch": epoch, "maps_sha256": "-"}
+        assert run.record(best)["best_file"] == refresh_file(1 if epoch < 3 else 3)
         run.prune()
     left = sorted(p.name for p in tmp_path.glob("saliency-refresh-*.h5"))
-    assert left == ([file_name(3), file_name(5)] if keep == "last" else [file_name(e) for e in range(1, 6)])
+    assert left == ([refresh_file(3), refresh_file(5)] if keep == "last" else [refresh_file(e) for e in range(1, 6)])
 
 
 def test_torch_loader_refresh_pass_and_resume(tmp_path, cifar_dir, capsys):
@@ -368,11 +368,11 @@ def test_torch_loader_refresh_pass_and_resume(tmp_path, cifar_dir, capsys):
     # The training set's next workers read the new maps.
     from saliencymixplus.training import parse_config
     from saliencymixplus.training.loaders import build_loaders
-    from saliencymixplus.training.refresh import RefreshRun
+    from saliencymixplus.training.loop import PassRefresh
 
     cfg = parse_config([str(a) for a in [*common, "--out-dir", tmp_path / "c"]])
     train, _ = build_loaders(cfg, Dist())
-    run = RefreshRun(cfg, Dist(), train, tmp_path / "c")
+    run = PassRefresh(cfg, Dist(), train, tmp_path / "c")
     (tmp_path / "c").mkdir()
     run.end_epoch(2, net)
     np.testing.assert_array_equal(train.loader.dataset.cache.read_all(), maps)
@@ -407,7 +407,7 @@ def test_file_backed_pass_writes_maps_in_the_stored_frame(tmp_path, pet_dir):
     from saliencymixplus.precompute import build_cache
     from saliencymixplus.training import parse_config
     from saliencymixplus.training.loaders import build_loaders
-    from saliencymixplus.training.refresh import RefreshRun
+    from saliencymixplus.training.loop import PassRefresh
 
     cache = build_cache("oxford_pet", pet_dir["data_dir"], "train", "fine_grained", tmp_path / "pet.h5",
                         resolution="24x40", workers=0, progress=False, log=lambda *a: None)
@@ -416,7 +416,7 @@ def test_file_backed_pass_writes_maps_in_the_stored_frame(tmp_path, pet_dir):
                         "--batch_size", "4", "--workers", "0", "--no-progress", "--out-dir", str(tmp_path / "run")])
     train, _ = build_loaders(cfg, Dist())
     (tmp_path / "run").mkdir()
-    run = RefreshRun(cfg, Dist(), train, tmp_path / "run")
+    run = PassRefresh(cfg, Dist(), train, tmp_path / "run")
     box = (3, 9, 30, 37)  # rows 3..8, columns 30..36 of a 24x40 map: off-centre, near the right edge
     run.end_epoch(1, _BoxProbe(box, 37))
     maps = _maps(tmp_path / "run" / "saliency-refresh-e0001.h5")

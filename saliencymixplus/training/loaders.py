@@ -1,18 +1,20 @@
 """Loaders that yield device tensors ``(images, saliency or None, labels)``.
 
-* :class:`DeviceLoader`: a whole in-memory uint8 set (CIFAR-100, demo) on the model's device,
-  shuffled with ``torch.randperm`` and augmented there in batches (airbench style).
+* :class:`DeviceLoader`: a whole in-memory uint8 set (CIFAR-100, the generated sets) on the
+  model's device, shuffled with ``torch.randperm`` and augmented there in batches (airbench
+  style); it remembers where each batch came from (:class:`BatchPlacement`).
 * :class:`TorchLoader`: a ``DataLoader`` over :func:`saliencymixplus.data.build_dataset`
   (per-image transforms in worker processes), for sets read from files (Oxford-IIIT Pet).
 
-:func:`build_loaders` picks one from the :class:`~.config.Config`; the saliency cache of the
-training split must exist (:func:`~.runner.prepare_data` builds or verifies it first).
+:func:`build_loaders` picks one from the :class:`~.config.Config`; the training split's
+saliency cache must exist (:func:`~.runner.prepare_data` builds or verifies it first). See
+docs/design.md, "Training".
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -21,19 +23,32 @@ from torch import Tensor
 
 from .. import data
 from ..cache import SaliencyCache, quantize
+from ..datasets import get_spec
 from ..rawdata import default_workers
-from ..refresh import BatchPlacement
-from ..transforms import RECIPES, Normalize, random_flip_batch
+from ..transforms import Normalize, random_flip_batch
 from .config import Config, UsageError
-from .distributed import Dist
-from .seeding import epoch_seed, seed_worker
+from .distributed import Dist, epoch_seed, seed_worker
 
-__all__ = ["Batch", "DeviceLoader", "TorchLoader", "cache_path", "build_loaders"]
+__all__ = ["Batch", "BatchPlacement", "DeviceLoader", "TorchLoader", "build_loaders"]
 
 #: ``(images float32[B, 3, H, W] normalised, saliency float32[B, H, W] in [0, 1] or None,
 #: labels int64[B])``, all on the loader's device.
 Batch = tuple[Tensor, Optional[Tensor], Tensor]
 
+
+class BatchPlacement(NamedTuple):
+    """Where a :class:`DeviceLoader` batch's images came from, to carry maps seen by the model
+    back into the stored frame (:func:`saliencymixplus.refresh.to_stored_frame`).
+
+    ``indices``: ``LongTensor[B]``, the images' rows in the data set (and in the stored maps);
+    ``flip``: ``BoolTensor[B]`` or ``None``; ``offsets``: ``(dy, dx)``, ``LongTensor[B]`` each,
+    or ``None``; ``pad``: the crop's padding.
+    """
+
+    indices: Tensor
+    flip: Optional[Tensor]
+    offsets: Optional[tuple[Tensor, Tensor]]
+    pad: int
 
 
 class DeviceLoader:
@@ -77,7 +92,7 @@ class DeviceLoader:
         self.seed, self.epoch = 0, 0
         self.limit: Optional[int] = None
         #: Where the last yielded batch came from (its indices, flips, crop offsets), for
-        #: ``--saliency refresh`` to write maps back (:class:`~saliencymixplus.refresh.BatchPlacement`).
+        #: ``--saliency refresh`` to write maps back.
         self.last_batch: Optional[BatchPlacement] = None
 
     def set_epoch(self, seed: int, epoch: int) -> None:
@@ -187,13 +202,6 @@ class TorchLoader:
             yield x, s, y.to(self.device, non_blocking=True)
 
 
-def cache_path(cfg: Config) -> Optional[str]:
-    """The training split's saliency cache, or ``None`` when the run reads no cached saliency.
-    :func:`~.runner.prepare_data` builds or verifies it before the loaders are made; a missing
-    file fails when the loaders open it, with the command that builds it."""
-    return cfg.saliency_cache if cfg.reads_cache else None
-
-
 def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, DeviceLoader | TorchLoader]:
     """``(train_loader, test_loader)`` for the config; both yield :data:`Batch` triples.
 
@@ -204,23 +212,23 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
     """
     local_batch = cfg.batch_size // d.world
     download = cfg.download and d.main
-    train_raw = data.load_split(cfg.dataset, cfg.data_dir, "train", download=download)  # fails before cache work
-    cache = cache_path(cfg)
+    spec = get_spec(cfg.dataset)
+    train_raw = spec.load(cfg.data_dir, "train", download=download)  # fails before cache work
+    cache = cfg.saliency_cache if cfg.reads_cache else None
     if cfg.loader == "device":
-        if not RECIPES[cfg.dataset].batchable:
+        if not spec.recipe.batchable:
             raise UsageError(f"--loader device applies a flip to whole batches; {cfg.dataset}'s training "
-                             f"recipe ({RECIPES[cfg.dataset]}) needs --loader torch")
-        mean_std = data.MEAN_STD[cfg.dataset]
-        test_raw = data.load_split(cfg.dataset, cfg.data_dir, "test", download=download)
+                             f"recipe ({spec.recipe}) needs --loader torch")
+        test_raw = spec.load(cfg.data_dir, "test", download=download)
         sal = None
         if cache is not None:
             sal = SaliencyCache(cache, expect=train_raw).read_all()
             if sal.dtype != np.uint8:  # float caches: to the uint8 the loader keeps
                 sal = quantize(sal, "uint8")
-        train = DeviceLoader(train_raw.images, train_raw.labels, mean_std, d.device,
+        train = DeviceLoader(train_raw.images, train_raw.labels, spec.mean_std, d.device,
                              batch_size=local_batch, train=True, saliency=sal, dist_=d,
-                             channels_last=cfg.channels_last, flip=RECIPES[cfg.dataset].flip)
-        test = DeviceLoader(test_raw.images, test_raw.labels, mean_std, d.device,
+                             channels_last=cfg.channels_last, flip=spec.recipe.flip)
+        test = DeviceLoader(test_raw.images, test_raw.labels, spec.mean_std, d.device,
                             batch_size=max(local_batch, 256), train=False, dist_=d,
                             channels_last=cfg.channels_last)
     else:

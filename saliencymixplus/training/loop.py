@@ -1,35 +1,45 @@
-"""One training epoch (with the mixing step) and one evaluation pass.
+"""One training epoch (with the mixing step), one evaluation pass, and ``--saliency refresh``.
 
 Every epoch reseeds its random streams from ``(seed, epoch, rank)``, so that a resumed run
-replays the interrupted epoch exactly. The per-step totals stay on the device; the only
-host syncs are the progress bar's (every ``LOG_EVERY`` steps) and the end of the epoch.
+replays the interrupted epoch exactly. The per-step totals stay on the device; the only host
+syncs are the progress bar's (every ``LOG_EVERY`` steps) and the end of the epoch, where a
+non-finite loss or weight stops the run (:class:`NonFiniteLossError`).
 
-A non-finite loss stops the run (:class:`NonFiniteLossError`) at the first of those syncs that
-sees it: the loss total kept on the device is then not finite (NaN and inf propagate through
-the sum), so detecting it costs no extra sync.
+``--saliency refresh`` has two strategies, one per loader: :class:`InPlaceRefresh` writes the
+saliency of each unmixed step's input gradient into the device loader's maps, through the
+batch's flips and crop; :class:`PassRefresh` (sets read from files, where the workers' crops
+are unknown here) recomputes every map in a batched pass every ``--refresh-every`` epochs.
+Both save the maps in the run folder after every epoch that changed them and restore them on
+``--resume``. See docs/design.md, "Saliency that learns".
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import mix
+from ..cache import SaliencyCache
+from ..checkpoint_file import CheckpointFileError
+from ..datasets import get_spec
+from ..refresh import IDENTITY, SaliencyRefresh, load_refreshed, maps_digest, save_refreshed
 from ..saliency import gradient_saliency
-from .config import SALIENCY_MIXES, Config
-from .distributed import Dist, broadcast_buffers
-from .reporting import progress
-from .seeding import epoch_seed, seed_everything
+from ..transforms import Normalize
+from .config import SALIENCY_MIXES, Config, UsageError
+from .distributed import Dist, barrier, broadcast_buffers, epoch_seed, log, seed_everything
 
-__all__ = ["Mixer", "build_mixer", "online_saliency", "train_one_epoch", "evaluate", "NonFiniteLossError",
-           "check_finite_weights"]
+__all__ = ["Mixer", "build_mixer", "progress", "train_one_epoch", "evaluate", "NonFiniteLossError",
+           "InPlaceRefresh", "PassRefresh", "refresh_file", "REFRESH_KEY"]
 
 #: What the loop mixes with: ``coin(generator) -> bool`` (is this batch mixed?) and
 #: ``mix(images, labels, saliency, generator=, mixed=) -> MixResult``, as the mixers of
@@ -48,27 +58,23 @@ class NonFiniteLossError(RuntimeError):
         self.epoch = epoch
 
 
-def _check_finite(loss_sum: float, epoch: int, step: int) -> None:
+def _check_finite(epoch: int, step: int, loss_sum: float, net: Optional[nn.Module] = None) -> None:
+    """Raise :class:`NonFiniteLossError` when the loss total seen by ``step`` is NaN or inf, or
+    when a parameter or buffer of ``net`` is (checked at the end of the epoch, before the
+    checkpoint that would save the weights: a step's loss is computed before its update, so it
+    can be finite while the update was not; one host sync)."""
     if not math.isfinite(loss_sum):
         raise NonFiniteLossError(f"the training loss is {loss_sum} in epoch {epoch + 1} (seen by step {step + 1})",
                                  epoch)
-
-
-def check_finite_weights(net: nn.Module, epoch: int) -> None:
-    """Raise :class:`NonFiniteLossError` when a parameter or buffer of ``net`` holds NaN or inf
-    after ``epoch`` (the loss of a step is computed before its update, so it can be finite while
-    the update was not). One host sync, once per epoch, before the checkpoint that would save
-    the weights."""
+    if net is None:
+        return
     with torch.no_grad():
         named = [(k, v) for k, v in net.state_dict().items() if v.is_floating_point()]
-        if not named:
-            return
-        ok = torch.stack([torch.isfinite(v).all() for _, v in named])
-        if bool(ok.all()):
-            return
-        bad = [k for (k, _), good in zip(named, ok.tolist()) if not good]
-    raise NonFiniteLossError(f"the weights are not finite after epoch {epoch + 1} ({', '.join(bad[:3])}"
-                             f"{', ...' if len(bad) > 3 else ''})", epoch)
+        ok = torch.stack([torch.isfinite(v).all() for _, v in named]).tolist() if named else []
+    bad = [k for (k, _), good in zip(named, ok) if not good]
+    if bad:
+        raise NonFiniteLossError(f"the weights are not finite after epoch {epoch + 1} ({', '.join(bad[:3])}"
+                                 f"{', ...' if len(bad) > 3 else ''})", epoch)
 
 
 def build_mixer(cfg: Config) -> Optional[Mixer]:
@@ -85,11 +91,13 @@ def build_mixer(cfg: Config) -> Optional[Mixer]:
     return mix.SaliencyMixPlus(cfg.num_classes, **common, box=cfg.box, pairing=cfg.pairing)
 
 
-def online_saliency(net: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
-    """Gradient saliency ``float32[B, H, W]`` of ``net`` (unwrapped, not DDP) on ``images``
-    ``float32[B, C, H, W]``, leaving the parameters' ``.grad`` and the BatchNorm statistics
-    untouched."""
-    return gradient_saliency(net, images, labels)
+def progress(cfg: Config, d: Dist, total: int, desc: str):
+    """A ``tqdm`` bar on stderr, or ``None`` (``--no-progress``, or not rank 0)."""
+    if not (cfg.progress and d.main):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, file=sys.stderr)
 
 
 def _autocast(cfg: Config, device: torch.device):
@@ -125,15 +133,17 @@ def _reduce(d: Dist, tot: Tensor, n: int) -> tuple[float, float, float, float]:
 def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, loader, mixer: Optional[Mixer],
                     optimizer: torch.optim.Optimizer, scaler, epoch: int, refresh=None) -> dict[str, float]:
     """One pass over ``loader``. ``model`` is what is trained (maybe DDP/compiled), ``net``
-    the plain module (for online saliency); ``refresh``: a :class:`~.refresh.RefreshRun`
-    (``--saliency refresh``) or ``None``. Returns the epoch's train loss, top-1/top-5
-    error (%, of the trained images against their own labels, as published), images/s.
+    the plain module (for online saliency, and the weights check); ``refresh``: an
+    :class:`InPlaceRefresh` or :class:`PassRefresh` (``--saliency refresh``) or ``None``.
+    Returns the epoch's train loss, top-1/top-5 error (%, of the trained images against their
+    own labels, as published), images/s.
 
     Raises:
-        NonFiniteLossError: the loss was NaN or infinite; checked where the loop reads its totals
-            anyway (the progress bar every ``LOG_EVERY`` steps in one process; on a CPU, where a
-            read costs nothing, every ``LOG_EVERY`` steps regardless) and at the end of the epoch,
-            on the totals reduced over ranks (so every rank stops together)."""
+        NonFiniteLossError: the loss was NaN or infinite, or the weights are after the epoch;
+            the loss is checked where the loop reads its totals anyway (the progress bar every
+            ``LOG_EVERY`` steps in one process; on a CPU, where a read costs nothing, every
+            ``LOG_EVERY`` steps regardless) and at the end of the epoch, on the totals reduced
+            over ranks (so every rank stops together)."""
     model.train()
     coin = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0) + 1)  # same on all ranks
     mix_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, d.rank) + 2)
@@ -145,52 +155,49 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
     seen = 0
     bar = progress(cfg, d, len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
     t0 = time.perf_counter()
-    for step, (x, s, y) in enumerate(loader):
-        mixed = mixer is not None and mixer.coin(coin)
-        if mixed:
-            if online:
-                s = online_saliency(net, x, y)
-            r = mixer.mix(x, y, s, generator=mix_gen, mixed=True)
-            x, targets, y = r.images, r.targets, r.labels  # B // 2 of them with half-batch pairing
-        else:
-            targets = mix.one_hot(y, cfg.num_classes, cfg.label_smoothing)
-            if refresh is not None:  # --saliency refresh: keep this unmixed step's input gradient
-                x = refresh.track(x)
-        with _autocast(cfg, dev):
-            logits = model(x)
-        loss = mix.soft_target_cross_entropy(logits.float(), targets.to(dev))
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if refresh is not None and not mixed:
-            refresh.write_back(x)  # ... and write its saliency back into the stored maps
-        with torch.no_grad():
-            n = x.shape[0]
-            c1, c5 = _topk_correct(logits.detach(), y)
-            tot += torch.stack([loss.detach().double() * n, c1.double(), c5.double()])
-            seen += n
-        if (bar is not None or (dev.type == "cpu" and not d.enabled)) and \
-                (step % LOG_EVERY == LOG_EVERY - 1 or step == len(loader) - 1):
-            loss_sum, hits, _ = tot.tolist()
-            if not d.enabled and not math.isfinite(loss_sum):  # under DDP: the reduced check below,
-                if bar is not None:                               # so that every rank stops together
-                    bar.close()
-                _check_finite(loss_sum, epoch, step)
-            if bar is None:
-                continue
-            el = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", err=f"{100 - 100 * hits / seen:.1f}",
-                            img_s=f"{seen * d.world / max(el, 1e-9):.0f}", refresh=False)
-            bar.update(step + 1 - bar.n)
-    if bar is not None:
-        bar.close()
+    with bar if bar is not None else contextlib.nullcontext():
+        for step, (x, s, y) in enumerate(loader):
+            mixed = mixer is not None and mixer.coin(coin)
+            if mixed:
+                if online:
+                    s = gradient_saliency(net, x, y)
+                r = mixer.mix(x, y, s, generator=mix_gen, mixed=True)
+                x, targets, y = r.images, r.targets, r.labels  # B // 2 of them with half-batch pairing
+            else:
+                targets = mix.one_hot(y, cfg.num_classes, cfg.label_smoothing)
+                if refresh is not None:  # --saliency refresh: keep this unmixed step's input gradient
+                    x = refresh.track(x)
+            with _autocast(cfg, dev):
+                logits = model(x)
+            loss = mix.soft_target_cross_entropy(logits.float(), targets.to(dev))
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            if refresh is not None and not mixed:
+                refresh.write_back(x)  # ... and write its saliency back into the stored maps
+            with torch.no_grad():
+                n = x.shape[0]
+                c1, c5 = _topk_correct(logits.detach(), y)
+                tot += torch.stack([loss.detach().double() * n, c1.double(), c5.double()])
+                seen += n
+            if (bar is not None or (dev.type == "cpu" and not d.enabled)) and \
+                    (step % LOG_EVERY == LOG_EVERY - 1 or step == len(loader) - 1):
+                loss_sum, hits, _ = tot.tolist()
+                if not d.enabled:  # under DDP: the reduced check below, so that every rank stops together
+                    _check_finite(epoch, step, loss_sum)
+                if bar is None:
+                    continue
+                el = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", err=f"{100 - 100 * hits / seen:.1f}",
+                                img_s=f"{seen * d.world / max(el, 1e-9):.0f}", refresh=False)
+                bar.update(step + 1 - bar.n)
     loss_sum, c1, c5, n = _reduce(d, tot, seen)
-    _check_finite(loss_sum, epoch, len(loader) - 1)
+    _check_finite(epoch, len(loader) - 1, loss_sum, net)
     elapsed = time.perf_counter() - t0
     return {"train_loss": loss_sum / n, "train_top1_err": _err(c1, n), "train_top5_err": _err(c5, n),
             "images_per_s": n / max(elapsed, 1e-9), "train_time_s": elapsed}
@@ -217,3 +224,196 @@ def evaluate(cfg: Config, d: Dist, model: nn.Module, loader) -> dict[str, float]
     loss_sum, c1, c5, n = _reduce(d, tot, seen)
     model.train()
     return {"test_loss": loss_sum / n, "test_top1_err": _err(c1, n), "test_top5_err": _err(c5, n)}
+
+
+# ----------------------------------------------------------------------------- --saliency refresh
+
+#: The checkpoint entry that names the refreshed maps of that checkpoint.
+REFRESH_KEY = "saliency_refresh"
+
+
+def refresh_file(epoch: int) -> str:
+    """The run folder's file of the maps after ``epoch`` epochs."""
+    return f"saliency-refresh-e{epoch:04d}.h5"
+
+
+class _Refresh:
+    """What both strategies share: the per-epoch files in the run folder (:meth:`_save`,
+    :meth:`record`, :meth:`prune`) and ``--resume`` (:meth:`restore`). Every rank holds one;
+    only rank 0 writes files. A strategy adds :meth:`end_epoch` and :meth:`_use` (and, to
+    refresh during the step, :meth:`track` and :meth:`write_back`)."""
+
+    def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
+        self.cfg, self.d, self.loader, self.out = cfg, d, train_loader, Path(out)
+        src = SaliencyCache(cfg.saliency_cache, in_memory=False)  # already checked against the split
+        self.like = {k: src.attrs[k] for k in IDENTITY}
+        self.resolution = tuple(int(v) for v in src.attrs["resolution"])
+        self.source = {"source": Path(cfg.saliency_cache).name, "source_method": str(src.attrs["method"])}
+        self.current: Optional[dict] = None  # the file of the latest saved maps
+        self.best_file: Optional[str] = None
+
+    def track(self, x: Tensor) -> Tensor:
+        """The unmixed step's input, set up to keep its gradient (or as it is)."""
+        return x
+
+    def write_back(self, x: Tensor) -> None:
+        """After ``backward()`` of an unmixed step: use ``x.grad`` (or not)."""
+
+    def end_epoch(self, epoch: int, net: nn.Module) -> None:
+        """After training epoch ``epoch`` (1-based). Collective: every rank calls it."""
+        raise NotImplementedError
+
+    def _use(self, maps: np.ndarray, path: Path) -> None:
+        """Train on ``maps`` (``uint8[N, h, w]``), read from the refreshed file ``path``."""
+        raise NotImplementedError
+
+    def _save(self, epoch: int, maps: Tensor) -> Path:
+        """Rank 0 writes ``maps`` (``uint8[N, h, w]``, the same on every rank) as the epoch's
+        file; every rank records it."""
+        name, host = refresh_file(epoch), maps.cpu().numpy()
+        if self.d.main:
+            save_refreshed(self.out / name, host, like=self.like, epoch=epoch,
+                           postprocess=self.cfg.refresh_postprocess,
+                           extra_attrs={**self.source, "model": self.cfg.model, "seed": self.cfg.seed})
+        self.current = {"file": name, "epoch": epoch, "maps_sha256": maps_digest(host)}
+        return self.out / name
+
+    def record(self, is_best: bool) -> Optional[dict[str, Any]]:
+        """The checkpoint's :data:`REFRESH_KEY` entry: which file holds its maps."""
+        if self.current is None:
+            return None
+        if is_best:
+            self.best_file = self.current["file"]
+        return {**self.current, "best_file": self.best_file}
+
+    def prune(self) -> None:
+        """``--refresh-keep last``: delete the run folder's refreshed maps that neither the last
+        nor the best checkpoint names (rank 0, after both are saved)."""
+        if self.cfg.refresh_keep == "all" or not self.d.main or self.current is None:
+            return
+        keep = {self.current["file"], self.best_file}
+        for p in self.out.glob("saliency-refresh-e*.h5"):
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+
+    def restore(self, ck: dict, ckpt_path: Path) -> None:
+        """``--resume``: train on the maps the checkpoint names (from its folder), exactly. A
+        checkpoint without refreshed maps leaves the cache's.
+
+        Raises:
+            CheckpointFileError: the file is missing or is not the one the checkpoint names.
+        """
+        rec = ck.get(REFRESH_KEY)
+        if not rec:
+            log(self.d, f"--resume: {ckpt_path} holds no refreshed saliency; refreshing from {self.source['source']}")
+            return
+        path = Path(ckpt_path).parent / rec["file"]
+        try:
+            maps = load_refreshed(path, like=self.like, epoch=rec["epoch"], digest=rec["maps_sha256"])
+        except FileNotFoundError:
+            raise CheckpointFileError(f"--resume {ckpt_path}: its refreshed saliency {path} is missing "
+                                      f"(deleted? --refresh-keep all keeps every epoch's)") from None
+        except ValueError as e:
+            raise CheckpointFileError(f"--resume {ckpt_path}: {str(e).splitlines()[0]}") from None
+        self._use(maps, path)
+        self.current, self.best_file = {k: rec[k] for k in ("file", "epoch", "maps_sha256")}, rec.get("best_file")
+        log(self.d, f"--resume: refreshed saliency of epoch {rec['epoch']} from {path}")
+
+
+class InPlaceRefresh(_Refresh):
+    """The device loader's strategy: its maps (``DeviceLoader.saliency``, ``uint8[N, H, W]`` on
+    the device) take the saliency of every unmixed step's input gradient, carried back through
+    the batch's flips and crop (``DeviceLoader.last_batch``), in place, so mixed steps read the
+    freshest maps. Under DDP each rank refreshes the images it trains on and the ranks exchange
+    their updates at the end of the epoch."""
+
+    def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
+        super().__init__(cfg, d, train_loader, out)
+        if train_loader.saliency is None:
+            raise UsageError("--saliency refresh: the device loader holds no saliency maps")
+        self.store = SaliencyRefresh(train_loader.saliency, postprocess=cfg.refresh_postprocess)
+
+    def track(self, x: Tensor) -> Tensor:
+        return self.store.track(x)
+
+    def write_back(self, x: Tensor) -> None:
+        if x.grad is not None:
+            p = self.loader.last_batch
+            self.store.update(p.indices, x.grad, flip=p.flip, offsets=p.offsets, pad=p.pad)
+
+    def end_epoch(self, epoch: int, net: nn.Module) -> None:
+        self.store.synchronize()
+        self._save(epoch, self.store.maps)
+
+    def _use(self, maps: np.ndarray, path: Path) -> None:
+        if tuple(maps.shape) != tuple(self.store.maps.shape):
+            raise CheckpointFileError(f"--resume: {path} holds maps {list(maps.shape)}, the loader "
+                                      f"{list(self.store.maps.shape)}")
+        self.store.maps.copy_(torch.from_numpy(maps))
+
+
+class _StoredFrameImages(torch.utils.data.Dataset):
+    """Training images resized to the stored maps' resolution: ``(uint8[3, h, w], label, index)``."""
+
+    def __init__(self, raw, resolution: tuple[int, int], indices: range):
+        self.raw, self.resolution, self.indices = raw, tuple(resolution), indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        from torchvision.transforms.v2 import functional as TF
+
+        i = self.indices[k]
+        img = torch.from_numpy(np.ascontiguousarray(self.raw.image(i))).permute(2, 0, 1)
+        if tuple(img.shape[-2:]) != self.resolution:
+            img = TF.resize(img, list(self.resolution), antialias=True)
+        return img, int(self.raw.labels[i]), i
+
+
+class PassRefresh(_Refresh):
+    """The ``DataLoader``'s strategy (sets read from files): the workers' random crops are not
+    known here, so every ``--refresh-every`` epochs a batched pass computes the gradient
+    saliency of the current model over the training split, each image resized to the stored
+    maps' resolution (the frame the maps are stored in), on the model's device (each rank its
+    share); the next epoch's workers read the new file."""
+
+    def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
+        super().__init__(cfg, d, train_loader, out)
+        self.dataset = train_loader.loader.dataset
+        if getattr(self.dataset, "cache", None) is None:
+            raise UsageError("--saliency refresh: the training loader has no saliency cache to refresh")
+
+    def end_epoch(self, epoch: int, net: nn.Module) -> None:
+        if epoch % self.cfg.refresh_every:
+            return
+        path = self._save(epoch, self._pass(net))
+        barrier(self.d)
+        self._use(None, path)
+
+    def _use(self, maps: Optional[np.ndarray], path: Path) -> None:
+        self.dataset.cache = SaliencyCache(path)
+
+    def _pass(self, net: nn.Module) -> Tensor:
+        """Gradient saliency of ``net`` over the training split at the stored resolution,
+        ``uint8[N, h, w]`` on the device, the same on every rank."""
+        cfg, d = self.cfg, self.d
+        spec = get_spec(cfg.dataset)
+        raw = spec.load(cfg.data_dir, "train")
+        n = len(raw)
+        maps = torch.zeros((n, *self.resolution), dtype=torch.uint8, device=d.device)
+        store = SaliencyRefresh(maps, postprocess=cfg.refresh_postprocess)
+        ds = _StoredFrameImages(raw, self.resolution, range(d.rank, n, d.world))
+        dl = torch.utils.data.DataLoader(ds, batch_size=max(1, cfg.batch_size // d.world),
+                                         num_workers=self.loader.loader.num_workers,
+                                         pin_memory=d.device.type == "cuda")
+        normalize = Normalize(*spec.mean_std)
+        bar = progress(cfg, d, len(dl), "refresh saliency")
+        with bar if bar is not None else contextlib.nullcontext():
+            for img, y, idx in dl:
+                x = normalize(img.to(d.device, non_blocking=True))
+                store.update_maps(idx.to(d.device), gradient_saliency(net, x, y.to(d.device)))
+                if bar is not None:
+                    bar.update(1)
+        store.synchronize()
+        return maps

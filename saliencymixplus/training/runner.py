@@ -1,54 +1,340 @@
-"""One run from start (or ``--resume``) to summary: :func:`run`; and :func:`evaluate_checkpoint`
-for the test errors of a saved model.
+"""``train.py`` from start to end: :func:`main` (the command line and its exit codes), :func:`run`
+(one run, from the start or ``--resume`` to its summary), the checkpoints and the files a run
+leaves in its folder, and :func:`evaluate_checkpoint`.
 
-A checkpoint (``last.pt``) is written atomically after every epoch, so ``--resume`` after an
-interruption replays the interrupted epoch exactly and ends with the same weights as an
-uninterrupted run (on the same hardware and software). ``--batch_size`` is the *global*
-batch, split evenly over the processes; evaluation is sharded and reduced exactly; only
-rank 0 writes logs and checkpoints.
+Before any training :func:`run` checks, in this order, what can fail cheaply: that the outputs
+can be written (creating nothing yet), that the ``--resume`` checkpoint is valid and belongs
+to this run, that the data is there; then it takes the run folder (one run at a time, and
+never over another run's checkpoint), checks that no image file is truncated and that the
+saliency cache is undamaged (every byte is hashed) or builds it, and that a resumed run
+continues on the cache it trained on. ``last.pt`` is written atomically after every epoch, so
+``--resume`` replays an interrupted epoch exactly. Exit codes of :func:`main`:
 
-Before any training, and in this order, :func:`run` checks what can fail cheaply: that the
-output folder (and the saliency cache's folder, when the cache must be built) can be written,
-that the ``--resume`` checkpoint is readable and belongs to this run, that no image file is
-truncated, and that the saliency cache is undamaged (every byte is hashed: about 1 s for
-CIFAR-100) or, when missing, builds it (waiting for another process that builds the same
-file). A non-finite training loss stops the run before that epoch's checkpoint is written.
+* 0: success (or nothing left to train);
+* 1: the run diverged (a NaN or infinite training loss; ``last.pt`` keeps the last good epoch),
+  or an output could not be written (a full disk: the message names the file);
+* 2: a usage or data error, before any training: bad flags, missing data, an output folder
+  that cannot be written or that another run uses or holds, a ``--resume`` file that is not a
+  checkpoint of this run, image files that cannot be decoded, a saliency cache that does not
+  match or is damaged;
+* 130: Ctrl-C.
+
+Each error is one line on stderr (the image error: one line per file), never a traceback.
+See docs/design.md, "Training".
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import errno
 import json
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from .. import data
-from ..cache import verify_cache
-from ..files import OutputPathError, check_output_file, ensure_writable_dir
-from ..checkpoint_file import load_checkpoint_model
+from ..cache import CacheCorruptError, CacheMismatchError, SaliencyCache, verify_cache
+from ..checkpoint_file import (RESUME_KEYS, CheckpointFileError, describe_load_error, load_checkpoint_model,
+                               read_checkpoint)
+from ..datasets import get_spec
+from ..files import BusyError, DiskFullError, FileLock, OutputPathError, atomic_write, ensure_writable_dir
 from ..models import build_model
 from ..precompute_command import rebuild_command
-from ..rawdata import ImageDecodeError
-from .checkpoints import checkpoint_state, read_resume, restore, save_checkpoint
-from .config import Config, UsageError
-from .distributed import Dist, barrier, log, setup_distributed
-from .loaders import build_loaders
-from .loop import NonFiniteLossError, build_mixer, check_finite_weights, evaluate, train_one_epoch
-from .refresh import CHECKPOINT_KEY, build_refresh
-from .reporting import plot_curves, summarize, write_csv, write_summary
-from .seeding import seed_everything
+from ..rawdata import DataFileError, ImageDecodeError
+from .config import PROG, Config, UsageError, parse_config
+from .distributed import Dist, barrier, log, rng_state, seed_everything, set_rng_state, setup_distributed
+from .loaders import DeviceLoader, build_loaders
+from .loop import REFRESH_KEY, InPlaceRefresh, NonFiniteLossError, PassRefresh, build_mixer, evaluate, train_one_epoch
 
-__all__ = ["run", "evaluate_checkpoint", "check_outputs", "prepare_data"]
+__all__ = ["main", "run", "evaluate_checkpoint", "load_checkpoint", "check_outputs", "prepare_data", "CSV_FIELDS",
+           "OUTPUT_FILES", "RESUME_MAY_DIFFER", "CacheBuildInterrupted"]
+
+#: What a run leaves in its folder besides ``config.json`` (the last line lists those that exist).
+OUTPUT_FILES = ("log.csv", "summary.json", "curves.png", "last.pt", "best.pt")
+CSV_FIELDS = ("epoch", "lr", "train_loss", "train_top1_err", "train_top5_err",
+              "test_top1_err", "test_top5_err", "images_per_s", "time_s")
+#: Config keys that may change on ``--resume``: how far to train, where things are and what
+#: runs them, and the method a cache is built with (the cache itself is identified by its
+#: content hash, :data:`CACHE_KEY`). Every other key (mix, seed, optimiser, loader, ...) must be
+#: the checkpoint's, or the continued run would not be the run it continues (the optimiser and
+#: scheduler states would also silently override a new ``--lr`` or ``--milestones``).
+RESUME_MAY_DIFFER = ("epochs", "out_dir", "resume", "progress", "workers", "device", "download", "data_dir",
+                     "saliency_cache", "saliency_method", "compile", "channels_last", "limit_test_batches", "paper")
+#: The checkpoint entry that holds the ``content_sha256`` of the saliency cache the run trained on.
+CACHE_KEY = "saliency_cache_sha256"
+
+
+class CacheBuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C while ``train.py`` built the training split's cache (``path``): its finished
+    blocks are kept, and the same command continues the build."""
+
+    def __init__(self, path):
+        super().__init__(str(path))
+        self.path = path
+
+
+# ----------------------------------------------------------------------------- files of a run folder
+
+def _write(path: Path, write: Callable[[Path], None]) -> None:
+    """:func:`~saliencymixplus.files.atomic_write`; an ``OSError`` (a full disk) names ``path``,
+    not its temporary file, nor nothing."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        if e.filename == str(path):
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
+class _RecordingFile:
+    """A file for ``torch.save`` that keeps the first ``OSError`` of a write: torch reports a
+    failed write (a full disk) as an unrelated ``RuntimeError``."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save(state)`` to ``path`` atomically."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            sink = _RecordingFile(f)
+            try:
+                torch.save(state, sink)
+            except RuntimeError:
+                if sink.error is None:
+                    raise
+                raise sink.error from None
+
+    _write(path, write)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as indented JSON."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+
+    _write(path, write)
+
+
+def write_csv(path: Path, history: list[dict]) -> None:
+    """One row per epoch, the columns of :data:`CSV_FIELDS`, floats to 6 significant digits."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            for row in history:
+                w.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
+
+    _write(path, write)
+
+
+def plot_curves(path: Path, history: list[dict], title: str) -> None:
+    """Loss and error curves per epoch as a PNG, with a marker on every epoch (so that a
+    one-epoch run shows its point); nothing without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ep = [r["epoch"] for r in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(ep, [r["train_loss"] for r in history], marker="o", markersize=4, label="train loss")
+    a1.set_xlabel("epoch"), a1.set_ylabel("loss"), a1.legend()
+    for key, lab in (("train_top1_err", "train top-1"), ("test_top1_err", "test top-1"),
+                     ("test_top5_err", "test top-5")):
+        a2.plot(ep, [r[key] for r in history], marker="o", markersize=4, label=lab)
+    a2.set_xlabel("epoch"), a2.set_ylabel("error (%)"), a2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        _write(path, lambda tmp: fig.savefig(tmp, dpi=100))
+    finally:
+        plt.close(fig)
+
+
+def summarize(cfg: Config, history: list[dict], best: Optional[dict], wall: float, status: str) -> dict:
+    """``summary.json``'s content: best and last errors (None before the first epoch), speed,
+    wall time, ``status`` ("finished", "interrupted", "diverged": stopped at a non-finite
+    loss, or "failed": stopped by another error) and the config."""
+    last = history[-1] if history else None
+    pick = lambda r, k: (r[k] if r else None)
+    return {
+        "status": status,
+        "epochs_done": len(history),
+        "best_top1_err": pick(best, "test_top1_err"), "best_top5_err": pick(best, "test_top5_err"),
+        "best_epoch": pick(best, "epoch"),
+        "last_top1_err": pick(last, "test_top1_err"), "last_top5_err": pick(last, "test_top5_err"),
+        "last_epoch": pick(last, "epoch"),
+        "images_per_s": pick(last, "images_per_s"),
+        "wall_time_s": wall,
+        "config": cfg.to_dict(),
+    }
+
+
+def result_table(summary: dict) -> str:
+    """A one-row Markdown table of a run's result."""
+    c = summary["config"]
+    f = lambda v, fmt=".2f": "-" if v is None else format(v, fmt)
+    return "\n".join([
+        "| data set | model | mix | epochs | best top-1 err | best top-5 err | last top-1 err "
+        "| last top-5 err | images/s | time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {c['dataset']} | {c['model']} | {c['mix_aug']} (p={c['mix_prob']:g}) | "
+        f"{summary['epochs_done']} | {f(summary['best_top1_err'])} | {f(summary['best_top5_err'])} | "
+        f"{f(summary['last_top1_err'])} | {f(summary['last_top5_err'])} | "
+        f"{f(summary['images_per_s'], '.0f')} | "
+        f"{summary['wall_time_s']:.1f} s |",
+    ])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`run`, read with ``weights_only=True`` (a file that would run
+    code when unpickled is refused). Keys: ``model`` (state_dict of the plain module),
+    ``optimizer``, ``scheduler``, ``scaler`` (or None), ``epoch`` (epochs completed), ``rng``,
+    ``config`` (dict), ``history`` (list of per-epoch rows), ``best`` (the best row or None),
+    ``wall_time_s``; :data:`CACHE_KEY` and :data:`~.loop.REFRESH_KEY` when the run used them.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointFileError: cut, not a checkpoint, refused by ``weights_only``, or lacking the
+            keys ``--resume`` needs (one line saying which).
+    """
+    return read_checkpoint(path, map_location, need=RESUME_KEYS, label="")
+
+
+def checkpoint_state(cfg: Config, net: nn.Module, optimizer, scheduler, scaler, epoch: int,
+                     history: list[dict], best: Optional[dict], wall_time_s: float) -> dict[str, Any]:
+    """What :func:`load_checkpoint` returns, after ``epoch`` completed epochs."""
+    return {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": epoch, "rng": rng_state(), "config": cfg.to_dict(),
+            "history": history, "best": best, "wall_time_s": wall_time_s}
+
+
+def _differences(old: dict, now: dict) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` of the config keys that define a run (all but
+    :data:`RESUME_MAY_DIFFER`) and differ."""
+    norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
+    return [(k, old[k], now[k]) for k in now
+            if k not in RESUME_MAY_DIFFER and k in old and norm(old[k]) != norm(now[k])]
+
+
+def read_resume(cfg: Config, d: Dist) -> Optional[tuple[Path, dict[str, Any]]]:
+    """Read and check the ``--resume`` checkpoint before any other work: ``(path, checkpoint)``
+    loaded on the CPU, or ``None`` when there is nothing to resume (no flag, or a bare
+    ``--resume`` and no ``<out-dir>/last.pt`` yet).
+
+    Raises:
+        FileNotFoundError: ``--resume CKPT`` does not exist.
+        CheckpointFileError: a folder, or not a readable checkpoint; an ``epoch`` that is not the number of
+            epochs its history holds; written by a run with other settings (every
+            :class:`Config` key but :data:`RESUME_MAY_DIFFER` must match); or it has already
+            done more epochs than ``--epochs``.
+    """
+    if cfg.resume is None:
+        return None
+    p = Path(cfg.out_dir) / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
+    if cfg.resume == "auto" and not p.exists():
+        log(d, f"--resume: no checkpoint at {p}; starting from scratch")
+        return None
+    if not p.exists():
+        raise FileNotFoundError(f"--resume {p}: no such checkpoint")
+    if not p.is_file():
+        raise CheckpointFileError(f"--resume {p} is a folder; give the checkpoint file (e.g. {p / 'last.pt'})")
+    try:
+        ck = load_checkpoint(p)
+    except CheckpointFileError as e:
+        raise CheckpointFileError(f"--resume {e}") from None
+    done, history = ck["epoch"], ck.get("history")
+    if isinstance(done, bool) or done < 0:
+        raise CheckpointFileError(f"--resume {p}: its epoch is {done!r}, expected the number of epochs it has done "
+                                  f"(an integer >= 0); the file is damaged or was not written by {PROG}")
+    if history is not None and (not isinstance(history, list) or len(history) != done):
+        n = len(history) if isinstance(history, list) else type(history).__name__
+        raise CheckpointFileError(f"--resume {p}: its epoch is {done} but its history has {n} epochs; the file is "
+                                  f"damaged or was not written by {PROG}")
+    diffs = _differences(ck["config"], cfg.to_dict())
+    if diffs:
+        raise CheckpointFileError(
+            f"--resume {p}: this command differs from the run it would continue "
+            f"({'; '.join(f'{k}: checkpoint {a!r}, now {b!r}' for k, a, b in diffs)}). Repeat that run's flags "
+            f"(its config.json lists them) to continue it, or drop --resume and choose another --out-dir to start "
+            f"a new run")
+    if done > cfg.epochs:
+        raise CheckpointFileError(f"--resume {p}: the checkpoint has already done {done} epochs, more than "
+                                  f"--epochs {cfg.epochs}: pass --epochs {done + 1} or more to train further")
+    return p, ck
+
+
+def restore(ck: dict[str, Any], path: Path, net: nn.Module, optimizer, scheduler, scaler) -> None:
+    """Load checkpoint ``ck`` (from :func:`read_resume`) into the model, optimizer, scheduler,
+    scaler and the RNGs.
+
+    Raises:
+        CheckpointFileError: the saved states do not fit this model or optimizer.
+    """
+    try:
+        net.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        set_rng_state(ck["rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointFileError(f"--resume {path}: its saved states do not fit this run "
+                                  f"({describe_load_error(e)})") from None
+
+
+# ----------------------------------------------------------------------------- before training
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Check, creating nothing, that files can be written in ``folder``: in it when it exists,
+    else in its nearest existing parent, where it would be created.
+
+    Raises:
+        OutputPathError: one line saying what (``what``) and where.
+    """
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputPathError(f"cannot create {what} {folder}: {os.strerror(errno.ENOTDIR)}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutputPathError(f"cannot {'write in' if probe == folder else 'create'} {what} {folder}: "
+                              f"{e.strerror or e}") from None
 
 
 def check_outputs(cfg: Config) -> None:
-    """Before any work: ``--out-dir`` is (or can be made) a writable folder, and a saliency
-    cache that must be built can be written where it goes.
+    """Before any work, and creating nothing: ``--out-dir`` is (or can be made) a writable folder
+    whose output files are not folders, and a saliency cache that must be built can be written
+    where it goes.
 
     Raises:
         OutputPathError: one line saying what and where.
@@ -56,7 +342,11 @@ def check_outputs(cfg: Config) -> None:
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"--out-dir {out} is a file, not a folder")
-    ensure_writable_dir(out, "--out-dir")
+    _check_writable(out, "--out-dir")
+    for name in ("config.json", *OUTPUT_FILES):
+        if (out / name).is_dir():
+            raise OutputPathError(f"--out-dir {out}: {out / name} is a folder, where the run writes its {name}; "
+                                  f"remove it or pick another --out-dir")
     if not cfg.reads_cache:
         return
     cache = Path(cfg.saliency_cache)
@@ -65,7 +355,7 @@ def check_outputs(cfg: Config) -> None:
                               f"(e.g. {cache / f'{cfg.dataset}-train-{cfg.saliency_method}.h5'})")
     if not cache.exists():
         try:
-            check_output_file(cache, "--saliency-cache")
+            _check_writable(cache.parent, "the folder of --saliency-cache")
         except OutputPathError as e:
             how = rebuild_command(cfg.dataset, "train", cfg.saliency_method, "FILE.h5", data_dir=cfg.data_dir)
             raise OutputPathError(f"{e}: the saliency cache {cache} is missing and cannot be built there; "
@@ -73,41 +363,55 @@ def check_outputs(cfg: Config) -> None:
                                   f"or beforehand with: {how})") from None
 
 
-def prepare_data(cfg: Config, d: Dist) -> None:
-    """Rank 0 checks the data before training (other ranks wait): every image file of both
-    splits looks whole (:meth:`~saliencymixplus.rawdata.RawSplit.find_bad_images`), and the
-    saliency cache is undamaged and matches the training split
-    (:func:`~saliencymixplus.cache.verify_cache`), or is built when missing (waiting while
-    another process builds it; building decodes every training image). Every bad image found
-    is named in one error.
+def _held_run(cfg: Config, out: Path) -> str:
+    """Why ``out``, which holds a ``last.pt``, cannot take this run, and what to do instead."""
+    def read(name: str) -> dict:
+        try:
+            return json.loads((out / name).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    summary = read("summary.json")
+    done, status = summary.get("epochs_done"), summary.get("status")
+    what = f"{'an' if status == 'interrupted' else 'a'} {status + ' ' if status else ''}run"
+    what += f" of {done} epoch{'s' if done != 1 else ''}" if done is not None else ""
+    diffs = _differences(summary.get("config") or read("config.json"), cfg.to_dict())
+    if diffs:
+        return (f"--out-dir {out} already holds {what} with other settings "
+                f"({'; '.join(f'{k}: {a!r} there, {b!r} now' for k, a, b in diffs)}): pick another --out-dir "
+                f"for this run")
+    return (f"--out-dir {out} already holds {what} of these settings: add --resume to continue it (with more "
+            f"--epochs to train further), or pick another --out-dir (or remove {out}) to start again")
+
+
+def _take_run_folder(cfg: Config, resumed: Optional[tuple[Path, dict]]) -> FileLock:
+    """Create the run folder and lock it for this run (rank 0, once the data is found).
 
     Raises:
-        FileNotFoundError: missing data. ImageDecodeError: image files that cannot be decoded.
-        CacheMismatchError / CacheCorruptError: the cache does not match or is damaged.
+        BusyError: another run writes the folder. UsageError: it holds the checkpoint of a run
+            this one does not continue. OutputPathError: it cannot be created.
     """
-    if d.main:
-        train_raw = data.load_split(cfg.dataset, cfg.data_dir, "train", download=cfg.download)
-        test_raw = train_raw if train_raw.in_memory else \
-            data.load_split(cfg.dataset, cfg.data_dir, "test", download=cfg.download)
-        bad = test_raw.find_bad_images() if test_raw is not train_raw else []
-        build = cfg.reads_cache and not Path(cfg.saliency_cache).exists()
-        if build:  # building decodes every training image and names those it cannot decode
-            bad = _build_cache(cfg, d, bad)
-        else:
-            bad = train_raw.find_bad_images() + bad
-        if bad:
-            lists = "annotations/trainval.txt or test.txt" if cfg.dataset == "oxford_pet" else "its file list"
-            raise ImageDecodeError.for_files(
-                bad, cfg.dataset, f"Replace each with an intact copy, or delete its line from {lists}; "
-                                  f"then run the same command again.")
-        if cfg.reads_cache and not build:
-            verify_cache(cfg.saliency_cache, expect=train_raw)
-    barrier(d)
+    out = ensure_writable_dir(cfg.out_dir, "--out-dir")
+    lock = FileLock(out, lock_path=out / ".lock",
+                    busy="--out-dir {target} is in use by another train.py (pid {pid}); wait for it to end or "
+                         "pick another --out-dir").acquire(wait=False)
+    try:
+        last = out / "last.pt"
+        if last.exists() and (resumed is None or not last.samefile(resumed[0])):
+            raise UsageError(_held_run(cfg, out))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _build_cache(cfg: Config, d: Dist, bad_test: list) -> list:
     """Build the missing training cache; return ``bad_test`` plus the training images the build
-    could not decode (an :class:`ImageDecodeError` with other errors is re-raised)."""
+    could not decode (an :class:`ImageDecodeError` with other errors is re-raised).
+
+    Raises:
+        CacheBuildInterrupted: Ctrl-C during the build.
+    """
     from ..precompute import build_cache  # OpenCV and worker pools: only when building
 
     log(d, f"saliency cache {cfg.saliency_cache} not found: building it ({cfg.saliency_method}) ...")
@@ -118,8 +422,56 @@ def _build_cache(cfg: Config, d: Dist, bad_test: list) -> list:
         if not e.bad:
             raise
         return list(e.bad) + bad_test
+    except KeyboardInterrupt:
+        raise CacheBuildInterrupted(cfg.saliency_cache) from None
     return bad_test
 
+
+def prepare_data(cfg: Config, d: Dist, train_raw, test_raw) -> Optional[dict]:
+    """Rank 0 checks the data before training: every image file of both splits looks whole
+    (:meth:`~saliencymixplus.rawdata.RawSplit.find_bad_images`), and the saliency cache is
+    undamaged and matches the training split (:func:`~saliencymixplus.cache.verify_cache`), or
+    is built when missing (waiting while another process builds it; building decodes every
+    training image). Every bad image found is named in one error.
+
+    Returns:
+        the cache's attributes (``method``, ``content_sha256``, ...), or ``None`` without one.
+
+    Raises:
+        ImageDecodeError: image files that cannot be decoded.
+        CacheMismatchError / CacheCorruptError: the cache does not match or is damaged.
+    """
+    bad = test_raw.find_bad_images() if test_raw is not train_raw else []
+    build = cfg.reads_cache and not Path(cfg.saliency_cache).exists()
+    if build:  # building decodes every training image and names those it cannot decode
+        bad = _build_cache(cfg, d, bad)
+    else:
+        bad = train_raw.find_bad_images() + bad
+    if bad:
+        raise ImageDecodeError.for_files(bad, cfg.dataset)
+    if not cfg.reads_cache:
+        return None
+    cache = SaliencyCache(cfg.saliency_cache, in_memory=False) if build else \
+        verify_cache(cfg.saliency_cache, expect=train_raw)
+    return dict(cache.attrs)
+
+
+def _same_cache(cfg: Config, resumed: tuple[Path, dict], sha: str) -> None:
+    """A resumed run continues on the cache it trained on.
+
+    Raises:
+        CheckpointFileError: the cache's content hash is not the one the checkpoint recorded.
+    """
+    path, ck = resumed
+    want = ck.get(CACHE_KEY)
+    if want and want != sha:
+        raise CheckpointFileError(
+            f"--resume {path}: the run trained on a saliency cache with content_sha256 {want[:16]}..., but "
+            f"--saliency-cache {cfg.saliency_cache} has {sha[:16]}...: continue with the run's own cache, or "
+            f"start a new run (another --out-dir) on this one")
+
+
+# ----------------------------------------------------------------------------- a run
 
 def run(cfg: Config) -> dict:
     """Train (or continue) one run and return its summary (``summary.json``'s content).
@@ -128,15 +480,17 @@ def run(cfg: Config) -> dict:
     trained or written: the summary is the checkpoint's.
 
     Raises:
-        UsageError (CheckpointError), FileNotFoundError, OutputPathError, ImageDecodeError,
-            CacheMismatchError (CacheCorruptError), BusyError: bad flags, a bad ``--resume``
-            file, missing data, unwritable outputs, undecodable images, a cache built from
-            other data or damaged (all before any training).
+        UsageError, CheckpointFileError, FileNotFoundError, OutputPathError, BusyError,
+            DataFileError (ImageDecodeError), CacheMismatchError (CacheCorruptError): bad flags,
+            a bad ``--resume`` file, missing data, unwritable outputs, a run folder in use or
+            holding another run, bad data files, a cache built from other data or damaged (all
+            before any training).
         NonFiniteLossError: the training loss became NaN or infinite; raised before that
             epoch's checkpoint is written (``last.pt`` holds the last good epoch, the summary
             says "diverged"); ``e.epochs_done`` is the number of good epochs.
         KeyboardInterrupt: after saving the summary, when interrupted (``last.pt`` holds the
-            last completed epoch).
+            last completed epoch); :class:`CacheBuildInterrupted` while the cache was built.
+        OSError: an output could not be written (its ``filename`` is the output's path).
     """
     d = setup_distributed(cfg)
     if cfg.batch_size % d.world:
@@ -150,14 +504,35 @@ def run(cfg: Config) -> dict:
         torch.backends.cudnn.benchmark = True
 
     resumed = read_resume(cfg, d)  # a bad --resume fails before any data work
-    if resumed is not None and int(resumed[1]["epoch"]) >= cfg.epochs:
+    if resumed is not None and resumed[1]["epoch"] >= cfg.epochs:
         ck = resumed[1]
         log(d, f"nothing to train: {resumed[0]} has already done all {cfg.epochs} epochs "
                f"(pass --epochs {cfg.epochs + 1} or more to train further)")
         history = list(ck.get("history") or [])
         summary = summarize(cfg, history, ck.get("best"), float(ck.get("wall_time_s", 0.0)), "finished")
         return {**summary, "nothing_to_train": True}
-    prepare_data(cfg, d)
+    lock: Optional[FileLock] = None
+    cache_sha = None
+    try:
+        if d.main:
+            spec = get_spec(cfg.dataset)
+            train_raw = spec.load(cfg.data_dir, "train", download=cfg.download)  # missing data: nothing made yet
+            test_raw = train_raw if train_raw.in_memory else spec.load(cfg.data_dir, "test", download=cfg.download)
+            lock = _take_run_folder(cfg, resumed)
+            cache = prepare_data(cfg, d, train_raw, test_raw)
+            if cache is not None:
+                cfg.saliency_method, cache_sha = str(cache["method"]), str(cache["content_sha256"])
+                if resumed is not None:
+                    _same_cache(cfg, resumed, cache_sha)
+        barrier(d)
+        return _train(cfg, d, out, resumed, cache_sha)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]], cache_sha: Optional[str]) -> dict:
+    """:func:`run` once the data and the run folder are ready."""
     train_loader, test_loader = build_loaders(cfg, d)
     net = build_model(cfg.model, cfg.num_classes, cfg.image_size).to(d.device)
     if cfg.channels_last:
@@ -167,14 +542,17 @@ def run(cfg: Config) -> dict:
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones),
                                                      gamma=cfg.gamma)
     scaler = torch.amp.GradScaler(d.device.type) if cfg.amp == "fp16" else None
-    refresh = build_refresh(cfg, d, train_loader, out)  # --saliency refresh, else None
+    refresh = None
+    if cfg.saliency == "refresh":
+        strategy = InPlaceRefresh if isinstance(train_loader, DeviceLoader) else PassRefresh
+        refresh = strategy(cfg, d, train_loader, out)
     history: list[dict] = []
     best: Optional[dict] = None
     start_epoch, wall_before = 0, 0.0
     if resumed is not None:
         ckpt_path, ck = resumed
         restore(ck, ckpt_path, net, optimizer, scheduler, scaler)
-        start_epoch = int(ck["epoch"])
+        start_epoch = ck["epoch"]
         history, best = list(ck.get("history") or []), ck.get("best")
         wall_before = float(ck.get("wall_time_s", 0.0))
         if refresh is not None:
@@ -193,8 +571,7 @@ def run(cfg: Config) -> dict:
     mixer = build_mixer(cfg)
 
     if d.main:
-        with open(out / "config.json", "w") as f:
-            json.dump(cfg.to_dict(), f, indent=2)
+        write_json(out / "config.json", cfg.to_dict())
         log(d, f"{cfg.dataset}: {cfg.model}, {cfg.mix_aug} p={cfg.mix_prob:g}, {cfg.epochs} epochs, "
                f"batch {cfg.batch_size} on {d.world} x {d.device}, loader {cfg.loader}; out {out}")
     t_start = time.perf_counter()
@@ -204,7 +581,6 @@ def run(cfg: Config) -> dict:
             lr = optimizer.param_groups[0]["lr"]
             t0 = time.perf_counter()
             tr = train_one_epoch(cfg, d, model, net, train_loader, mixer, optimizer, scaler, epoch, refresh)
-            check_finite_weights(net, epoch)  # before anything of this epoch is saved
             if refresh is not None:
                 refresh.end_epoch(epoch + 1, net)  # all ranks' maps agree; rank 0 saves them
             te = evaluate(cfg, d, eval_model, test_loader)
@@ -217,8 +593,10 @@ def run(cfg: Config) -> dict:
             if d.main:
                 ck = checkpoint_state(cfg, net, optimizer, scheduler, scaler, epoch + 1, history, best,
                                       wall_before + time.perf_counter() - t_start)
+                if cache_sha is not None:
+                    ck[CACHE_KEY] = cache_sha
                 if refresh is not None:
-                    ck[CHECKPOINT_KEY] = refresh.record(is_best)
+                    ck[REFRESH_KEY] = refresh.record(is_best)
                 save_checkpoint(out / "last.pt", ck)
                 if is_best:
                     save_checkpoint(out / "best.pt", ck)
@@ -235,13 +613,20 @@ def run(cfg: Config) -> dict:
         status = "diverged"
         e.epochs_done = len(history)
         raise
+    except BaseException:
+        status = "failed"
+        raise
     finally:
         wall = wall_before + time.perf_counter() - t_start
         summary = summarize(cfg, history, best, wall, status)
         if d.main and out.exists():
-            write_summary(out / "summary.json", summary)
-            if history:
-                plot_curves(out / "curves.png", history, f"{cfg.dataset} {cfg.model} {cfg.mix_aug}")
+            try:
+                write_json(out / "summary.json", summary)
+                if history:
+                    plot_curves(out / "curves.png", history, f"{cfg.dataset} {cfg.model} {cfg.mix_aug}")
+            except OSError:
+                if status == "finished":
+                    raise  # else the error that stopped the run is the one to report
     return summary
 
 
@@ -251,10 +636,95 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data_dir: Optional[str] = No
     net, saved = load_checkpoint_model(path, device)
     fields = {f.name for f in dataclasses.fields(Config)}
     cfg = Config(**{k: v for k, v in saved.items() if k in fields})
-    cfg.milestones = tuple(cfg.milestones)
     cfg.data_dir = data_dir if data_dir is not None else cfg.data_dir
     cfg.device, cfg.limit_test_batches, cfg.mix_aug = device, limit_test_batches, "none"
     cfg.saliency_cache = None
     d = Dist(device=torch.device(device))
     _, test = build_loaders(dataclasses.replace(cfg, limit_train_batches=1, batch_size=1), d)
     return evaluate(cfg, d, net, test)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+def _message(e: BaseException) -> str:
+    """``e``'s message; for an error re-raised from a ``DataLoader`` worker, its last line (the
+    original error) instead of the worker's traceback."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1]
+        head, sep, tail = last.partition(": ")
+        return tail if sep and "Error" in head else last
+    if isinstance(e, ImageDecodeError):
+        return text  # one line per file
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _diverged(e: NonFiniteLossError, cfg: Config) -> str:
+    done = getattr(e, "epochs_done", None)
+    if done:
+        kept = (f"{cfg.out_dir}/last.pt holds epoch {done}, the last good one (finite loss and weights; "
+                f"best.pt the best of those), and nothing of the failed epoch was saved")
+    else:
+        kept = "no epoch ended with a finite loss and weights, so no checkpoint was written"
+    return f"{e}; {kept}. Lower --learning_rate (now {cfg.learning_rate:g}) and start again"
+
+
+def _interrupted(e: KeyboardInterrupt, cfg: Config) -> str:
+    if isinstance(e, CacheBuildInterrupted):
+        return (f"interrupted while building the saliency cache {e.path}; run the same command again: the build "
+                f"continues from its finished blocks")
+    last = Path(cfg.out_dir) / "last.pt"
+    if last.is_file():
+        return (f"interrupted; {last} holds the last completed epoch. Continue with the same command"
+                f"{'' if cfg.resume else ' plus --resume'}.")
+    return "interrupted before the first epoch ended, so nothing was saved; run the same command again"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command-line entry point; returns the exit status (see the module docstring)."""
+    try:
+        cfg = parse_config(argv)
+    except UsageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        summary = run(cfg)
+    except (UsageError, CheckpointFileError, FileNotFoundError, CacheMismatchError, OutputPathError, DataFileError,
+            BusyError, DiskFullError) as e:
+        msg = _message(e)
+        if isinstance(e, CacheCorruptError):
+            what = "saliency cache damaged"
+            msg += " (or delete it: train.py builds a missing cache)"
+        elif isinstance(e, CacheMismatchError):
+            what = "saliency cache mismatch"
+            msg += " (delete it to rebuild, or pass another --saliency-cache)"
+        else:
+            what = "error"
+        if is_main:
+            print(f"{PROG}: {what}: {msg}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        if is_main:
+            print(f"{PROG}: error: {_diverged(e, cfg)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        if is_main:
+            print(f"\n{PROG}: {_interrupted(e, cfg)}", file=sys.stderr)
+        return 130
+    except OSError as e:  # a full disk, a folder removed mid-run: what and where, in one line
+        if is_main:
+            print(f"{PROG}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}"
+                  f" ({type(e).__name__})", file=sys.stderr)
+        return 1
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if is_main:
+        print(result_table(summary))
+        if summary.get("nothing_to_train"):
+            print(f"nothing was trained or written; {cfg.out_dir} is as it was")
+        else:
+            have = [f for f in OUTPUT_FILES if (Path(cfg.out_dir) / f).is_file()]
+            print(f"outputs in {cfg.out_dir}: {', '.join(have) if have else 'none'}")
+    return 0
