@@ -106,10 +106,10 @@ def gradient_maps(checkpoint: str, raw) -> np.ndarray:
     """Gradient saliency of a generated set's images from a ``train.py`` checkpoint, ``float32[N, H, W]``."""
     from saliencymixplus.checkpoint_file import load_checkpoint_model
     from saliencymixplus.saliency import gradient_saliency
-    from saliencymixplus.transforms import test_transform
+    from saliencymixplus.transforms import eval_transform
 
     model, _ = load_checkpoint_model(checkpoint, torch.device("cpu"))
-    tf = test_transform(raw.name)
+    tf = eval_transform(raw.name)
     out = []
     for a in range(0, len(raw.labels), 500):
         x = torch.stack([tf(raw.images[i], None)[0] for i in range(a, min(a + 500, len(raw.labels)))])
@@ -178,7 +178,7 @@ def pet_section(pet_dir, *, rounds: int, seeds, batch: int) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from saliencymixplus.rawdata import GENERATED
+    from saliencymixplus.datasets import GENERATED
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="demo", choices=GENERATED, help="the generated set to score")

@@ -6,6 +6,7 @@ A checkpoint is a dict saved with ``torch.save``: ``model`` (the plain module's 
 ``scheduler``, ``scaler``, ``epoch``, ``rng``, ``history``, ``best`` and ``wall_time_s``
 (written by :mod:`saliencymixplus.training.checkpoints`). This module sits below both tools
 that read one: ``train.py`` (resume, ``--evaluate``) and the cache tool (gradient saliency).
+See docs/design.md, "Data flow and layout".
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["RESUME_KEYS", "CheckpointFileError", "read_checkpoint", "load_checkpoint_model", "describe_load_error"]
+from .datasets import get_spec
+
+__all__ = ["RESUME_KEYS", "CheckpointFileError", "read_checkpoint", "load_checkpoint_model", "describe_load_error",
+           "best_device"]
 
 #: The keys ``--resume`` needs (a model-only file has ``model`` and ``config``).
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config")
@@ -78,26 +82,30 @@ def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
     """The trained model of a ``train.py`` checkpoint, for inference.
 
     The model is built with ``saliencymixplus.models.build_model(config["model"],
-    config["num_classes"], image_size)``; ``image_size`` defaults to ``config["image_size"]``
-    or 32 for cifar100/demo and 224 for oxford_pet. ``device`` defaults to the best there is.
+    config["num_classes"], image_size)``; ``image_size`` defaults to ``config["image_size"]``,
+    else the training default of the data set the config names. ``device`` defaults to
+    :func:`best_device`.
 
     Returns:
         ``(model in eval mode on device, config dict)``.
 
     Raises:
         FileNotFoundError: no such file. CheckpointFileError: see :func:`read_checkpoint`; a
-        config without ``model``, ``dataset`` or ``num_classes``; weights that do not fit the
-        model the config names.
+        config without ``model``, ``dataset`` or ``num_classes``, or without ``image_size`` and
+        naming an unknown data set; weights that do not fit the model the config names.
     """
     ckpt = read_checkpoint(path)
     cfg = dict(ckpt["config"])
     for k in ("model", "dataset", "num_classes"):
         if k not in cfg:
             raise CheckpointFileError(f"checkpoint {path}: config lacks {k!r} (has {sorted(cfg)})")
-    if image_size is None:
-        image_size = int(cfg.get("image_size") or (224 if cfg["dataset"] == "oxford_pet" else 32))
+    if image_size is None and not cfg.get("image_size"):
+        try:
+            cfg["image_size"] = get_spec(cfg["dataset"]).train.image_size
+        except ValueError as e:
+            raise CheckpointFileError(f"checkpoint {path}: config has no 'image_size', and {e}") from None
+    image_size = int(image_size or cfg["image_size"])
     from .models import build_model  # imported when needed (tests stand in for it)
-    from .saliency import best_device
 
     try:
         model = build_model(cfg["model"], int(cfg["num_classes"]), image_size)
@@ -110,3 +118,12 @@ def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
     model.to(device or best_device()).eval()
     cfg.setdefault("image_size", image_size)
     return model, cfg
+
+
+def best_device() -> torch.device:
+    """``cuda`` if available, else ``mps``, else ``cpu``."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -1,8 +1,7 @@
-"""Data sets for training: CIFAR-100, Oxford-IIIT Pet and the embedded demo set.
-
-:func:`load_split` gives the raw split (:class:`~saliencymixplus.rawdata.RawSplit`);
-:func:`build_dataset` wraps it with the published transforms and, optionally, the offline
-saliency cache, so that each item is ``(image, saliency, label)`` with the two aligned.
+"""Torch data sets of the known data sets (:mod:`saliencymixplus.datasets`):
+:func:`build_dataset` loads a split (:func:`~saliencymixplus.rawdata.load_split`) and pairs
+it with its published transforms and, optionally, its saliency cache, so that each item is
+``(image, saliency, label)`` with the two aligned. See docs/design.md, "Data sets".
 """
 
 from __future__ import annotations
@@ -10,12 +9,13 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from .cache import SaliencyCache
-from .demo import DEMO_CLASSES, DEMO_SIZES, generate_demo
-from .rawdata import (DATASETS, MEAN_STD, NUM_CLASSES, SPLITS, ArraySplit, FileSplit, RawSplit, load_demo, load_split)
-from .transforms import test_transform, train_transform
+from .datasets import DATASETS, SPECS, SPLITS
+from .demo import DEMO_CLASSES, DEMO_SIZES, generate_demo, load_demo
+from .rawdata import MEAN_STD, ArraySplit, FileSplit, RawSplit, load_split
+from .transforms import eval_transform, train_transform
 
 __all__ = [
-    "DATASETS", "NUM_CLASSES", "MEAN_STD", "SPLITS", "RawSplit", "ArraySplit", "FileSplit", "load_split",
+    "DATASETS", "SPECS", "SPLITS", "RawSplit", "ArraySplit", "FileSplit", "load_split",
     "build_dataset", "SaliencyDataset", "DEMO_CLASSES", "DEMO_SIZES", "generate_demo", "load_demo",
 ]
 
@@ -53,7 +53,7 @@ def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cach
 
     Args:
         name: one of :data:`DATASETS`.
-        data_dir: the data folder (``None`` is fine for ``demo``).
+        data_dir: the data folder (``None`` for a generated set).
         split: ``"train"`` or ``"test"``.
         train: use the training (random) transform, else the test transform.
         saliency_cache: path of an HDF5 saliency cache built for this split (checked against it).
@@ -66,5 +66,5 @@ def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cach
     """
     raw = load_split(name, data_dir, split, download=download)
     cache = SaliencyCache(saliency_cache, expect=raw) if saliency_cache is not None else None
-    transform = train_transform(name) if train else test_transform(name)
+    transform = train_transform(name) if train else eval_transform(name)
     return SaliencyDataset(raw, transform, cache)

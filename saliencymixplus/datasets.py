@@ -76,6 +76,7 @@ class DatasetSpec:
 
     Attributes:
         name: the name the tools and ``train.py`` take (``--dataset``).
+        title: the name people write, for messages.
         num_classes: labels are ``0 .. num_classes - 1``.
         mean_std: per-channel ``(mean, std)`` of the training images in [0, 1], RGB.
         recipe: the published augmentation.
@@ -94,6 +95,7 @@ class DatasetSpec:
     """
 
     name: str
+    title: str
     num_classes: int
     mean_std: tuple[RGB, RGB]
     recipe: Recipe
@@ -127,7 +129,7 @@ class DatasetSpec:
 #: Nesterov, weight decay 5e-4, LR x0.1 at epochs 75/150/225, mix_prob 0.5, Beta(1, 1).
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec(
-        "cifar100", 100, ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+        "cifar100", "CIFAR-100", 100, ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
         Recipe(),  # a horizontal flip only, as published
         # Published command: resnet50, 200 epochs, batch 128, lr 0.1.
         TrainDefaults("resnet18", 200, 128, 0.1, (75, 150, 225), 32, "device", "data"),
@@ -135,7 +137,7 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
         data_dir_holds="the folder that holds (or will hold) cifar-100-python/",
         urls=("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",)),
     DatasetSpec(
-        "oxford_pet", 37, IMAGENET_MEAN_STD,  # ImageNet's, as published
+        "oxford_pet", "Oxford-IIIT Pet", 37, IMAGENET_MEAN_STD,  # ImageNet's, as published
         Recipe(resize=(256, 256), crop=224, test_resize=(224, 224)),
         # Published command: resnet50, 300 epochs, batch 64, lr 0.1, 224 px.
         TrainDefaults("resnet50", 300, 64, 0.1, (75, 150, 225), 224, "torch", "dataset"),
@@ -147,13 +149,13 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
         fetch_command="tools/get_oxford_pet.sh",
         file_lists=(("train", "annotations/trainval.txt"), ("test", "annotations/test.txt"))),
     DatasetSpec(
-        "demo", 10, ((0.4999, 0.4986, 0.5016), (0.2270, 0.2272, 0.2279)),
+        "demo", "the demo set", 10, ((0.4999, 0.4986, 0.5016), (0.2270, 0.2272, 0.2279)),
         Recipe(),
         # 32x32, 10 glyph classes: a tiny ResNet that trains on a CPU.
         TrainDefaults("resnet_tiny", 15, 64, 0.05, (10, 13), 32, "device", None),
         "saliencymixplus.demo:load_demo", generated=True),
     DatasetSpec(
-        "demo_hard", 20, ((0.5004, 0.4993, 0.5004), (0.2158, 0.2159, 0.2164)),
+        "demo_hard", "the hard demo set", 20, ((0.5004, 0.4993, 0.5004), (0.2158, 0.2159, 0.2164)),
         Recipe(),
         # 48x48, 20 classes of small glyphs among clutter and fragments: the same tiny ResNet
         # (stride-2 stem), a few minutes on 2 CPU cores.

@@ -7,8 +7,8 @@ is drawn independently of the class, so the label is recognisable only from the 
 ground-truth object mask of every image is kept (``masks``, 1 = object) for the label-noise
 benchmark. Generation is vectorised numpy: 6,000 images take well under a second.
 
-This module only draws the arrays (numpy alone); :func:`saliencymixplus.rawdata.load_demo`
-makes them a split.
+:func:`load_demo` makes a split of them (the loader of the ``demo`` spec in
+:mod:`saliencymixplus.datasets`). See docs/design.md, "Data sets".
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import functools
 
 import numpy as np
 
-__all__ = ["GLYPHS", "DEMO_CLASSES", "DEMO_SIZES", "DEMO_SEED", "DEMO_VERSION", "generate_demo", "demo_split_arrays"]
+from .rawdata import generated_split
+
+__all__ = ["GLYPHS", "DEMO_CLASSES", "DEMO_SIZES", "DEMO_SEED", "DEMO_VERSION", "generate_demo", "demo_split_arrays",
+           "load_demo"]
 
 DEMO_SIZES = {"train": 5000, "test": 1000}
 DEMO_SEED = 0
@@ -206,8 +209,18 @@ def generate_demo(n: int, seed: int = DEMO_SEED, *, chunk: int = 1000) -> tuple[
 @functools.lru_cache(maxsize=4)
 def demo_split_arrays(split: str, seed: int = DEMO_SEED):
     """``(images, labels, masks)`` of a split, generated once per process and read-only
-    (:func:`saliencymixplus.rawdata.load_demo` copies them)."""
+    (:func:`load_demo` copies them)."""
     arrays = generate_demo(DEMO_SIZES[split], seed=split_seed(DEMO_VERSION, seed, split))
     for a in arrays:
         a.flags.writeable = False
     return arrays
+
+
+def load_demo(data_dir, split: str, *, download: bool = False, seed: int = DEMO_SEED):
+    """The demo split ``"train"`` (5,000 images) or ``"test"`` (1,000), generated in memory, as
+    an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks``; each call returns fresh
+    copies. ``data_dir`` and ``download`` are not used (the loader interface of
+    :class:`~saliencymixplus.datasets.DatasetSpec`)."""
+    if split not in DEMO_SIZES:
+        raise ValueError(f"split must be one of {list(DEMO_SIZES)}, got {split!r}")
+    return generated_split("demo", split, demo_split_arrays(split, seed), DEMO_VERSION, seed)

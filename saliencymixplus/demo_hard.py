@@ -17,8 +17,8 @@ The generator shares its drawing rules with :mod:`saliencymixplus.demo` (backgro
 segments, glyph shapes, colour contrast, noise). Drawing the 8,000 images takes about 9 s of
 numpy on a 2-core machine (39 s when it is busy), so the first process stores each split (with
 its SHA-256) in a user cache folder (:func:`cache_dir`) and later ones read it back in about
-2 s; nothing is ever downloaded.
-:func:`saliencymixplus.rawdata.load_split` ``("demo_hard", None, split)`` makes a split of it.
+2 s; nothing is ever downloaded. :func:`load_demo_hard` makes a split of it (the loader of
+the ``demo_hard`` spec in :mod:`saliencymixplus.datasets`). See docs/design.md, "Data sets".
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import arrays_sha256, atomic_write
 from .demo import (GLYPHS, _draw_segments, _finish, _glyph_masks, _object_frame, _smooth_field, _visible_colours,
                    generate_arrays, split_seed)
+from .files import arrays_sha256, atomic_write
+from .rawdata import generated_split
 
 __all__ = ["HARD_CLASSES", "HARD_SIZES", "HARD_SEED", "HARD_VERSION", "HARD_IMAGE_SIZE", "generate_demo_hard",
-           "demo_hard_split_arrays"]
+           "demo_hard_split_arrays", "load_demo_hard"]
 
 HARD_CLASSES = GLYPHS
 HARD_SIZES = {"train": 6000, "test": 2000}
@@ -147,8 +148,7 @@ def _read_only(arrays):
 
 
 def demo_hard_split_arrays(split: str, seed: int = HARD_SEED):
-    """``(images, labels, masks)`` of a split, read-only (:func:`saliencymixplus.rawdata.load_split`
-    copies them).
+    """``(images, labels, masks)`` of a split, read-only (:func:`load_demo_hard` copies them).
 
     Generated once per process from ``seed`` (``"train"`` and ``"test"`` from independent
     streams); the first process also stores them in :func:`cache_dir` (about 130 MB for the
@@ -158,3 +158,10 @@ def demo_hard_split_arrays(split: str, seed: int = HARD_SEED):
     if split not in HARD_SIZES:
         raise ValueError(f"split must be one of {list(HARD_SIZES)}, got {split!r}")
     return _split_arrays(split, seed, HARD_SIZES[split])
+
+
+def load_demo_hard(data_dir, split: str, *, download: bool = False, seed: int = HARD_SEED):
+    """The hard demo split ``"train"`` (6,000 images) or ``"test"`` (2,000), 48x48, 20 classes,
+    as an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks``; each call returns fresh
+    copies. ``data_dir`` and ``download`` are not used."""
+    return generated_split("demo_hard", split, demo_hard_split_arrays(split, seed), HARD_VERSION, seed)

@@ -10,6 +10,7 @@
   embedded demo set on a laptop CPU in seconds per epoch.
 
 All models map ``Tensor[N, 3, H, W]`` float images to ``Tensor[N, num_classes]`` logits.
+Each data set's default model is in its spec (:mod:`saliencymixplus.datasets`).
 """
 
 from __future__ import annotations

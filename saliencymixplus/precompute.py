@@ -1,27 +1,16 @@
-"""Precompute a data set split's saliency maps into an HDF5 cache (resumable, all cores).
-
-Command line (``saliencymixplus-precompute`` or ``python tools/precompute_saliency.py``)::
+"""The cache tool (``saliencymixplus-precompute`` or ``python tools/precompute_saliency.py``):
+a data set split's saliency maps into an HDF5 cache, on every core, resumably::
 
     saliencymixplus-precompute --dataset cifar100 --data-dir data --split train \\
         --method fine_grained --out data/cifar100_train_fine_grained.h5
 
-The OpenCV methods run in a pool of worker processes, one block of images per task; the main
-process writes each finished block to ``OUT.partial`` and flushes it, so a killed run loses at
-most the blocks in flight: ``--resume`` continues from the finished blocks. ``OUT`` appears
-(atomically renamed) only when every map is written. ``gradient`` runs batched on the best
-device in the main process.
-
-One build per ``OUT`` at a time: a build holds an advisory lock on ``OUT.lock`` (see
-:func:`~saliencymixplus.cache.cache_lock`). A second build of the same ``OUT`` (another
-``saliencymixplus-precompute``, or a ``train.py`` building its cache) says that it waits, waits,
-and then reuses the finished cache when it matches; with ``--no-wait`` it stops at once with
-exit status 2 instead. A ``kill -9`` releases the lock.
-
-Before any work the tool checks that ``OUT`` can be written (exit 2 otherwise). While computing
-it collects every image that cannot be decoded, or only in part (a truncated file, which OpenCV
-would decode into grey rows), and names them all in one error at the end (exit 2), keeping the
-finished blocks for ``--resume``.
-Exit status: 0 done, 2 bad arguments, data, output path or busy cache, 130 interrupted.
+The OpenCV methods run in a pool of worker processes, one block of images per task;
+``gradient`` runs batched on the best device in the main process. ``OUT`` is checked writable
+before any work, locked while it is built (a second build of it waits, then reuses it; with
+``--no-wait`` it stops), written block by block to ``OUT.partial`` (``--resume`` continues from
+the finished blocks) and renamed into place when complete; images that cannot be decoded are
+all named in one error at the end. Exit status: 0 done, 2 bad arguments, data, output path or
+busy cache, 130 interrupted. See docs/design.md, "The saliency cache".
 """
 
 from __future__ import annotations
@@ -37,16 +26,14 @@ import numpy as np
 
 from .cache import (CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution, parse_resolution,
                     quantize, verify_cache)
+from .datasets import DATASETS, SPLITS, get_spec
 from .files import BusyError, FileLock, check_output_file, file_sha256
 from .precompute_command import PROGRAM
-from .rawdata import DATASETS, GENERATED, SPLITS, ImageDecodeError, default_workers, load_split
+from .rawdata import ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
                        parse_postprocess, sharpen)
 
-__all__ = ["build_cache", "main", "DEFAULT_RESOLUTION"]
-
-# Resolution of the stored maps when --resolution is not given and images vary in size.
-DEFAULT_RESOLUTION = {"oxford_pet": (256, 256)}  # the size the Pet training pipeline resizes to first
+__all__ = ["build_cache", "main"]
 
 _STATE: dict = {}  # per process: the split and settings the workers compute with
 
@@ -162,10 +149,10 @@ def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess=None):
     import torch
 
     from .saliency import gradient_saliency
-    from .transforms import test_transform
+    from .transforms import eval_transform
 
     device = next(model.parameters()).device
-    tf = test_transform(raw.name)
+    tf = eval_transform(raw.name)
     with ThreadPoolExecutor(max(1, default_workers())) as ex:  # decoding releases the GIL
         for a, b in pending:
             bad: list = []
@@ -192,13 +179,13 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
     """Compute the saliency maps of one split and write them to the HDF5 cache ``out``.
 
     Args:
-        dataset: one of :data:`~saliencymixplus.rawdata.DATASETS`.
-        data_dir: the data folder (``None`` for ``demo``).
+        dataset: a key of :data:`~saliencymixplus.datasets.SPECS`.
+        data_dir: the data folder (``None`` for a generated set).
         split: ``"train"`` or ``"test"``.
         method: one of :data:`~saliencymixplus.saliency.METHODS`.
         out: the ``.h5`` file to write.
-        resolution: ``(h, w)`` or ``"HxW"`` of the stored maps (default: the images' size for
-            CIFAR/demo, 256x256 for Pet).
+        resolution: ``(h, w)`` or ``"HxW"`` of the stored maps (default: the spec's
+            ``stored_resolution``, else the images' size).
         workers: processes for the OpenCV methods (default: every core; 0 or 1: in process).
         resume: continue a matching ``out.partial`` and return at once if ``out`` is already a
             matching complete cache (every byte checked, :func:`~saliencymixplus.cache.verify_cache`);
@@ -225,8 +212,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         cannot be decoded (all of them named; finished blocks are kept for ``resume``).
         BusyError: ``wait=False`` and another process is building ``out``.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    spec = get_spec(dataset)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if method not in METHODS:
@@ -246,7 +232,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         check_output_file(out)  # before any work: a folder, or a folder we cannot write in
     raw = load_split(dataset, data_dir, split, download=download)
     if resolution is None:
-        resolution = raw.image_size() or DEFAULT_RESOLUTION[dataset]
+        resolution = spec.stored_resolution or raw.image_size()
     if block_size is None:
         block_size = (256 if method == "gradient" else 500) if raw.in_memory else 16
     postprocess = format_postprocess(postprocess)  # checks it, and the form the attribute records
@@ -295,15 +281,6 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         lock.release()
 
 
-def _bad_image_todo(raw, resume: bool = True) -> str:
-    lists = f"annotations/{'trainval' if raw.split == 'train' else 'test'}.txt" if raw.name == "oxford_pet" \
-        else "the data set's file list"
-    again = "run the same command again" + (" (the finished maps are kept: add --resume to the "
-                                            "precompute command)" if resume else "")
-    fetch = " (tools/get_oxford_pet.sh fetches the set again)" if raw.name == "oxford_pet" else ""
-    return f"Replace each with an intact copy{fetch}, or delete its line from {lists}; then {again}."
-
-
 def _write_cache(raw, out: Path, lock: FileLock, *, method, resolution, dtype, block_size, resume, extra,
                  workers, data_dir, model, postprocess, progress, log) -> Path:
     """Compute the pending blocks into ``out.partial`` (``lock`` held) and finalize it."""
@@ -330,7 +307,7 @@ def _write_cache(raw, out: Path, lock: FileLock, *, method, resolution, dtype, b
                 writer.write(a, maps)
                 bar.update(len(maps))
         if bad_images:
-            raise ImageDecodeError.for_files(bad_images, f"{raw.name}/{raw.split}", _bad_image_todo(raw, resume=True))
+            raise ImageDecodeError.for_files(bad_images, raw.name, raw.split, resume=True)
         return writer.finalize()
 
 
@@ -339,7 +316,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROGRAM,
         description="Precompute saliency maps of a data set split into an HDF5 cache (resumable).")
     p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--data-dir", default=None, help="data folder (not needed for demo)")
+    p.add_argument("--data-dir", default=None, help="data folder (not needed for a generated set)")
     p.add_argument("--split", default="train", choices=SPLITS)
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS)
     p.add_argument("--out", required=True, help="the .h5 file to write (built as OUT.partial, then renamed)")
@@ -380,7 +357,7 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
         parse_postprocess(args.postprocess)
     except ValueError as e:
         parser.error(f"--postprocess: {e}")
-    if args.dataset not in GENERATED and args.data_dir is None:
+    if not get_spec(args.dataset).generated and args.data_dir is None:
         parser.error(f"--data-dir is required for --dataset {args.dataset}")
 
 

@@ -1,16 +1,14 @@
-"""How the precompute tool is called, for messages that tell users which command to run.
-
-The tool's parser lives in :mod:`saliencymixplus.precompute`; this module only spells its
-command line, so that the cache reader (below the tool) can name the command that rebuilds a
-cache without importing the tool. ``tests/test_precompute.py`` checks that the tool's parser
-accepts every command spelled here.
+"""The precompute tool's command line, spelled for messages: the cache reader, below the tool
+(:mod:`saliencymixplus.precompute`), names the command that rebuilds a cache without importing
+it; this module imports only the light spec table. ``tests/test_precompute.py`` checks that
+the tool's parser accepts every command spelled here. See docs/design.md, "The saliency cache".
 """
 
 from __future__ import annotations
 
 import shlex
 
-from .rawdata import GENERATED
+from .datasets import SPECS
 
 __all__ = ["PROGRAM", "rebuild_command"]
 
@@ -25,7 +23,7 @@ def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None)
     cmd = f"{PROGRAM} --dataset {dataset}"
     if data_dir is not None:
         cmd += f" --data-dir {shlex.quote(str(data_dir))}"
-    elif dataset not in GENERATED:
+    elif dataset not in SPECS or not SPECS[dataset].generated:
         cmd += " --data-dir DATA_DIR"
     cmd += f" --split {split}"
     if method is not None:

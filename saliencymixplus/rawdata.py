@@ -1,11 +1,10 @@
-"""Raw data sets as they are on disk: CIFAR-100, Oxford-IIIT Pet and the two generated demo sets.
-
-A :class:`RawSplit` gives the raw uint8 RGB images (``np.uint8[H, W, 3]``), the integer
-labels (``np.int64[N]``) and a fingerprint that identifies the ordered file list and the
-labels (the saliency cache stores it and refuses a cache built from other data).
-
-This module needs only numpy and OpenCV (no torch), so that the saliency precompute workers
-start fast; :mod:`saliencymixplus.data` re-exports it and adds the torch datasets.
+"""Data sets as they are on disk: a :class:`RawSplit` holds one split's images as stored
+(``np.uint8[H, W, 3]`` RGB), its labels and a fingerprint of both, which the saliency cache
+records. Readers for CIFAR-100's pickles and Oxford-IIIT Pet's folders, image decoding with
+errors that name every bad file, Pet trimaps. What each data set is (classes, loader, where to
+get it) is its spec in :mod:`saliencymixplus.datasets`; this module needs only numpy and
+OpenCV (no torch), so that the saliency precompute workers start fast. See docs/design.md,
+"Data sets".
 """
 
 from __future__ import annotations
@@ -17,32 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .demo import DEMO_SEED, DEMO_SIZES, DEMO_VERSION, demo_split_arrays
-from .demo_hard import HARD_SEED, HARD_SIZES, HARD_VERSION, demo_hard_split_arrays
+from .datasets import DATASETS, SPECS, SPLITS, get_spec
 
 __all__ = [
-    "DATASETS", "NUM_CLASSES", "MEAN_STD", "SPLITS", "RawSplit", "ArraySplit", "FileSplit",
-    "load_split", "load_cifar100", "load_oxford_pet", "find_oxford_pet_root", "read_rgb",
-    "ImageDecodeError", "image_file_problem", "DemoSplit", "load_demo", "load_demo_hard", "GENERATED",
-    "read_pet_trimap", "trimap_object_mask",
+    "RawSplit", "ArraySplit", "FileSplit", "DataFileError", "ImageDecodeError", "load_split", "load_cifar100",
+    "load_oxford_pet", "find_oxford_pet_root", "generated_split", "read_rgb", "image_file_problem",
+    "read_pet_trimap", "trimap_object_mask", "default_workers",
 ]
 
-DATASETS = ("cifar100", "oxford_pet", "demo", "demo_hard")
-#: Data sets generated in memory from a seed: no --data-dir, nothing to download, object masks known.
-GENERATED = ("demo", "demo_hard")
-SPLITS = ("train", "test")
-NUM_CLASSES: dict[str, int] = {"cifar100": 100, "oxford_pet": 37, "demo": 10, "demo_hard": 20}
-# Per-channel (mean, std) of the training images in [0, 1], RGB.
-MEAN_STD: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "oxford_pet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet, as published
-    "demo": ((0.4999, 0.4986, 0.5016), (0.2270, 0.2272, 0.2279)),
-    "demo_hard": ((0.5004, 0.4993, 0.5004), (0.2158, 0.2159, 0.2164)),
-}
 
-CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-PET_URLS = ("https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz",
-            "https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz")
+# Views of the specs for callers that do not read saliencymixplus.datasets yet (training/).
+NUM_CLASSES = {name: s.num_classes for name, s in SPECS.items()}
+MEAN_STD = {name: s.mean_std for name, s in SPECS.items()}
 
 
 def _check_choice(argname: str, value, choices) -> None:
@@ -51,16 +36,16 @@ def _check_choice(argname: str, value, choices) -> None:
 
 
 class RawSplit:
-    """One split of a data set, raw.
+    """One split of a data set, its images as stored.
 
     Attributes:
-        name: data set name (one of :data:`DATASETS`).
+        name: data set name (a key of :data:`~saliencymixplus.datasets.SPECS`).
         split: ``"train"`` or ``"test"``.
         labels: ``np.int64[N]`` class indices in ``[0, num_classes)``.
         num_classes: number of classes.
         ids: list of N strings naming each image (file names); the fingerprint hashes them.
         data_dir: the folder it was loaded from, as given to :func:`load_split` (``None`` for
-            the generated demo set); messages use it to print commands that work as written.
+            a generated set); messages use it to print commands that work as written.
     """
 
     in_memory = False
@@ -70,7 +55,7 @@ class RawSplit:
         self.name = name
         self.split = split
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
-        self.num_classes = NUM_CLASSES[name]
+        self.num_classes = get_spec(name, "name").num_classes
         self.ids = list(ids)
         if len(self.ids) != len(self.labels):
             raise ValueError(f"{name}/{split}: {len(self.ids)} ids but {len(self.labels)} labels")
@@ -93,17 +78,25 @@ class RawSplit:
         ``[]`` for in-memory sets."""
         return []
 
-    def _fingerprint_extra(self, h) -> None:
-        """Subclasses may hash more (e.g. generated pixels)."""
+    def _hash_content(self, h) -> None:
+        """Add what identifies the images' content to the hash ``h``."""
+        for i in range(len(self)):
+            h.update(self._content(i))
+
+    def _content(self, i: int):
+        """Bytes that identify image ``i``'s content."""
+        raise NotImplementedError
 
     def fingerprint(self) -> str:
-        """A hex SHA-256 of the data set name, split, ordered ids and labels (16 hex digits)."""
+        """16 hex digits of a SHA-256 of the data set name, split, ordered ids, labels and the
+        images' content (:meth:`_hash_content`: the pixels of a split held in memory, each
+        file's size and modification time for image files), computed once."""
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(f"{self.name}\0{self.split}\0{len(self)}\0".encode())
             h.update("\n".join(self.ids).encode())
             h.update(self.labels.astype("<i8").tobytes())
-            self._fingerprint_extra(h)
+            self._hash_content(h)
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
@@ -132,6 +125,12 @@ class ArraySplit(RawSplit):
     def image_size(self):
         return tuple(self.images.shape[1:3])
 
+    def _hash_content(self, h) -> None:
+        h.update(np.ascontiguousarray(self.images).data)  # the pixels, in one piece (CIFAR's 150 MB: ~0.2 s)
+
+    def _content(self, i: int):
+        return np.ascontiguousarray(self.images[i]).data
+
 
 class FileSplit(RawSplit):
     """A split of image files decoded on demand; ``paths[i]`` is the file of image ``i``."""
@@ -152,10 +151,19 @@ class FileSplit(RawSplit):
                 bad.append((p, why))
         return bad
 
+    def _hash_content(self, h) -> None:
+        """Nothing more: the ids name the files."""
+
 
 # ----------------------------------------------------------------------------- image files
 
-class ImageDecodeError(OSError, ValueError):
+class DataFileError(ValueError):
+    """A data set's file whose content is not what its format says (a bad line in a list, an
+    array of the wrong shape, text that is not UTF-8); the message names the file (and line).
+    ``train.py`` and the cache tool report it in one line and exit with status 2."""
+
+
+class ImageDecodeError(OSError, DataFileError):
     """Image files that cannot be decoded, or only in part (truncated). ``bad`` lists
     ``(file, reason)``; the message names every file and says what to do."""
 
@@ -167,14 +175,16 @@ class ImageDecodeError(OSError, ValueError):
         return str(self.args[0]) if self.args else ""
 
     @classmethod
-    def for_files(cls, bad, where: str = "", todo: str = "") -> "ImageDecodeError":
-        """One error for all of ``bad`` (``(file, reason)`` pairs): a header line, one line per
-        file, and ``todo`` (what to do) on the last line."""
+    def for_files(cls, bad, dataset: str, split: str | None = None, *, resume: bool = False) -> "ImageDecodeError":
+        """One error for all of ``bad`` (``(file, reason)`` pairs) of ``dataset`` (``split``:
+        ``None`` for any): a header line, one line per file, and what to do on the last line
+        (:meth:`~saliencymixplus.datasets.DatasetSpec.unreadable_advice`, ``resume`` for the
+        cache tool, which keeps its finished maps)."""
         bad = list(bad)
         n = len(bad)
-        head = f"{n} image{'s' if n != 1 else ''}{' of ' + where if where else ''} cannot be decoded:"
-        todo = todo or ("Replace each with an intact copy, or remove it from the data set's file list, "
-                        "then run the same command again.")
+        where = f"{dataset}/{split}" if split else dataset
+        head = f"{n} image{'s' if n != 1 else ''} of {where} cannot be decoded:"
+        todo = get_spec(dataset).unreadable_advice(split, resume=resume)
         return cls("\n".join([head, *(f"  {p}: {why}" for p, why in bad), todo]), bad)
 
 
@@ -272,6 +282,28 @@ def read_rgb(path: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- CIFAR-100
 
+def _find_root(name: str, data_dir, find, download, fetch, by_hand: str) -> Path | None:
+    """``find(data_dir)``, after ``fetch(data_dir)`` (a torchvision download) when nothing is
+    there and ``download``; ``None`` when still not found.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` is ``None``, or the download failed (``by_hand`` says
+            what to do instead).
+    """
+    if data_dir is None:
+        raise FileNotFoundError(f"{name} needs --data-dir: {get_spec(name).data_dir_holds}")
+    root = find(data_dir)
+    if root is None and download:
+        try:
+            fetch(str(data_dir))
+        except Exception as e:  # noqa: BLE001 - offline: say what to do
+            raise FileNotFoundError(f"could not download {get_spec(name).title} into {data_dir} "
+                                    f"({type(e).__name__}: {e}). "
+                                    f"{by_hand}") from e
+        root = find(data_dir)
+    return root
+
+
 def _cifar_root(data_dir) -> Path | None:
     d = Path(data_dir)
     for cand in (d / "cifar-100-python", d):
@@ -280,37 +312,37 @@ def _cifar_root(data_dir) -> Path | None:
     return None
 
 
+def _fetch_cifar100(data_dir: str) -> None:
+    from torchvision.datasets import CIFAR100
+
+    CIFAR100(data_dir, train=True, download=True)
+
+
 def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit:
     """CIFAR-100 from the standard ``cifar-100-python`` folder (pickled ``train``/``test``/``meta``).
 
     ``data_dir`` may be the folder itself or its parent. With ``download=True`` and no files
     there, torchvision downloads and checks the archive into ``data_dir``.
+
+    Raises:
+        FileNotFoundError: no such folder (the message says how to get it).
+        DataFileError: a pickle without uint8 ``data[N, 3072]``.
     """
     _check_choice("split", split, SPLITS)
-    if data_dir is None:
-        raise FileNotFoundError("cifar100 needs --data-dir: the folder that holds (or will hold) cifar-100-python/")
-    root = _cifar_root(data_dir)
-    if root is None and download:
-        try:
-            from torchvision.datasets import CIFAR100
-
-            CIFAR100(str(data_dir), train=True, download=True)
-        except Exception as e:  # noqa: BLE001 - offline: say what to do
-            raise FileNotFoundError(
-                f"could not download CIFAR-100 into {data_dir} ({type(e).__name__}: {e}). "
-                f"Download {CIFAR100_URL} by hand and extract it there "
-                f"(tar xzf cifar-100-python.tar.gz -C {data_dir})") from e
-        root = _cifar_root(data_dir)
+    url = get_spec("cifar100").urls[0]
+    untar = f"tar xzf cifar-100-python.tar.gz -C {data_dir}"
+    root = _find_root("cifar100", data_dir, _cifar_root, download, _fetch_cifar100,
+                      f"Download {url} by hand and extract it there ({untar})")
     if root is None:
         raise FileNotFoundError(
             f"CIFAR-100 not found: expected {Path(data_dir) / 'cifar-100-python'}/{{train,test,meta}} "
             f"(the pickled python version). Pass download=True (--download) when online, or fetch "
-            f"{CIFAR100_URL} and run: tar xzf cifar-100-python.tar.gz -C {data_dir}")
+            f"{url} and run: {untar}")
     with open(root / split, "rb") as f:
         entry = pickle.load(f, encoding="latin1")
     data = np.asarray(entry["data"], dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{root / split}: 'data' must be uint8[N, 3072], got {data.dtype}{list(data.shape)}")
+        raise DataFileError(f"{root / split}: 'data' must be uint8[N, 3072], got {data.dtype}{list(data.shape)}")
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     labels = np.asarray(entry["fine_labels"], dtype=np.int64)
     names = entry.get("filenames")
@@ -333,37 +365,55 @@ def find_oxford_pet_root(data_dir) -> Path | None:
     return None
 
 
+def _fetch_oxford_pet(data_dir: str) -> None:
+    from torchvision.datasets import OxfordIIITPet
+
+    OxfordIIITPet(data_dir, split="trainval", download=True)
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark at its start is not part of the text).
+
+    Raises:
+        DataFileError: bytes that are not UTF-8 (the message names the file and line).
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataFileError(f"{path}:{line}: not UTF-8 text (byte {data[e.start:e.start + 1]!r}); "
+                            f"save the list as UTF-8") from None
+
+
 def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSplit:
     """Oxford-IIIT Pet: ``images/*.jpg`` and ``annotations/{trainval,test}.txt`` (37 breeds).
 
     ``split="train"`` reads ``trainval.txt``. Each annotation line is
     ``<image name> <class id 1..37> <species> <breed id>``; ``#`` lines are skipped.
+
+    Raises:
+        FileNotFoundError: no such folder, list or image (the message says which and how to
+            get the set).
+        DataFileError: a list line that is malformed, has a class id outside 1..37 or is not UTF-8.
     """
     _check_choice("split", split, SPLITS)
-    if data_dir is None:
-        raise FileNotFoundError("oxford_pet needs --data-dir: the folder with images/ and annotations/")
-    root = find_oxford_pet_root(data_dir)
-    if root is None and download:
-        try:
-            from torchvision.datasets import OxfordIIITPet
-
-            OxfordIIITPet(str(data_dir), split="trainval", download=True)
-        except Exception as e:  # noqa: BLE001
-            raise FileNotFoundError(
-                f"could not download Oxford-IIIT Pet into {data_dir} ({type(e).__name__}: {e}). "
-                f"Run tools/get_oxford_pet.sh {data_dir} when online") from e
-        root = find_oxford_pet_root(data_dir)
+    spec = get_spec("oxford_pet")
+    get = f"{spec.fetch_command} {data_dir}"
+    root = _find_root("oxford_pet", data_dir, find_oxford_pet_root, download, _fetch_oxford_pet,
+                      f"Run {get} when online")
     if root is None:
         raise FileNotFoundError(
             f"Oxford-IIIT Pet not found: expected {Path(data_dir)}/images/*.jpg and "
             f"{Path(data_dir)}/annotations/trainval.txt, test.txt (or the same under "
-            f"{Path(data_dir) / 'oxford-iiit-pet'}). Get them with: tools/get_oxford_pet.sh {data_dir} "
-            f"(downloads {PET_URLS[0]} and {PET_URLS[1]}), or pass download=True (--download) when online")
-    ann = root / "annotations" / ("trainval.txt" if split == "train" else "test.txt")
+            f"{Path(data_dir) / 'oxford-iiit-pet'}). Get them with: {get} "
+            f"(downloads {' and '.join(spec.urls)}), or pass download=True (--download) when online")
+    ann = root / dict(spec.file_lists)[split]
     if not ann.is_file():
-        raise FileNotFoundError(f"Oxford-IIIT Pet: missing {ann}; rerun tools/get_oxford_pet.sh {data_dir}")
+        raise FileNotFoundError(f"Oxford-IIIT Pet: missing {ann}; rerun {get}")
+    k = spec.num_classes
     paths, labels = [], []
-    for lineno, line in enumerate(ann.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_text_lines(ann), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -371,16 +421,16 @@ def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSpli
         try:
             name, cls = parts[0], int(parts[1])
         except (IndexError, ValueError):
-            raise ValueError(f"{ann}:{lineno}: expected '<name> <class 1..37> ...', got {line!r}") from None
-        if not 1 <= cls <= 37:
-            raise ValueError(f"{ann}:{lineno}: class id must be in 1..37, got {cls}")
+            raise DataFileError(f"{ann}:{lineno}: expected '<name> <class 1..{k}> ...', got {line!r}") from None
+        if not 1 <= cls <= k:
+            raise DataFileError(f"{ann}:{lineno}: class id must be in 1..{k}, got {cls}")
         p = root / "images" / f"{name}.jpg"
         if not p.is_file():
             raise FileNotFoundError(f"{ann}:{lineno}: image {p} is missing")
         paths.append(p)
         labels.append(cls - 1)
     if not paths:
-        raise ValueError(f"{ann} lists no images")
+        raise DataFileError(f"{ann} lists no images")
     out = FileSplit("oxford_pet", split, paths, np.asarray(labels, np.int64), root)
     out.data_dir = str(data_dir)
     return out
@@ -423,66 +473,34 @@ def trimap_object_mask(trimap: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- any
 
 def load_split(name: str, data_dir, split: str, *, download: bool = False) -> RawSplit:
-    """Load one split of a data set.
+    """Load one split of a data set through its spec's loader.
 
     Args:
-        name: one of :data:`DATASETS`.
-        data_dir: folder of the data (may be ``None`` for ``demo``, which is generated).
+        name: a key of :data:`~saliencymixplus.datasets.SPECS`.
+        data_dir: folder of the data (``None`` for a generated set).
         split: ``"train"`` or ``"test"``.
         download: fetch missing files (cifar100, oxford_pet) when online.
 
     Returns:
-        a :class:`RawSplit`; ``cifar100`` and ``demo`` are :class:`ArraySplit` (``.images``
-        ``np.uint8[N, 32, 32, 3]``), ``demo`` also has ``.masks`` ``np.uint8[N, 32, 32]``.
+        a :class:`RawSplit`; sets held in memory (``cifar100``, the generated ones) are
+        :class:`ArraySplit` (``.images`` ``np.uint8[N, H, W, 3]``); generated ones also have
+        ``.masks`` ``np.uint8[N, H, W]``.
 
     Raises:
         FileNotFoundError: the files are missing (the message says where and how to get them).
+        DataFileError: a file of the set is malformed.
     """
-    _check_choice("name", name, DATASETS)
+    spec = get_spec(name, "name")
     _check_choice("split", split, SPLITS)
-    if name == "cifar100":
-        return load_cifar100(data_dir, split, download=download)
-    if name == "oxford_pet":
-        return load_oxford_pet(data_dir, split, download=download)
-    if name == "demo_hard":
-        return load_demo_hard(split, data_dir=data_dir)
-    return load_demo(split, data_dir=data_dir)
+    return spec.load(data_dir, split, download=download)
 
 
-class DemoSplit(ArraySplit):
-    """A generated split (``demo``, ``demo_hard``): ``images`` ``uint8[N, S, S, 3]``, ``labels``,
-    ``masks`` ``uint8[N, S, S]`` (1 = object)."""
-
-    def _fingerprint_extra(self, h) -> None:
-        h.update(self.images.tobytes())  # generated data: hash the pixels too (~15 MB, ~10 ms)
-
-
-def _generated(name: str, split: str, arrays, version: int, seed: int) -> DemoSplit:
-    images, labels, masks = (a.copy() for a in arrays)  # generated once per process, copied per load
+def generated_split(name: str, split: str, arrays, version: int, seed: int) -> ArraySplit:
+    """A split of a generated set from its ``(images, labels, masks)`` (copied: generators keep
+    theirs read-only, once per process); ids ``<name>-v<version>-s<seed>-<split>-<i>``."""
+    images, labels, masks = (a.copy() for a in arrays)
     ids = [f"{name}-v{version}-s{seed}-{split}-{i}" for i in range(len(labels))]
-    return DemoSplit(name, split, images, labels, ids, masks=masks)
-
-
-def load_demo(split: str, data_dir=None, *, seed: int = DEMO_SEED) -> DemoSplit:
-    """The demo split ``"train"`` (5,000 images) or ``"test"`` (1,000), generated in memory.
-
-    ``data_dir`` is accepted for a uniform interface and not used (generation takes < 1 s).
-    The train and test splits are drawn from independent streams of ``seed``; each split is
-    generated once per process and each call returns fresh copies.
-    """
-    if split not in DEMO_SIZES:
-        raise ValueError(f"split must be one of {list(DEMO_SIZES)}, got {split!r}")
-    return _generated("demo", split, demo_split_arrays(split, seed), DEMO_VERSION, seed)
-
-
-def load_demo_hard(split: str, data_dir=None, *, seed: int = HARD_SEED) -> DemoSplit:
-    """The hard demo split (:mod:`saliencymixplus.demo_hard`): ``"train"`` (6,000 images) or
-    ``"test"`` (2,000), 48x48, 20 classes, generated from ``seed`` (independent streams per
-    split). ``data_dir`` is not used. Each call returns fresh copies.
-    """
-    if split not in HARD_SIZES:
-        raise ValueError(f"split must be one of {list(HARD_SIZES)}, got {split!r}")
-    return _generated("demo_hard", split, demo_hard_split_arrays(split, seed), HARD_VERSION, seed)
+    return ArraySplit(name, split, images, labels, ids, masks=masks)
 
 
 def default_workers() -> int:

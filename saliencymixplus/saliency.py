@@ -6,6 +6,9 @@
   [0, 1]; they are only clipped (resize ringing) and NaNs set to 0.
 * ``gradient``: ``|d loss / d input|`` summed over channels, from a model trained by
   ``train.py`` (as SaliencyMix+ computes it online), normalised per image by its maximum.
+
+:func:`sharpen` is the post-processing both the cache and ``--saliency refresh`` apply. See
+docs/design.md, "The saliency cache".
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["METHODS", "OPENCV_METHODS", "DEFAULT_METHOD", "compute_saliency", "gradient_saliency",
-           "input_gradient_saliency", "best_device", "sharpen", "parse_postprocess",
+           "input_gradient_saliency", "sharpen", "parse_postprocess",
            "format_postprocess", "DEFAULT_POSTPROCESS",
            "RECOMMENDED_POSTPROCESS"]
 
@@ -266,14 +269,3 @@ def gradient_saliency(model, images, labels, *, batch_size: int | None = None):
     if not out:
         return images.new_zeros((0, *images.shape[2:]), dtype=torch.float32)
     return torch.cat(out)
-
-
-def best_device():
-    """``cuda`` if available, else ``mps``, else ``cpu``."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")

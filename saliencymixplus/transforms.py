@@ -1,23 +1,15 @@
-"""Joint image + saliency transforms: the published pipelines, applied to both with the same
-random parameters, so that a saliency map stays aligned with its image.
+"""Joint image + saliency transforms: a data set's published pipeline (its spec's
+:class:`~saliencymixplus.datasets.Recipe`) applied to the image, and the same geometry to its
+saliency map, so that the two stay aligned.
 
-* ``cifar100`` / ``demo`` train: random horizontal flip, to float, normalise; test: to float, normalise.
-* ``oxford_pet`` train: resize 256x256, random-resized-crop 224, horizontal flip, normalise;
-  test: resize 224x224, normalise.
-
-Each data set's recipe is written once, in :data:`RECIPES`: the per-item pipelines
-(:func:`train_transform`, :func:`test_transform`) and the device loader's batched augmentation
-read it; the normalisation is written once, in :class:`Normalize`.
-
-The image goes through the ``torchvision.transforms.v2`` functional ops as before (same random
-draws from the global torch RNG, same pixels). The saliency map does not replay them: the
-steps are *composed* into one :class:`Geometry` (the rectangle of the raw image the output
-shows, in fractions of its height and width, the output size and a mirror flag), that
-rectangle is mapped into the stored map's own frame (caches store a fixed resolution that
-covers the whole image), and the map is cut and resized there in one bilinear step
-(:func:`resample_saliency`), in its storage dtype. The published pipeline resized a 256x256
-Pet map to the raw image's size, then to 256x256 with the image, then to 224x224: five
-antialiased resizes per image for one that is needed.
+The image goes through the ``torchvision.transforms.v2`` functional ops (random draws from the
+global torch RNG). The map does not replay them: the steps are composed into one
+:class:`Geometry` (the rectangle of the raw image the output shows, the output size, a mirror
+flag), that rectangle is mapped into the stored map's own frame (a cache stores a fixed
+resolution that covers the whole image) and the map is cut and resized there in one bilinear
+step (:func:`resample_saliency`), in its storage dtype. :class:`Normalize` is the one
+normalisation (per item, device loader, :func:`normalize_batch`). See docs/design.md, "The
+saliency cache".
 """
 
 from __future__ import annotations
@@ -32,43 +24,15 @@ from torchvision import transforms as T1
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .rawdata import DATASETS, MEAN_STD
+from .datasets import SPECS, Recipe, get_spec
 
-__all__ = ["JointTransform", "Geometry", "Recipe", "RECIPES", "Normalize", "resample_saliency", "train_transform",
-           "test_transform", "random_flip_batch", "normalize_batch"]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The published augmentation of one data set.
-
-    Attributes:
-        resize: ``(h, w)`` every training image is resized to first, or ``None``.
-        crop: side of the random-resized crop taken next (torchvision's default scale and
-            ratio), or ``None``.
-        flip: a random horizontal flip (p = 0.5) last.
-        test_resize: ``(h, w)`` test images are resized to, or ``None``.
-    """
-
-    resize: tuple[int, int] | None = None
-    crop: int | None = None
-    flip: bool = True
-    test_resize: tuple[int, int] | None = None
-
-    @property
-    def batchable(self) -> bool:
-        """Whether the training augmentation is a flip at most, so that a device loader can
-        apply it to whole batches of equally sized images."""
-        return self.resize is None and self.crop is None
+__all__ = ["JointTransform", "Geometry", "Normalize", "resample_saliency", "train_transform", "eval_transform",
+           "random_flip_batch", "normalize_batch"]
 
 
-#: The published recipes (CIFAR's is a horizontal flip only; the demo set follows it).
-RECIPES: dict[str, Recipe] = {
-    "cifar100": Recipe(),
-    "demo": Recipe(),
-    "demo_hard": Recipe(),
-    "oxford_pet": Recipe(resize=(256, 256), crop=224, test_resize=(224, 224)),
-}
+#: Each data set's recipe, a view of the specs for callers that do not read
+#: saliencymixplus.datasets yet (training/).
+RECIPES: dict[str, Recipe] = {name: spec.recipe for name, spec in SPECS.items()}
 
 
 class Normalize:
@@ -76,7 +40,7 @@ class Normalize:
     channel, computed as ``x * scale - shift``. Float images are taken as in [0, 1].
 
     Args:
-        mean, std: per-channel, in [0, 1] units (:data:`~saliencymixplus.rawdata.MEAN_STD`).
+        mean, std: per-channel, in [0, 1] units (a spec's ``mean_std``).
 
     ``normalize(images, dtype=torch.float32)`` returns a new tensor of ``dtype`` on the images'
     device; the constants are made once per device and dtype.
@@ -295,30 +259,22 @@ class JointTransform:
         return f"JointTransform({self.steps}, {self.normalize})"
 
 
-def _check(name: str) -> None:
-    if name not in DATASETS:
-        raise ValueError(f"name must be one of {list(DATASETS)}, got {name!r}")
-
-
 def train_transform(name: str) -> JointTransform:
-    """The published training pipeline of data set ``name`` (its :data:`RECIPES` entry)."""
-    _check(name)
-    r = RECIPES[name]
+    """The published training pipeline of data set ``name`` (its spec's recipe)."""
+    spec = get_spec(name, "name")
+    r = spec.recipe
     geo = ([v2.Resize(r.resize, antialias=True)] if r.resize else []) \
         + ([v2.RandomResizedCrop(r.crop, antialias=True)] if r.crop else []) \
         + ([v2.RandomHorizontalFlip()] if r.flip else [])
-    return JointTransform(geo, *MEAN_STD[name])
+    return JointTransform(geo, *spec.mean_std)
 
 
-def test_transform(name: str) -> JointTransform:
-    """The published test pipeline of data set ``name`` (its :data:`RECIPES` entry: Pet resizes
+def eval_transform(name: str) -> JointTransform:
+    """The published evaluation pipeline of data set ``name`` (its spec's recipe: Pet resizes
     to 224x224, the others take the image as it is)."""
-    _check(name)
-    r = RECIPES[name]
-    return JointTransform([v2.Resize(r.test_resize, antialias=True)] if r.test_resize else [], *MEAN_STD[name])
-
-
-test_transform.__test__ = False  # not a pytest test, wherever it is imported
+    spec = get_spec(name, "name")
+    size = spec.recipe.test_resize
+    return JointTransform([v2.Resize(size, antialias=True)] if size else [], *spec.mean_std)
 
 
 def random_flip_batch(images: torch.Tensor, saliency: torch.Tensor | None = None,
@@ -352,7 +308,7 @@ def random_flip_batch(images: torch.Tensor, saliency: torch.Tensor | None = None
 
 def normalize_batch(images: torch.Tensor, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``Tensor[B, 3, H, W]`` uint8 -> float normalised with data set ``name``'s mean and std."""
-    _check(name)
+    mean_std = get_spec(name, "name").mean_std
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be Tensor[B, 3, H, W], got {list(images.shape)}")
-    return Normalize(*MEAN_STD[name])(images, dtype)
+    return Normalize(*mean_std)(images, dtype)

@@ -8,16 +8,18 @@ import pytest
 import torch
 
 from saliencymixplus import data
-from saliencymixplus.data import DATASETS, MEAN_STD, NUM_CLASSES, build_dataset, load_split
+from saliencymixplus.data import DATASETS, SPECS, build_dataset, load_split
 from saliencymixplus.precompute import build_cache
 
 
 def test_constants():
     assert DATASETS == ("cifar100", "oxford_pet", "demo", "demo_hard")
-    assert NUM_CLASSES == {"cifar100": 100, "oxford_pet": 37, "demo": 10, "demo_hard": 20}
-    for name in DATASETS:
-        mean, std = MEAN_STD[name]
-        assert len(mean) == len(std) == 3 and all(0 < s < 1 for s in std)
+    assert {n: s.num_classes for n, s in SPECS.items()} == {"cifar100": 100, "oxford_pet": 37, "demo": 10,
+                                                            "demo_hard": 20}
+    for name, spec in SPECS.items():
+        mean, std = spec.mean_std
+        assert spec.name == name and len(mean) == len(std) == 3 and all(0 < s < 1 for s in std)
+    assert [n for n, s in SPECS.items() if s.generated] == ["demo", "demo_hard"]
 
 
 # ----------------------------------------------------------------------------- CIFAR-100
@@ -188,14 +190,14 @@ def test_build_dataset_with_cache(cifar_dir, pet_dir, tmp_path):
 def test_dataloader_workers_read_an_on_disk_cache(cifar_dir, tmp_path):
     """Each DataLoader worker opens its own HDF5 handle (the cache is not read into memory)."""
     from saliencymixplus.cache import SaliencyCache
-    from saliencymixplus.transforms import test_transform
+    from saliencymixplus.transforms import eval_transform
 
     out = build_cache("cifar100", cifar_dir["root"], "train", "fine_grained", tmp_path / "c.h5", workers=0,
                       progress=False, log=lambda *a: None)
     raw = load_split("cifar100", cifar_dir["root"], "train")
     cache = SaliencyCache(out, expect=raw, in_memory=False)
     cache[0]  # open a handle in the parent before forking
-    ds = data.SaliencyDataset(raw, test_transform("cifar100"), cache)
+    ds = data.SaliencyDataset(raw, eval_transform("cifar100"), cache)
     loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, shuffle=False)
     sal = torch.cat([s for _, s, _ in loader])
     assert sal.dtype == torch.uint8  # the cache's storage travels from the workers
@@ -301,3 +303,81 @@ def test_bench_loader_quick_prints_both_tables(tmp_path):
     for row in ("| no cache |", "| cache (in memory) |", "| cache (HDF5, per item) |",
                 "| map: cut and resize (`resample_saliency`) |"):
         assert row in p.stdout, p.stdout
+
+
+# ----------------------------------------------------------------------------- what a cache's identity covers
+
+def test_cifar_pixels_changed_under_the_same_names_make_the_cache_stale(cifar_dir, tmp_path):
+    import pickle
+
+    from saliencymixplus.cache import CacheMismatchError, SaliencyCache
+
+    root = tmp_path / "cifar"
+    shutil.copytree(cifar_dir["root"], root)
+    out = build_cache("cifar100", root, "train", "fine_grained", tmp_path / "c.h5", workers=0, progress=False,
+                      log=lambda *a: None)
+    path = root / "cifar-100-python" / "train"
+    entry = pickle.loads(path.read_bytes(), encoding="latin1")
+    entry["data"] = entry["data"].copy()
+    entry["data"][0] = 255 - entry["data"][0]  # image 0 changes; names and labels stay
+    path.write_bytes(pickle.dumps(entry, protocol=2))
+    with pytest.raises(CacheMismatchError, match="fingerprint: cache has"):
+        SaliencyCache(out, expect=load_split("cifar100", root, "train"))
+
+
+def test_fingerprint_hashes_names_labels_and_pixels_of_a_split_in_memory():
+    """The fingerprint of a split held in memory, derived by hand: SHA-256 of name, split, count,
+    ids, labels (int64 little-endian) and the pixels, first 16 hex digits."""
+    import hashlib
+
+    tr = load_split("demo", None, "test")
+    h = hashlib.sha256(f"demo\0test\0{len(tr)}\0".encode() + "\n".join(tr.ids).encode()
+                       + tr.labels.astype("<i8").tobytes() + tr.images.tobytes())
+    assert tr.fingerprint() == h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- bad Pet lists, in one line
+
+BAD_LINES = {
+    "class 0": b"Abyssinian_1 0 1 1\n",
+    "class 999": b"Abyssinian_1 999 1 1\n",
+    "malformed": b"Abyssinian_1\n",
+    "not UTF-8": b"Abyssinian_1 1 1 1\n\xff\xfe\xfa 2 1 2\n",
+}
+
+
+@pytest.fixture()
+def pet_copy(pet_dir, tmp_path):
+    root = tmp_path / "pet"
+    shutil.copytree(pet_dir["root"], root)
+    return root
+
+
+@pytest.mark.parametrize("what", list(BAD_LINES))
+def test_a_bad_pet_list_line_is_one_line_from_both_tools(what, pet_copy, tmp_path, capsys):
+    from cli_helpers import exit_code
+
+    from saliencymixplus.precompute import main as precompute_main
+    from saliencymixplus.rawdata import DataFileError
+    from saliencymixplus.training import main as train_main
+
+    ann = pet_copy / "annotations" / "trainval.txt"
+    ann.write_bytes(BAD_LINES[what])
+    with pytest.raises(DataFileError, match=f"{ann}:[12]: "):
+        load_split("oxford_pet", pet_copy, "train")
+    capsys.readouterr()
+    for main, argv in ((train_main, ["--mix_aug", "cutmix", "--out-dir", tmp_path / "run", "--no-progress",
+                                     "--workers", "0"]),
+                       (precompute_main, ["--out", tmp_path / "p.h5", "--no-progress", "--workers", "0"])):
+        rc = exit_code(main, ["--dataset", "oxford_pet", "--data-dir", pet_copy, *argv])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert f"{ann}:" in err, err
+
+
+def test_a_pet_list_with_a_byte_order_mark_reads_its_first_name(pet_dir, pet_copy):
+    ann = pet_copy / "annotations" / "trainval.txt"
+    ann.write_bytes(b"\xef\xbb\xbf" + ann.read_bytes())  # as Windows editors save UTF-8
+    raw = load_split("oxford_pet", pet_copy, "train")
+    assert raw.ids == [f"images/{n}.jpg" for n in pet_dir["train"][0]]

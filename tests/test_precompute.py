@@ -154,7 +154,7 @@ def test_missing_data_exits_2_with_where_to_get_it(tmp_path, capsys):
 def test_gradient_cache_from_a_checkpoint(cifar_dir, tmp_path, fake_models):
     from fixtures_data import tiny_net
 
-    from saliencymixplus.transforms import test_transform as eval_transform
+    from saliencymixplus.transforms import eval_transform
 
     net = tiny_net(100)
     ckpt = tmp_path / "ckpt.pt"

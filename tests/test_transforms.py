@@ -18,10 +18,11 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from saliencymixplus.rawdata import DATASETS, MEAN_STD
-from saliencymixplus.transforms import (AREA_ABOVE, RECIPES, Geometry, JointTransform, Normalize, normalize_batch,
+from saliencymixplus.datasets import SPECS
+from saliencymixplus.transforms import (AREA_ABOVE, Geometry, JointTransform, Normalize, eval_transform, normalize_batch,
                                         random_flip_batch, resample_saliency, train_transform)
-from saliencymixplus.transforms import test_transform as eval_transform
+
+MEAN_STD = {name: spec.mean_std for name, spec in SPECS.items()}
 
 
 def _marked(h, w, y, x):
@@ -121,7 +122,7 @@ def test_shapes_and_ranges(name, size, out):
         assert x3.shape == x.shape
 
 
-def test_test_transform_is_deterministic_and_normalises():
+def test_eval_transform_is_deterministic_and_normalises():
     img = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     x, _ = eval_transform("cifar100")(img)
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in MEAN_STD["cifar100"])
@@ -424,8 +425,7 @@ def test_random_flip_batch_flips_about_half():
 
 
 def test_every_data_set_has_one_recipe_and_one_normalisation():
-    assert set(RECIPES) == set(DATASETS) == set(MEAN_STD)
-    assert [r.batchable for r in (RECIPES["cifar100"], RECIPES["demo"], RECIPES["oxford_pet"])] == [True, True, False]
+    assert [SPECS[n].recipe.batchable for n in ("cifar100", "demo", "demo_hard", "oxford_pet")] == [True] * 3 + [False]
     pet = train_transform("oxford_pet").steps
     assert [type(t) for t in pet] == [v2.Resize, v2.RandomResizedCrop, v2.RandomHorizontalFlip]
     assert list(pet[0].size) == [256, 256] and list(pet[1].size) == [224, 224]

@@ -138,7 +138,7 @@ def _load_batch(raw, idx: np.ndarray, size: int) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from saliencymixplus.rawdata import DATASETS, GENERATED, SPLITS
+    from saliencymixplus.datasets import DATASETS, GENERATED, SPLITS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="demo", choices=DATASETS,

@@ -7,8 +7,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cfloat>
+#include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../mix_math.h"
@@ -29,75 +32,139 @@ void parallel_items(int64_t n, int64_t work_per_item, const F& f) {
   at::parallel_for(0, n, grain, f);
 }
 
-// sat (H + 1) x (W + 1) of the row-major H x W map s, summed in float64.
+// A map value as the tables and sums count it (saliency_value, mix_math.h) in the narrowest
+// type that holds it exactly: uint8 as int32, float16/bfloat16/float32 as float32, float64 as is.
 template <typename T>
-void summed_area(const T* s, int64_t height, int64_t width, double* sat) {
-  const int64_t stride = width + 1;
-  for (int64_t x = 0; x <= width; ++x) {
-    sat[x] = 0.0;
+inline auto counted(T v) {
+  if constexpr (std::is_same_v<T, uint8_t>) {
+    return static_cast<int32_t>(v);
+  } else if constexpr (std::is_same_v<T, double>) {
+    return saliency_value(v);
+  } else {
+    const float f = static_cast<float>(v);
+    const bool counts = (f > 0.0f) & (f <= FLT_MAX);
+    return counts ? f : 0.0f;
   }
-  for (int64_t y = 0; y < height; ++y) {
-    double row = 0.0;
-    sat[(y + 1) * stride] = 0.0;
-    for (int64_t x = 0; x < width; ++x) {
-      row += saliency_value(s[y * width + x]);
-      sat[(y + 1) * stride + x + 1] = sat[y * stride + x + 1] + row;
+}
+
+// The sum of a map's counted values as the label weights take it: float64 added in row-major
+// order for float maps (exact integers for uint8, where any order gives the same).
+template <typename T>
+using Sum = std::conditional_t<std::is_same_v<T, uint8_t>, int64_t, double>;
+
+// totals[b] = the sum of map b, for the maps [begin, end) of a contiguous [B, n] array: four
+// maps side by side, four independent chains of additions, each in row-major order.
+template <typename T>
+void map_sums(const T* __restrict s, int64_t n, int64_t begin, int64_t end, double* __restrict totals) {
+  constexpr int64_t kMaps = 4;
+  int64_t b = begin;
+  for (; b + kMaps <= end; b += kMaps) {
+    Sum<T> sum[kMaps] = {};
+    for (int64_t k = 0; k < n; ++k) {
+      for (int64_t m = 0; m < kMaps; ++m) {
+        sum[m] += counted(s[(b + m) * n + k]);
+      }
+    }
+    for (int64_t m = 0; m < kMaps; ++m) {
+      totals[b + m] = static_cast<double>(sum[m]);
     }
   }
-}
-
-// Sum of a row-major map over [y1, y2) x [x1, x2) of `box`, float64, in row-major order
-// (so a box over the whole map gives exactly map_sum).
-template <typename T>
-double box_sum_direct(const T* s, int64_t width, const int64_t* box) {
-  double sum = 0.0;
-  for (int64_t y = box[0]; y < box[2]; ++y) {
-    for (int64_t x = box[1]; x < box[3]; ++x) {
-      sum += saliency_value(s[y * width + x]);
+  for (; b < end; ++b) {
+    Sum<T> sum = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      sum += counted(s[b * n + k]);
     }
+    totals[b] = static_cast<double>(sum);
   }
-  return sum;
 }
 
-// Sum of all n values, float64, in order.
-template <typename T>
-double map_sum(const T* s, int64_t n) {
-  double sum = 0.0;
-  for (int64_t k = 0; k < n; ++k) {
-    sum += saliency_value(s[k]);
-  }
-  return sum;
-}
-
-// map_sum of each of the B maps of a contiguous [B, H, W] array.
+// The sums of each of the B maps of a contiguous [B, H, W] array (map_sums).
 template <typename T>
 std::vector<double> map_sums(const T* s, int64_t batch, int64_t plane) {
   std::vector<double> totals(batch);
-  parallel_items(batch, plane, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      totals[b] = map_sum(s + b * plane, plane);
-    }
-  });
+  parallel_items(batch, plane, [&](int64_t begin, int64_t end) { map_sums(s, plane, begin, end, totals.data()); });
   return totals;
+}
+
+// The sums of the target's and the source's values over [y1, y2) x [x1, x2) of `box`, each in
+// row-major order (so a box over the whole map gives exactly its map_sums), side by side.
+template <typename T>
+void box_sums(const T* __restrict target, const T* __restrict source, int64_t width, const int64_t* box,
+              double* in_target, double* in_source) {
+  Sum<T> t = 0, s = 0;
+  for (int64_t y = box[0]; y < box[2]; ++y) {
+    for (int64_t x = box[1]; x < box[3]; ++x) {
+      t += counted(target[y * width + x]);
+      s += counted(source[y * width + x]);
+    }
+  }
+  *in_target = static_cast<double>(t);
+  *in_source = static_cast<double>(s);
 }
 
 // lam_i (mix_math.h) of the target map and the source map, given their totals; `box` inside the map.
 template <typename T>
 float weight_of(const T* target, double target_total, const T* source, double source_total, const int64_t* box,
                 int64_t height, int64_t width) {
-  return label_weight(target_total, box_sum_direct(target, width, box), source_total,
-                      box_sum_direct(source, width, box), box, height, width);
+  double in_target = 0.0, in_source = 0.0;
+  box_sums(target, source, width, box, &in_target, &in_source);
+  return label_weight(target_total, in_target, source_total, in_source, box, height, width);
 }
 
-// The h x w window with the largest sum, the first in row-major order on ties.
-inline void best_window(const double* sat, int64_t height, int64_t width, int64_t h, int64_t w, int64_t* box) {
-  double best = -std::numeric_limits<double>::infinity();
+// sat (H + 1) x (W + 1) of the row-major H x W map s, rows summed first (four rows side by
+// side, each from left to right), then columns: sat[y + 1][x + 1] = sat[y][x + 1] + (row y to x).
+template <typename T, typename S>
+void summed_area(const T* __restrict s, int64_t height, int64_t width, S* __restrict sat) {
+  const int64_t stride = width + 1;
+  std::fill(sat, sat + stride, S(0));
+  constexpr int64_t kRows = 4;
+  int64_t y = 0;
+  for (; y + kRows <= height; y += kRows) {
+    S sum[kRows] = {};
+    for (int64_t r = 0; r < kRows; ++r) {
+      sat[(y + r + 1) * stride] = S(0);
+    }
+    for (int64_t x = 0; x < width; ++x) {
+      for (int64_t r = 0; r < kRows; ++r) {
+        sum[r] += static_cast<S>(counted(s[(y + r) * width + x]));
+        sat[(y + r + 1) * stride + x + 1] = sum[r];
+      }
+    }
+  }
+  for (; y < height; ++y) {
+    S sum = S(0);
+    sat[(y + 1) * stride] = S(0);
+    for (int64_t x = 0; x < width; ++x) {
+      sum += static_cast<S>(counted(s[y * width + x]));
+      sat[(y + 1) * stride + x + 1] = sum;
+    }
+  }
+  for (y = 1; y <= height; ++y) {
+    S* __restrict row = sat + y * stride;
+    const S* __restrict above = row - stride;
+    for (int64_t x = 1; x <= width; ++x) {
+      row[x] += above[x];
+    }
+  }
+}
+
+// The h x w window with the largest sum in table sat, the first in row-major order on ties
+// (a NaN sum, inf - inf of huge float64 values, never wins); `sums` holds W + 1 values.
+template <typename S>
+void best_window(const S* __restrict sat, S* __restrict sums, int64_t height, int64_t width, int64_t h, int64_t w,
+                 int64_t* box) {
+  const int64_t stride = width + 1, cols = width - w + 1;
+  S best = std::is_floating_point_v<S> ? -std::numeric_limits<S>::infinity() : std::numeric_limits<S>::lowest();
   int64_t best_y = 0, best_x = 0;
   for (int64_t y = 0; y + h <= height; ++y) {
-    for (int64_t x = 0; x + w <= width; ++x) {
-      const double v = box_sum(sat, width, y, x, y + h, x + w);
-      if (v > best) {
-        best = v;
+    const S* __restrict top = sat + y * stride;
+    const S* __restrict bottom = top + h * stride;
+    for (int64_t x = 0; x < cols; ++x) {  // box_sum (mix_math.h) of one row of windows
+      sums[x] = bottom[x + w] - top[x + w] - bottom[x] + top[x];
+    }
+    for (int64_t x = 0; x < cols; ++x) {
+      if (sums[x] > best) {
+        best = sums[x];
         best_y = y;
         best_x = x;
       }
@@ -109,19 +176,64 @@ inline void best_window(const double* sat, int64_t height, int64_t width, int64_
   box[3] = best_x + w;
 }
 
-// The flat index of the largest saliency value, the first on ties.
+// The window search of H x W maps of type T, with its table held for the next map (one per
+// thread). Tables are exact int32 for uint8 maps whose total fits, int64 for larger uint8 maps
+// (both give the boxes float64 tables give: every sum is an exact integer), float64 for float maps.
 template <typename T>
-int64_t argmax(const T* s, int64_t n) {
-  int64_t best = 0;
-  double best_value = saliency_value(s[0]);
-  for (int64_t k = 1; k < n; ++k) {
-    const double v = saliency_value(s[k]);
-    if (v > best_value) {
-      best_value = v;
-      best = k;
+class WindowFinder {
+ public:
+  WindowFinder(int64_t height, int64_t width) : height_(height), width_(width) {
+    const int64_t cells = (height + 2) * (width + 1);  // the table, then a row of window sums
+    if constexpr (std::is_same_v<T, uint8_t>) {
+      if (height * width <= std::numeric_limits<int32_t>::max() / 255) {
+        small_.resize(cells);
+      } else {
+        large_.resize(cells);
+      }
+    } else {
+      real_.resize(cells);
     }
   }
-  return best;
+
+  // box = the h x w window of `map` with the largest sum (h, w already clamped to the map).
+  void find(const T* map, int64_t h, int64_t w, int64_t* box) {
+    if (!small_.empty()) {
+      run(map, h, w, box, small_.data());
+    } else if (!large_.empty()) {
+      run(map, h, w, box, large_.data());
+    } else {
+      run(map, h, w, box, real_.data());
+    }
+  }
+
+ private:
+  template <typename S>
+  void run(const T* map, int64_t h, int64_t w, int64_t* box, S* table) {
+    summed_area(map, height_, width_, table);
+    best_window(table, table + (height_ + 1) * (width_ + 1), height_, width_, h, w, box);
+  }
+
+  int64_t height_, width_;
+  std::vector<int32_t> small_;
+  std::vector<int64_t> large_;
+  std::vector<double> real_;
+};
+
+// The flat index of the largest saliency value, the first on ties: the largest value first
+// (counted values are never NaN, so any order finds it), then where it first occurs.
+template <typename T>
+int64_t argmax(const T* __restrict s, int64_t n) {
+  auto best = counted(s[0]);
+#pragma omp simd reduction(max : best)
+  for (int64_t k = 1; k < n; ++k) {
+    best = std::max(best, counted(s[k]));
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    if (counted(s[k]) == best) {
+      return k;
+    }
+  }
+  return 0;
 }
 
 // The layout paste works in: a Tensor[B, C, H, W] contiguous either as NCHW or as NHWC,

@@ -40,7 +40,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_plus_cpu(
     const scalar_t* data = s.const_data_ptr<scalar_t>();
     const std::vector<double> totals = cpu::map_sums(data, batch, plane);
     cpu::parallel_items(batch, 3 * plane, [&](int64_t begin, int64_t end) {
-      std::vector<double> sat(peak ? 0 : (height + 1) * (width + 1));
+      cpu::WindowFinder<scalar_t> finder(peak ? 0 : height, peak ? 0 : width);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t src = source_of(p[i], i, batch);
         const int64_t bh = clamp_to(h[i], 0, height), bw = clamp_to(w[i], 0, width);
@@ -49,8 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_plus_cpu(
           const int64_t at_peak = cpu::argmax(data + src * plane, plane);
           peak_box(at_peak / width, at_peak % width, bh, bw, height, width, bx);
         } else {
-          cpu::summed_area(data + src * plane, height, width, sat.data());
-          cpu::best_window(sat.data(), height, width, bh, bw, bx);
+          finder.find(data + src * plane, bh, bw, bx);
         }
         out_lam[i] = cpu::weight_of(data + i * plane, totals[i], data + src * plane, totals[src], bx, height, width);
       }

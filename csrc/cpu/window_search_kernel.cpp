@@ -22,11 +22,9 @@ at::Tensor window_search_cpu(const at::Tensor& saliency, const at::Tensor& box_h
   AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, s.scalar_type(), "window_search_cpu", [&] {
     const scalar_t* data = s.const_data_ptr<scalar_t>();
     cpu::parallel_items(batch, 2 * height * width, [&](int64_t begin, int64_t end) {
-      std::vector<double> sat((height + 1) * (width + 1));
+      cpu::WindowFinder<scalar_t> finder(height, width);
       for (int64_t b = begin; b < end; ++b) {
-        cpu::summed_area(data + b * height * width, height, width, sat.data());
-        cpu::best_window(
-            sat.data(), height, width, clamp_to(h[b], 0, height), clamp_to(w[b], 0, width), out + 4 * b);
+        finder.find(data + b * height * width, clamp_to(h[b], 0, height), clamp_to(w[b], 0, width), out + 4 * b);
       }
     });
   });
