@@ -1,7 +1,9 @@
+#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "../checks.h"
+#include "../paste_layout.h"
 #include "kernels.cuh"
 
 namespace saliencymixplus {

@@ -1,9 +1,12 @@
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <tuple>
 
 #include "../checks.h"
+#include "../paste_layout.h"
 #include "kernels.cuh"
 
 namespace saliencymixplus {
@@ -28,10 +31,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saliency_mix_plus_cuda(
   const at::Tensor s = saliency.contiguous();
   const at::Tensor p = perm.contiguous();
   if (box == "window" && cuda::window_fits_on_chip(s)) {
-    cuda::window_on_chip(s, p, box_h.contiguous(), box_w.contiguous(), boxes, lam.data_ptr<float>());
+    cuda::window_on_chip(s, p, box_h.contiguous(), box_w.contiguous(), boxes, lam);
   } else {
-    const at::Tensor sat = cuda::summed_area_tables(s);
-    cuda::search(s, sat, p, box_h.contiguous(), box_w.contiguous(), box == "peak", boxes, lam.data_ptr<float>());
+    const bool peak = box == "peak";
+    const at::Tensor sat = peak ? at::Tensor() : cuda::summed_area_tables(s);
+    cuda::search(s, sat, p, box_h.contiguous(), box_w.contiguous(), peak, boxes);
+    cuda::label_weights(s, p, boxes, lam);
   }
   if (in.numel() > 0) {
     cuda::paste(in, mixed, p, boxes, format);

@@ -1,3 +1,4 @@
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -10,7 +11,7 @@ namespace {
 at::Tensor window_search_cuda(const at::Tensor& saliency, const at::Tensor& box_h, const at::Tensor& box_w) {
   check_search_args(saliency, box_h, box_w);
   TORCH_CHECK(saliency.is_cuda(), "saliency must be a CUDA tensor, got ", saliency.device());
-  const int64_t batch = saliency.size(0), height = saliency.size(1), width = saliency.size(2);
+  const int64_t batch = saliency.size(0);
   const c10::cuda::CUDAGuard guard(saliency.device());
   at::Tensor boxes = at::empty({batch, 4}, saliency.options().dtype(at::kLong));
   if (batch == 0) {
@@ -18,11 +19,11 @@ at::Tensor window_search_cuda(const at::Tensor& saliency, const at::Tensor& box_
   }
   const at::Tensor s = saliency.contiguous();
   if (cuda::window_fits_on_chip(s)) {
-    cuda::window_on_chip(s, at::Tensor(), box_h.contiguous(), box_w.contiguous(), boxes, nullptr);
+    cuda::window_on_chip(s, at::Tensor(), box_h.contiguous(), box_w.contiguous(), boxes, at::Tensor());
     return boxes;
   }
   const at::Tensor sat = cuda::summed_area_tables(s);
-  cuda::search(s, sat, at::Tensor(), box_h.contiguous(), box_w.contiguous(), /*peak=*/false, boxes, nullptr);
+  cuda::search(s, sat, at::Tensor(), box_h.contiguous(), box_w.contiguous(), /*peak=*/false, boxes);
   return boxes;
 }
 
