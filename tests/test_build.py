@@ -25,3 +25,10 @@ def test_extension_info_shape():
     info = saliencymixplus.extension_info()
     assert set(info) == {"loaded", "cpu", "cuda", "ops", "error"}
     assert info["loaded"] == (info["error"] is None)
+
+
+@pytest.mark.skipif(not saliencymixplus.extension_info()["loaded"], reason="the compiled extension is not built")
+def test_the_extension_registers_its_ops_and_no_other():
+    """One schema per op: the deprecated second name of the fused op (saliency_mix) is gone."""
+    registered = sorted(name for name in torch._C._dispatch_get_all_op_names() if name.startswith("saliencymixplus::"))
+    assert registered == sorted(f"saliencymixplus::{op}" for op in saliencymixplus.extension_info()["ops"])
