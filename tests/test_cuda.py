@@ -1,0 +1,498 @@
+"""The CUDA kernels against the CPU kernels, bit for bit, on the inputs most likely to break them.
+
+Every test needs a GPU and the CUDA kernels (the ``cuda`` marker; skipped without them) and
+``benchmarks/gpu_suite.sh`` runs them. The oracle is the CPU kernel of the same op, which
+tests/test_ops.py holds to the pure-PyTorch references and a brute force, and, for the label
+weights of an all-zero region, numbers worked out by hand. Ops are called through
+``torch.ops.saliencymixplus``, which checks no values: odd values mean what
+``csrc/mix_math.h`` says on both devices.
+
+What is covered: the paste over dtypes, layouts, storage offsets 0-8 (odd and unaligned
+addresses), widths 1-33; grids past their limits (70,000 images); tensors of more than 2^31
+elements where memory allows; uint8 maps either side of the shared-memory limit the device
+reports; ties; every saliency dtype, with float maps whose sums are exact in any order and maps
+whose sums are not; odd values; a side stream and a second device; fresh processes that call
+the ops in either order, or whose first call is inside a CUDA-graph capture; compute-sanitizer's
+memcheck and racecheck where the tool is installed.
+"""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import saliencymixplus
+
+from test_ops import SUM_CASES, all_inside_maps
+
+HAS_CUDA = torch.cuda.is_available() and saliencymixplus.extension_info()["cuda"]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and the CUDA kernels")]
+kernels = torch.ops.saliencymixplus
+
+SALIENCY_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]
+IMAGE_DTYPES = [torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def bits(t):
+    """The bytes of a tensor in its logical order (so NaN payloads and -0.0 count too)."""
+    t = t.detach().cpu().contiguous().reshape(-1)
+    return t.view(torch.uint8) if t.dtype != torch.bool else t.to(torch.uint8)
+
+
+def assert_same(got, expected, what=""):
+    """``got`` (from CUDA) equals ``expected`` (from the CPU kernel) bit for bit, in the same layout."""
+    assert got.is_cuda, what
+    assert got.dtype == expected.dtype and got.shape == expected.shape, (what, got.dtype, got.shape, expected.shape)
+    assert got.stride() == expected.stride(), (what, got.stride(), expected.stride())
+    assert torch.equal(bits(got), bits(expected)), (what, got.cpu(), expected)
+
+
+def on_cuda(*tensors, device="cuda"):
+    return [t.to(device) for t in tensors]
+
+
+def make_maps(b, h, w, dtype, kind, seed):
+    """Saliency ``Tensor[b, h, w]`` of ``dtype``: "rand" (float sums exact in any order on
+    both devices), "wide" (values over many binades: ordered float sums), "ints" (many ties),
+    "zeros", "constant", "odd" (NaN, inf, negative values)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "rand":
+        s = torch.rand(b, h, w, generator=g, dtype=torch.float64)
+    elif kind == "wide":
+        s = torch.exp(torch.randn(b, h, w, generator=g, dtype=torch.float64) * 12)
+    elif kind == "ints":
+        s = torch.randint(0, 3, (b, h, w), generator=g).double()
+    elif kind == "zeros":
+        s = torch.zeros(b, h, w, dtype=torch.float64)
+    elif kind == "constant":
+        s = torch.full((b, h, w), 0.75, dtype=torch.float64)
+    elif kind == "odd":
+        s = torch.randn(b, h, w, generator=g, dtype=torch.float64)
+        flat = s.view(-1)
+        picks = torch.randint(0, flat.numel(), (max(3, flat.numel() // 8),), generator=g)
+        flat[picks[0::3]], flat[picks[1::3]], flat[picks[2::3]] = float("nan"), float("inf"), -float("inf")
+    else:
+        raise ValueError(kind)
+    if dtype == torch.uint8:
+        if kind == "odd":
+            return torch.randint(0, 256, (b, h, w), generator=g, dtype=torch.uint8)
+        return (s / max(s.max().item(), 1e-300) * 255).round().to(torch.uint8)
+    return s.to(dtype)
+
+
+def size_tensors(b, h, w, kind, seed):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        return torch.randint(0, h + 1, (b,), generator=g), torch.randint(0, w + 1, (b,), generator=g)
+    if kind == "full":
+        return torch.full((b,), h), torch.full((b,), w)
+    if kind == "zero":
+        return torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long)
+    return torch.randint(-3, h + 4, (b,), generator=g), torch.randint(-3, w + 4, (b,), generator=g)  # clamped
+
+
+def random_boxes(b, h, w, seed, odd=False):
+    g = torch.Generator().manual_seed(seed)
+    if odd:  # outside the image, inverted: clamped by the kernels
+        return torch.randint(-4, max(h, w) + 5, (b, 4), generator=g)
+    y = torch.sort(torch.randint(0, h + 1, (b, 2), generator=g), 1).values
+    x = torch.sort(torch.randint(0, w + 1, (b, 2), generator=g), 1).values
+    return torch.stack([y[:, 0], x[:, 0], y[:, 1], x[:, 1]], 1)
+
+
+def check_search_ops(s, perm, box_h, box_w, device="cuda"):
+    """window_search, peak_boxes, label_weights and the fused op (window and peak) on ``device``
+    equal the CPU kernels bit for bit on the CPU tensors given."""
+    images = torch.rand(s.shape[0], 2, s.shape[1], s.shape[2], generator=torch.Generator().manual_seed(3))
+    d_s, d_perm, d_h, d_w, d_images = on_cuda(s, perm, box_h, box_w, images, device=device)
+    boxes = kernels.window_search(s, box_h, box_w)
+    assert_same(kernels.window_search(d_s, d_h, d_w), boxes, "window_search")
+    assert_same(kernels.peak_boxes(d_s, d_h, d_w), kernels.peak_boxes(s, box_h, box_w), "peak_boxes")
+    assert_same(kernels.label_weights(d_s, d_perm, boxes.to(device)), kernels.label_weights(s, perm, boxes),
+                "label_weights")
+    for box in ("window", "peak"):
+        expected = kernels.saliency_mix_plus(images, s, perm, box_h, box_w, box)
+        got = kernels.saliency_mix_plus(d_images, d_s, d_perm, d_h, d_w, box)
+        for name, a, b in zip(("mixed", "boxes", "lam"), got, expected):
+            assert_same(a, b, f"saliency_mix_plus {box} {name}")
+
+
+def run_fresh(script, timeout=300, prefix=(), env=None):
+    """Runs ``script`` in a new Python process (the package and path of this one) and returns its
+    output; it must exit 0. ``prefix``: a command to run Python under (compute-sanitizer);
+    ``env``: variables to add."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **(env or {})}
+    code = textwrap.dedent(FRESH_PRELUDE) + textwrap.dedent(script)
+    p = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                       env=env)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    return p.stdout + p.stderr
+
+
+FRESH_PRELUDE = """
+    import torch
+    import saliencymixplus
+    k = torch.ops.saliencymixplus
+
+    def same(a, b, what):
+        assert a.dtype == b.dtype and a.shape == b.shape, what
+        assert torch.equal(a.cpu().contiguous().reshape(-1).view(torch.uint8),
+                           b.contiguous().reshape(-1).view(torch.uint8)), (what, a, b)
+
+    def inputs(b, h, w, seed, dtype=torch.uint8):
+        g = torch.Generator().manual_seed(seed)
+        s = torch.rand(b, h, w, generator=g)
+        s = (s * 255).to(torch.uint8) if dtype == torch.uint8 else s.to(dtype)
+        return (torch.rand(b, 3, h, w, generator=g), s, torch.randperm(b, generator=g),
+                torch.randint(0, h + 1, (b,), generator=g), torch.randint(0, w + 1, (b,), generator=g))
+"""
+
+
+# -------------------------------------------------------------------- label weights
+
+
+@pytest.mark.parametrize("dtype,scale,spread", SUM_CASES, ids=lambda v: str(v).replace("torch.", ""))
+def test_label_weights_of_a_region_without_saliency(dtype, scale, spread):
+    """Issue 21's case (tests/test_ops.py): all of target 0's saliency lies in the box and its
+    source has none there, so a = 0 and b = 0 and the area rule 1 - 9/64; image 1 keeps all of
+    its saliency and receives all of map 0's: 0.5. The cases reach both ways the CUDA kernel
+    sums a float map (a tree where the sums are exact in any order, else in row-major order)."""
+    s = all_inside_maps(dtype, scale, spread)
+    perm, boxes = torch.tensor([1, 0]), torch.tensor([[3, 3, 6, 6]] * 2)
+    lam = kernels.label_weights(*on_cuda(s, perm, boxes))
+    assert lam.cpu().tolist() == [1 - 9 / 64, 0.5]
+    assert_same(lam, kernels.label_weights(s, perm, boxes))
+    images = torch.rand(2, 3, 8, 8)
+    for box in ("window", "peak"):
+        expected = kernels.saliency_mix_plus(images, s, perm, torch.tensor([3, 3]), torch.tensor([3, 3]), box)
+        got = kernels.saliency_mix_plus(*on_cuda(images, s, perm, torch.tensor([3, 3]), torch.tensor([3, 3])), box)
+        for name, a, b in zip(("mixed", "boxes", "lam"), got, expected):
+            assert_same(a, b, (box, name))
+
+
+# ---------------------------------------------------------------------------- paste
+
+
+def offset_images(shape, dtype, layout, offset, seed):
+    """The same ``Tensor[B, C, H, W]`` of ``dtype`` on the CPU and on the GPU, its first element
+    ``offset`` elements into its storage on both (so an odd or unaligned ``data_ptr``): "nchw",
+    "channels_last" or "strided" (every other column of a wider tensor)."""
+    b, c, h, w = shape
+    g = torch.Generator().manual_seed(seed)
+    wide = 2 * w if layout == "strided" else w
+    base = torch.rand(offset + b * c * h * wide, generator=g)
+    if dtype == torch.bool:
+        base = base > 0.5
+    elif not dtype.is_floating_point:
+        base = (base * 250).to(dtype)
+    else:
+        base = base.to(dtype)
+    stride = {"nchw": (c * h * w, h * w, w, 1), "channels_last": (h * w * c, 1, w * c, c),
+              "strided": (c * h * wide, h * wide, wide, 2)}[layout]
+    return base.as_strided(shape, stride, offset), base.cuda().as_strided(shape, stride, offset)
+
+
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_paste_equals_the_cpu_kernel_at_every_offset_and_width(dtype, layout):
+    perm = torch.tensor([2, 0, 1])
+    for offset in range(9):
+        for width in range(1, 34):
+            images, d_images = offset_images((3, 2, 5, width), dtype, layout, offset, seed=offset * 40 + width)
+            assert d_images.storage_offset() == images.storage_offset() == offset
+            boxes = random_boxes(3, 5, width, seed=width)
+            boxes[0] = torch.tensor([1, width // 3, 4, width - width // 4])  # x1 odd or even as width runs
+            assert_same(kernels.paste(d_images, perm.cuda(), boxes.cuda()), kernels.paste(images, perm, boxes),
+                        (offset, width))
+            s = torch.rand(3, 5, width, generator=torch.Generator().manual_seed(width))
+            sizes = torch.tensor([2, 5, 0]), torch.tensor([1, width, width // 2])
+            expected = kernels.saliency_mix_plus(images, s, perm, *sizes, "window")
+            got = kernels.saliency_mix_plus(d_images, *on_cuda(s, perm, *sizes), "window")
+            for a, b in zip(got, expected):
+                assert_same(a, b, (offset, width))
+
+
+def test_paste_boxes_out_of_the_image_and_perm_out_of_range():
+    images = torch.rand(6, 3, 9, 11)
+    perm = torch.tensor([5, -1, 9, 0, 2, 6])  # out of range: the image itself
+    boxes = random_boxes(6, 9, 11, seed=4, odd=True)
+    assert_same(kernels.paste(*on_cuda(images, perm, boxes)), kernels.paste(images, perm, boxes))
+
+
+# ------------------------------------------------------------- every dtype and shape
+
+
+@pytest.mark.parametrize("dtype", SALIENCY_DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["rand", "wide", "ints", "zeros", "constant"])
+def test_search_and_weights_equal_the_cpu_kernels(dtype, kind):
+    for b, h, w in [(1, 1, 1), (3, 1, 17), (4, 13, 1), (5, 9, 13), (6, 31, 17), (4, 32, 32), (2, 64, 48)]:
+        s = make_maps(b, h, w, dtype, kind, seed=b * h + w)
+        for sizes in ("random", "full", "zero", "clamped"):
+            box_h, box_w = size_tensors(b, h, w, sizes, seed=h)
+            check_search_ops(s, torch.randperm(b, generator=torch.Generator().manual_seed(w)), box_h, box_w)
+
+
+@pytest.mark.parametrize("dtype", SALIENCY_DTYPES, ids=str)
+def test_ties_go_to_the_first_box_on_both_devices(dtype):
+    for kind in ("zeros", "constant", "ints"):
+        s = make_maps(8, 20, 24, dtype, kind, seed=5)
+        box_h, box_w = size_tensors(8, 20, 24, "random", seed=6)
+        check_search_ops(s, torch.arange(8).flip(0), box_h, box_w)
+    boxes = kernels.window_search(make_maps(2, 20, 24, dtype, "zeros", seed=0).cuda(), torch.tensor([4, 20]).cuda(),
+                                  torch.tensor([5, 24]).cuda())
+    assert boxes.cpu().tolist() == [[0, 0, 4, 5], [0, 0, 20, 24]]
+
+
+@pytest.mark.parametrize("dtype", SALIENCY_DTYPES, ids=str)
+def test_odd_values_mean_the_same_on_both_devices(dtype):
+    """NaN, inf and negative saliency count as 0, perm values out of range mean the image
+    itself, boxes and box sizes are clamped: what ops.py's check=False lets through."""
+    s = make_maps(7, 12, 15, dtype, "odd", seed=8)
+    perm = torch.tensor([3, -2, 7, 100, 0, 6, 1])
+    box_h, box_w = size_tensors(7, 12, 15, "clamped", seed=9)
+    check_search_ops(s, perm, box_h, box_w)
+    boxes = random_boxes(7, 12, 15, seed=10, odd=True)
+    assert_same(kernels.label_weights(*on_cuda(s, perm, boxes)), kernels.label_weights(s, perm, boxes))
+
+
+def test_huge_float64_values_whose_window_sums_overflow():
+    s = torch.full((3, 6, 7), 1e308, dtype=torch.float64)
+    s[1] = torch.rand(6, 7, dtype=torch.float64) * 1e308
+    check_search_ops(s, torch.tensor([2, 0, 1]), torch.tensor([3, 6, 2]), torch.tensor([4, 7, 1]))
+
+
+# --------------------------------------------------------------------- grid limits
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8], ids=str)
+def test_70000_small_images(dtype):
+    """More images than one grid dimension of the paste (65,535) and many blocks per search."""
+    b, h, w = 70_000, 4, 5
+    s = make_maps(b, h, w, dtype, "rand", seed=11)
+    perm = torch.randperm(b, generator=torch.Generator().manual_seed(12))
+    box_h, box_w = size_tensors(b, h, w, "random", seed=13)
+    check_search_ops(s, perm, box_h, box_w)
+    images = torch.rand(b, 3, h, w)
+    boxes = kernels.window_search(s[perm], box_h, box_w)
+    assert_same(kernels.paste(*on_cuda(images, perm, boxes)), kernels.paste(images, perm, boxes))
+
+
+def free_bytes():
+    """Free device memory and available host memory, bytes."""
+    device_free = torch.cuda.mem_get_info()[0]
+    host_free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return device_free, host_free
+
+
+def test_images_of_more_than_2_31_elements():
+    shape = (2_800, 3, 512, 512)  # 2.2e9 uint8 elements
+    n = math.prod(shape)
+    assert n > 2**31
+    device_free, host_free = free_bytes()
+    if device_free < 6 * n or host_free < 5 * n:  # on the GPU: images, mixed, maps, their float64 tables
+        pytest.skip(f"needs {6 * n / 1e9:.1f} GB on the GPU and {5 * n / 1e9:.1f} GB of host memory")
+    g = torch.Generator().manual_seed(14)
+    images = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    perm = torch.randperm(shape[0], generator=g)
+    boxes = random_boxes(shape[0], 512, 512, seed=15)
+    boxes[-1] = torch.tensor([0, 0, 512, 512])  # the last image, past element 2^31, pasted whole
+    expected = kernels.paste(images, perm, boxes)
+    got = kernels.paste(*on_cuda(images, perm, boxes))
+    assert torch.equal(got.cpu(), expected)
+    del got, expected
+    s = (torch.rand(shape[0], 512, 512, generator=g) * 255).to(torch.uint8)
+    box_h, box_w = size_tensors(shape[0], 512, 512, "random", seed=16)
+    expected = kernels.saliency_mix_plus(images, s, perm, box_h, box_w, "window")
+    got = kernels.saliency_mix_plus(*on_cuda(images, s, perm, box_h, box_w), "window")
+    for a, b in zip(got, expected):
+        assert torch.equal(a.cpu(), b)
+
+
+def test_saliency_of_more_than_2_31_elements():
+    shape = (149_200, 120, 120)  # uint8 maps whose tables fit on chip after the grant (sm80 and later)
+    n = math.prod(shape)
+    assert n > 2**31
+    device_free, host_free = free_bytes()
+    if device_free < 2 * n or host_free < 3 * n:
+        pytest.skip(f"needs {2 * n / 1e9:.1f} GB on the GPU and {3 * n / 1e9:.1f} GB of host memory")
+    g = torch.Generator().manual_seed(17)
+    s = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    perm = torch.randperm(shape[0], generator=g)
+    box_h, box_w = size_tensors(shape[0], 120, 120, "random", seed=18)
+    d_s, d_perm, d_h, d_w = on_cuda(s, perm, box_h, box_w)
+    boxes = kernels.window_search(s, box_h, box_w)
+    assert_same(kernels.window_search(d_s, d_h, d_w), boxes)
+    assert_same(kernels.label_weights(d_s, d_perm, boxes.cuda()), kernels.label_weights(s, perm, boxes))
+
+
+# ----------------------------------------------------------- the shared-memory limit
+
+
+def shared_memory_optin(device=0):
+    optin = getattr(torch.cuda.get_device_properties(device), "shared_memory_per_block_optin", 0)
+    if not optin:
+        pytest.skip("this torch does not report the GPU's opt-in shared memory per block")
+    return optin
+
+
+def test_uint8_maps_either_side_of_the_shared_memory_limit():
+    """uint8 maps whose int32 table ((H + 1) x (W + 1) x 4 bytes) just fits the device's opt-in
+    shared memory less the kernel's own (a few kB) take the on-chip path, larger ones the
+    float64 tables in global memory; both must give the CPU's boxes and weights. The sizes run
+    over the whole range where the boundary can be (e.g. 236x236 fits on an H100, 237x237 does
+    not; 1 x 28287 fits)."""
+    optin = shared_memory_optin()
+    side = math.isqrt(optin // 4) - 1  # the largest square whose table fits with no static memory
+    for size in range(side - 9, side + 2):
+        s = make_maps(3, size, size, torch.uint8, "rand", seed=size)
+        box_h, box_w = size_tensors(3, size, size, "random", seed=size + 1)
+        check_search_ops(s, torch.tensor([1, 2, 0]), box_h, box_w)
+    widest = optin // 8 - 1  # 1 x W: (1 + 1) x (W + 1) x 4 bytes
+    for width in range(widest - 1600, widest + 2):
+        s = make_maps(2, 1, width, torch.uint8, "rand", seed=width)
+        box_h, box_w = torch.tensor([1, 0]), torch.tensor([width // 3, width])
+        d_s, d_h, d_w = on_cuda(s, box_h, box_w)
+        boxes = kernels.window_search(s, box_h, box_w)
+        assert_same(kernels.window_search(d_s, d_h, d_w), boxes, width)
+        perm = torch.tensor([1, 0])
+        images = torch.rand(2, 1, 1, width)
+        expected = kernels.saliency_mix_plus(images, s, perm, box_h, box_w, "window")
+        got = kernels.saliency_mix_plus(*on_cuda(images, s, perm, box_h, box_w), "window")
+        for a, b in zip(got, expected):
+            assert_same(a, b, width)
+
+
+# ---------------------------------------------------------- streams and devices
+
+
+def test_ops_on_a_side_stream():
+    s = make_maps(16, 40, 36, torch.uint8, "rand", seed=19)
+    f = make_maps(16, 40, 36, torch.float32, "wide", seed=20)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(21))
+    box_h, box_w = size_tensors(16, 40, 36, "random", seed=22)
+    images = torch.rand(16, 3, 40, 36)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        for maps in (s, f):
+            d = on_cuda(images, maps, perm, box_h, box_w)
+            got = [kernels.saliency_mix_plus(*d, box) for box in ("window", "peak")]
+            got.append(kernels.label_weights(d[1], d[2], got[0][1]))
+            side.synchronize()
+            for box, result in zip(("window", "peak"), got):
+                for a, b in zip(result, kernels.saliency_mix_plus(images, maps, perm, box_h, box_w, box)):
+                    assert_same(a, b, box)
+            assert_same(got[2], kernels.label_weights(maps, perm, got[0][1].cpu()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_ops_on_a_second_device_while_the_first_is_current():
+    torch.cuda.set_device(0)
+    s = make_maps(6, 230, 230, torch.uint8, "rand", seed=23)  # the table needs the opt-in on device 1
+    box_h, box_w = size_tensors(6, 230, 230, "random", seed=24)
+    check_search_ops(s, torch.randperm(6, generator=torch.Generator().manual_seed(25)), box_h, box_w,
+                     device="cuda:1")
+
+
+# ------------------------------------------------------------------ fresh processes
+
+
+@pytest.mark.parametrize("first", ["window_search", "saliency_mix_plus", "label_weights"])
+def test_a_fresh_process_calls_the_ops_in_any_order(first):
+    """The first call of a process grants the on-chip kernel its shared memory, whichever op
+    makes it; maps of 32x32 fit without the grant, 200x200 need it."""
+    run_fresh(f"""
+        first = {first!r}
+        for size in (200, 32):
+            x, s, p, h, w = inputs(8, size, size, seed=size)
+            d = [t.cuda() for t in (x, s, p, h, w)]
+            boxes = k.window_search(s[p], h, w)
+            order = ["window_search", "saliency_mix_plus", "label_weights"]
+            order.remove(first)
+            for op in [first] + order:
+                if op == "window_search":
+                    same(k.window_search(d[1][d[2]], d[3], d[4]), boxes, op)
+                elif op == "label_weights":
+                    same(k.label_weights(d[1], d[2], boxes.cuda()), k.label_weights(s, p, boxes), op)
+                else:
+                    for a, b in zip(k.saliency_mix_plus(*d, "window"), k.saliency_mix_plus(x, s, p, h, w, "window")):
+                        same(a, b, op)
+        print("ok")
+    """)
+
+
+def test_first_op_call_inside_a_cuda_graph_capture():
+    """The op's first call in the process is captured (no shared-memory grant may happen
+    then: the tables go to global memory), replayed on new inputs copied in place, then called
+    eagerly (the grant happens) and captured again; every result equals the CPU kernel's."""
+    out = run_fresh("""
+        results = []
+        for size in (200, 32):  # 200x200 uint8 tables need the grant, 32x32 do not
+            x, s, p, h, w = inputs(8, size, size, seed=size)
+            d = [t.cuda() for t in (x, s, p, h, w)]
+            torch.cuda.synchronize()
+            for round in range(2):
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    got = k.saliency_mix_plus(*d, "window")
+                    boxes = k.window_search(d[1], d[3], d[4])
+                for replay in range(2):
+                    x, s, p, h, w = inputs(8, size, size, seed=size + 10 * round + replay + 1)
+                    for dst, src in zip(d, (x, s, p, h, w)):
+                        dst.copy_(src)
+                    graph.replay()
+                    torch.cuda.synchronize()
+                    for a, b in zip(got, k.saliency_mix_plus(x, s, p, h, w, "window")):
+                        same(a, b, (size, round, replay))
+                    same(boxes, k.window_search(s, h, w), (size, round, replay))
+                for a, b in zip(k.saliency_mix_plus(*d, "window"), k.saliency_mix_plus(x, s, p, h, w, "window")):
+                    same(a, b, (size, round, "eager"))
+        print("captured and replayed")
+    """)
+    assert "captured and replayed" in out
+
+
+def sanitizer():
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    found = shutil.which("compute-sanitizer")
+    if found is None and CUDA_HOME and (Path(CUDA_HOME) / "bin" / "compute-sanitizer").exists():
+        found = str(Path(CUDA_HOME) / "bin" / "compute-sanitizer")
+    if found is None:
+        pytest.skip("compute-sanitizer is not installed with this CUDA (needs a CUDA GPU toolkit)")
+    return found
+
+
+SANITIZED_CASE = """
+    for dtype, size in ((torch.uint8, 24), (torch.uint8, 120), (torch.float32, 17), (torch.float64, 9)):
+        x, s, p, h, w = inputs(5, size, size, seed=size, dtype=dtype)
+        d = [t.cuda() for t in (x, s, p, h, w)]
+        for box in ("window", "peak"):
+            for a, b in zip(k.saliency_mix_plus(*d, box), k.saliency_mix_plus(x, s, p, h, w, box)):
+                same(a, b, (dtype, size, box))
+        boxes = k.window_search(s, h, w)
+        same(k.label_weights(d[1], d[2], boxes.cuda()), k.label_weights(s, p, boxes), (dtype, size))
+    base = torch.rand(32 * 6 * 7 * 9 + 1).half()  # one element in: an unaligned address
+    x, xd = base[1:].view(32, 6, 7, 9), base.cuda()[1:].view(32, 6, 7, 9)
+    p = torch.randperm(32)
+    b = torch.tensor([[1, 2, 6, 7]] * 32)
+    same(k.paste(xd, p.cuda(), b.cuda()), k.paste(x, p, b), "paste")
+    print("sanitized case done")
+"""
+
+
+@pytest.mark.parametrize("tool", ["memcheck", "racecheck"])
+def test_compute_sanitizer(tool):
+    out = run_fresh(SANITIZED_CASE, timeout=600,
+                    prefix=(sanitizer(), "--tool", tool, "--error-exitcode", "3", "--print-limit", "20"),
+                    env={"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"})  # one allocation per tensor: exact bounds
+    assert "sanitized case done" in out
+    assert "ERROR SUMMARY: 0 errors" in out or "RACECHECK SUMMARY: 0 hazards" in out, out[-3000:]
