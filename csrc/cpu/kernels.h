@@ -47,55 +47,88 @@ inline auto counted(T v) {
   }
 }
 
+// Whether every value of a float32 map counts as itself (0 <= v <= FLT_MAX: no NaN, no
+// infinity; -0.0 adds as 0.0 does), so that a loop over it may skip the test of each value
+// (one vectorized pass). Maps of other types: false.
+template <typename T>
+bool counts_as_is(const T* __restrict s, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    int as_is = 1;
+    for (int64_t k = 0; k < n; ++k) {
+      as_is &= (s[k] >= 0.0f) & (s[k] <= FLT_MAX);
+    }
+    return as_is != 0;
+  } else {
+    return false;
+  }
+}
+
+// counted(v), or v itself where the map counts as is.
+template <bool AsIs, typename T>
+inline auto value_of(T v) {
+  if constexpr (AsIs) {
+    return v;
+  } else {
+    return counted(v);
+  }
+}
+
 // The sum of a map's counted values as the label weights take it: float64 added in row-major
 // order for float maps (exact integers for uint8, where any order gives the same).
 template <typename T>
 using Sum = std::conditional_t<std::is_same_v<T, uint8_t>, int64_t, double>;
 
-// totals[b] = the sum of map b, for the maps [begin, end) of a contiguous [B, n] array: four
-// maps side by side, four independent chains of additions, each in row-major order.
-template <typename T>
-void map_sums(const T* __restrict s, int64_t n, int64_t begin, int64_t end, double* __restrict totals) {
-  constexpr int64_t kMaps = 4;
-  int64_t b = begin;
-  for (; b + kMaps <= end; b += kMaps) {
-    Sum<T> sum[kMaps] = {};
-    for (int64_t k = 0; k < n; ++k) {
-      for (int64_t m = 0; m < kMaps; ++m) {
-        sum[m] += counted(s[(b + m) * n + k]);
-      }
-    }
+// totals[b] = the sum of map b of a contiguous [B, n] array, in row-major order, for the maps
+// [begin, begin + kMaps): four maps side by side (four independent chains of additions).
+constexpr int64_t kMaps = 4;
+
+template <bool AsIs, typename T>
+void four_map_sums(const T* __restrict s, int64_t n, int64_t begin, double* __restrict totals) {
+  Sum<T> sum[kMaps] = {};
+  for (int64_t k = 0; k < n; ++k) {
     for (int64_t m = 0; m < kMaps; ++m) {
-      totals[b + m] = static_cast<double>(sum[m]);
+      sum[m] += value_of<AsIs>(s[(begin + m) * n + k]);
     }
   }
-  for (; b < end; ++b) {
-    Sum<T> sum = 0;
-    for (int64_t k = 0; k < n; ++k) {
-      sum += counted(s[b * n + k]);
-    }
-    totals[b] = static_cast<double>(sum);
+  for (int64_t m = 0; m < kMaps; ++m) {
+    totals[begin + m] = static_cast<double>(sum[m]);
   }
 }
 
-// The sums of each of the B maps of a contiguous [B, H, W] array (map_sums).
+// The sum of each of the B maps of a contiguous [B, H, W] array, each in row-major order.
 template <typename T>
 std::vector<double> map_sums(const T* s, int64_t batch, int64_t plane) {
   std::vector<double> totals(batch);
-  parallel_items(batch, plane, [&](int64_t begin, int64_t end) { map_sums(s, plane, begin, end, totals.data()); });
+  parallel_items(batch, plane, [&](int64_t begin, int64_t end) {
+    int64_t b = begin;
+    for (; b + kMaps <= end; b += kMaps) {
+      if (counts_as_is(s + b * plane, kMaps * plane)) {
+        four_map_sums<true>(s, plane, b, totals.data());
+      } else {
+        four_map_sums<false>(s, plane, b, totals.data());
+      }
+    }
+    for (; b < end; ++b) {
+      Sum<T> sum = 0;
+      for (int64_t k = 0; k < plane; ++k) {
+        sum += counted(s[b * plane + k]);
+      }
+      totals[b] = static_cast<double>(sum);
+    }
+  });
   return totals;
 }
 
 // The sums of the target's and the source's values over [y1, y2) x [x1, x2) of `box`, each in
 // row-major order (so a box over the whole map gives exactly its map_sums), side by side.
-template <typename T>
+template <bool AsIs, typename T>
 void box_sums(const T* __restrict target, const T* __restrict source, int64_t width, const int64_t* box,
               double* in_target, double* in_source) {
   Sum<T> t = 0, s = 0;
   for (int64_t y = box[0]; y < box[2]; ++y) {
     for (int64_t x = box[1]; x < box[3]; ++x) {
-      t += counted(target[y * width + x]);
-      s += counted(source[y * width + x]);
+      t += value_of<AsIs>(target[y * width + x]);
+      s += value_of<AsIs>(source[y * width + x]);
     }
   }
   *in_target = static_cast<double>(t);
@@ -107,13 +140,17 @@ template <typename T>
 float weight_of(const T* target, double target_total, const T* source, double source_total, const int64_t* box,
                 int64_t height, int64_t width) {
   double in_target = 0.0, in_source = 0.0;
-  box_sums(target, source, width, box, &in_target, &in_source);
+  if (counts_as_is(target, height * width) && counts_as_is(source, height * width)) {
+    box_sums<true>(target, source, width, box, &in_target, &in_source);
+  } else {
+    box_sums<false>(target, source, width, box, &in_target, &in_source);
+  }
   return label_weight(target_total, in_target, source_total, in_source, box, height, width);
 }
 
-// sat (H + 1) x (W + 1) of the row-major H x W map s, rows summed first (four rows side by
-// side, each from left to right), then columns: sat[y + 1][x + 1] = sat[y][x + 1] + (row y to x).
-template <typename T, typename S>
+// sat (H + 1) x (W + 1) of the row-major H x W map s: sat[y + 1][x + 1] = sat[y][x + 1] + (row y
+// summed from the left to x), four rows side by side (four chains of additions at a time).
+template <bool AsIs, typename T, typename S>
 void summed_area(const T* __restrict s, int64_t height, int64_t width, S* __restrict sat) {
   const int64_t stride = width + 1;
   std::fill(sat, sat + stride, S(0));
@@ -126,8 +163,8 @@ void summed_area(const T* __restrict s, int64_t height, int64_t width, S* __rest
     }
     for (int64_t x = 0; x < width; ++x) {
       for (int64_t r = 0; r < kRows; ++r) {
-        sum[r] += static_cast<S>(counted(s[(y + r) * width + x]));
-        sat[(y + r + 1) * stride + x + 1] = sum[r];
+        sum[r] += static_cast<S>(value_of<AsIs>(s[(y + r) * width + x]));
+        sat[(y + r + 1) * stride + x + 1] = sat[(y + r) * stride + x + 1] + sum[r];
       }
     }
   }
@@ -135,15 +172,8 @@ void summed_area(const T* __restrict s, int64_t height, int64_t width, S* __rest
     S sum = S(0);
     sat[(y + 1) * stride] = S(0);
     for (int64_t x = 0; x < width; ++x) {
-      sum += static_cast<S>(counted(s[y * width + x]));
-      sat[(y + 1) * stride + x + 1] = sum;
-    }
-  }
-  for (y = 1; y <= height; ++y) {
-    S* __restrict row = sat + y * stride;
-    const S* __restrict above = row - stride;
-    for (int64_t x = 1; x <= width; ++x) {
-      row[x] += above[x];
+      sum += static_cast<S>(value_of<AsIs>(s[y * width + x]));
+      sat[(y + 1) * stride + x + 1] = sat[y * stride + x + 1] + sum;
     }
   }
 }
@@ -209,7 +239,11 @@ class WindowFinder {
  private:
   template <typename S>
   void run(const T* map, int64_t h, int64_t w, int64_t* box, S* table) {
-    summed_area(map, height_, width_, table);
+    if (counts_as_is(map, height_ * width_)) {
+      summed_area<true>(map, height_, width_, table);
+    } else {
+      summed_area<false>(map, height_, width_, table);
+    }
     best_window(table, table + (height_ + 1) * (width_ + 1), height_, width_, h, w, box);
   }
 
