@@ -1,9 +1,11 @@
 """The CUDA kernels against the CPU kernels, bit for bit, on the inputs most likely to break them.
 
-Every test needs a GPU and the CUDA kernels (the ``cuda`` marker; skipped without them) and
-``benchmarks/gpu_suite.sh`` runs them. The oracle is the CPU kernel of the same op, which
-tests/test_ops.py holds to the pure-PyTorch references and a brute force, and, for the label
-weights of an all-zero region, numbers worked out by hand. Ops are called through
+Every test but one needs a GPU and the CUDA kernels (the ``cuda`` marker; skipped without them)
+and ``benchmarks/gpu_suite.sh`` runs them. The oracle is the CPU kernel of the same op, which
+tests/test_ops.py holds to the pure-PyTorch references and a brute force, and which the one CPU
+test here holds to the order of its label-weight sums (float64, one value at a time, row-major:
+the order the CUDA kernels must reproduce); for the label weights of an all-zero region, numbers
+worked out by hand. Ops are called through
 ``torch.ops.saliencymixplus``, which checks no values: odd values mean what
 ``csrc/mix_math.h`` says on both devices.
 
@@ -31,8 +33,9 @@ import saliencymixplus
 
 from test_ops import SUM_CASES, all_inside_maps
 
+HAS_OPS = saliencymixplus.extension_info()["loaded"]
 HAS_CUDA = torch.cuda.is_available() and saliencymixplus.extension_info()["cuda"]
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and the CUDA kernels")]
+needs_gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and the CUDA kernels")  # conftest adds `cuda`
 kernels = torch.ops.saliencymixplus
 
 SALIENCY_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]
@@ -160,6 +163,7 @@ FRESH_PRELUDE = """
 # -------------------------------------------------------------------- label weights
 
 
+@needs_gpu
 @pytest.mark.parametrize("dtype,scale,spread", SUM_CASES, ids=lambda v: str(v).replace("torch.", ""))
 def test_label_weights_of_a_region_without_saliency(dtype, scale, spread):
     """Issue 21's case (tests/test_ops.py): all of target 0's saliency lies in the box and its
@@ -177,6 +181,59 @@ def test_label_weights_of_a_region_without_saliency(dtype, scale, spread):
         got = kernels.saliency_mix_plus(*on_cuda(images, s, perm, torch.tensor([3, 3]), torch.tensor([3, 3])), box)
         for name, a, b in zip(("mixed", "boxes", "lam"), got, expected):
             assert_same(a, b, (box, name))
+
+
+def ordered_weight(target, source, box):
+    """lam of one image by hand, as the kernels must take it: Python floats (float64) added one
+    at a time in row-major order (the map's total, and the box's sums), then the rule of
+    csrc/mix_math.h (area rule where a total or a + b is 0), rounded to float32."""
+    height, width = target.shape
+    y1, x1, y2, x2 = box
+
+    def counted(v):
+        return v if 0 < v < math.inf else 0.0
+
+    t, s = target.double().tolist(), source.double().tolist()
+    total_t = total_s = in_t = in_s = 0.0
+    for y in range(height):
+        for x in range(width):
+            total_t += counted(t[y][x])
+            total_s += counted(s[y][x])
+            if y1 <= y < y2 and x1 <= x < x2:
+                in_t += counted(t[y][x])
+                in_s += counted(s[y][x])
+    lam = 1.0 - (y2 - y1) * (x2 - x1) / (height * width)
+    if total_t > 0 and total_s > 0:
+        a, b = (total_t - in_t) / total_t, in_s / total_s
+        if a + b > 0 and math.isfinite(a / (a + b)):
+            lam = a / (a + b)
+    return torch.tensor(lam, dtype=torch.float32)
+
+
+@pytest.mark.skipif(not HAS_OPS, reason="the compiled extension is not built")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.uint8], ids=str)
+def test_label_weight_sums_are_taken_in_row_major_order(dtype):
+    """On the CPU. Even images keep their saliency in the box and almost none (1e-12 of it, over
+    many binades) outside; odd ones the other way round; each receives from the next. Then an
+    even image's a and b are small differences of large sums, and another order of the
+    additions (column-major, say) changes several of the 16 in the last float32 bit or more."""
+    g = torch.Generator().manual_seed(26)
+    b, h, w, box = 32, 12, 10, (3, 2, 9, 8)
+    s = torch.exp(torch.randn(b, h, w, generator=g, dtype=torch.float64) * (2 if dtype == torch.float16 else 8))
+    inside = torch.zeros(h, w, dtype=torch.bool)
+    inside[box[0]:box[2], box[1]:box[3]] = True
+    s[0::2, ~inside] *= 1e-12
+    s[1::2, inside] *= 1e-12
+    s = (s / s.max() * 255).round().to(dtype) if dtype == torch.uint8 else s.to(dtype)
+    perm = (torch.arange(b) + 1) % b
+    boxes = torch.tensor([box] * b)
+    expected = torch.stack([ordered_weight(s[i], s[int(perm[i])], box) for i in range(b)])
+    assert torch.equal(kernels.label_weights(s, perm, boxes).view(torch.int32), expected.view(torch.int32))
+    lam = kernels.saliency_mix_plus(torch.rand(b, 1, h, w), s, perm, torch.full((b,), 6), torch.full((b,), 6),
+                                    "window")[2]
+    fused_boxes = kernels.window_search(s[perm], torch.full((b,), 6), torch.full((b,), 6))
+    expected = torch.stack([ordered_weight(s[i], s[int(perm[i])], fused_boxes[i].tolist()) for i in range(b)])
+    assert torch.equal(lam.view(torch.int32), expected.view(torch.int32))
 
 
 # ---------------------------------------------------------------------------- paste
@@ -201,6 +258,7 @@ def offset_images(shape, dtype, layout, offset, seed):
     return base.as_strided(shape, stride, offset), base.cuda().as_strided(shape, stride, offset)
 
 
+@needs_gpu
 @pytest.mark.parametrize("dtype", IMAGE_DTYPES, ids=str)
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
 def test_paste_equals_the_cpu_kernel_at_every_offset_and_width(dtype, layout):
@@ -221,6 +279,7 @@ def test_paste_equals_the_cpu_kernel_at_every_offset_and_width(dtype, layout):
                 assert_same(a, b, (offset, width))
 
 
+@needs_gpu
 def test_paste_boxes_out_of_the_image_and_perm_out_of_range():
     images = torch.rand(6, 3, 9, 11)
     perm = torch.tensor([5, -1, 9, 0, 2, 6])  # out of range: the image itself
@@ -231,6 +290,7 @@ def test_paste_boxes_out_of_the_image_and_perm_out_of_range():
 # ------------------------------------------------------------- every dtype and shape
 
 
+@needs_gpu
 @pytest.mark.parametrize("dtype", SALIENCY_DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["rand", "wide", "ints", "zeros", "constant"])
 def test_search_and_weights_equal_the_cpu_kernels(dtype, kind):
@@ -241,6 +301,7 @@ def test_search_and_weights_equal_the_cpu_kernels(dtype, kind):
             check_search_ops(s, torch.randperm(b, generator=torch.Generator().manual_seed(w)), box_h, box_w)
 
 
+@needs_gpu
 @pytest.mark.parametrize("dtype", SALIENCY_DTYPES, ids=str)
 def test_ties_go_to_the_first_box_on_both_devices(dtype):
     for kind in ("zeros", "constant", "ints"):
@@ -252,6 +313,7 @@ def test_ties_go_to_the_first_box_on_both_devices(dtype):
     assert boxes.cpu().tolist() == [[0, 0, 4, 5], [0, 0, 20, 24]]
 
 
+@needs_gpu
 @pytest.mark.parametrize("dtype", SALIENCY_DTYPES, ids=str)
 def test_odd_values_mean_the_same_on_both_devices(dtype):
     """NaN, inf and negative saliency count as 0, perm values out of range mean the image
@@ -264,6 +326,7 @@ def test_odd_values_mean_the_same_on_both_devices(dtype):
     assert_same(kernels.label_weights(*on_cuda(s, perm, boxes)), kernels.label_weights(s, perm, boxes))
 
 
+@needs_gpu
 def test_huge_float64_values_whose_window_sums_overflow():
     s = torch.full((3, 6, 7), 1e308, dtype=torch.float64)
     s[1] = torch.rand(6, 7, dtype=torch.float64) * 1e308
@@ -273,6 +336,7 @@ def test_huge_float64_values_whose_window_sums_overflow():
 # --------------------------------------------------------------------- grid limits
 
 
+@needs_gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8], ids=str)
 def test_70000_small_images(dtype):
     """More images than one grid dimension of the paste (65,535) and many blocks per search."""
@@ -293,6 +357,7 @@ def free_bytes():
     return device_free, host_free
 
 
+@needs_gpu
 def test_images_of_more_than_2_31_elements():
     shape = (2_800, 3, 512, 512)  # 2.2e9 uint8 elements
     n = math.prod(shape)
@@ -317,6 +382,7 @@ def test_images_of_more_than_2_31_elements():
         assert torch.equal(a.cpu(), b)
 
 
+@needs_gpu
 def test_saliency_of_more_than_2_31_elements():
     shape = (149_200, 120, 120)  # uint8 maps whose tables fit on chip after the grant (sm80 and later)
     n = math.prod(shape)
@@ -344,6 +410,7 @@ def shared_memory_optin(device=0):
     return optin
 
 
+@needs_gpu
 def test_uint8_maps_either_side_of_the_shared_memory_limit():
     """uint8 maps whose int32 table ((H + 1) x (W + 1) x 4 bytes) just fits the device's opt-in
     shared memory less the kernel's own (a few kB) take the on-chip path, larger ones the
@@ -374,6 +441,7 @@ def test_uint8_maps_either_side_of_the_shared_memory_limit():
 # ---------------------------------------------------------- streams and devices
 
 
+@needs_gpu
 def test_ops_on_a_side_stream():
     s = make_maps(16, 40, 36, torch.uint8, "rand", seed=19)
     f = make_maps(16, 40, 36, torch.float32, "wide", seed=20)
@@ -393,6 +461,7 @@ def test_ops_on_a_side_stream():
             assert_same(got[2], kernels.label_weights(maps, perm, got[0][1].cpu()))
 
 
+@needs_gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_ops_on_a_second_device_while_the_first_is_current():
     torch.cuda.set_device(0)
@@ -405,6 +474,7 @@ def test_ops_on_a_second_device_while_the_first_is_current():
 # ------------------------------------------------------------------ fresh processes
 
 
+@needs_gpu
 @pytest.mark.parametrize("first", ["window_search", "saliency_mix_plus", "label_weights"])
 def test_a_fresh_process_calls_the_ops_in_any_order(first):
     """The first call of a process grants the on-chip kernel its shared memory, whichever op
@@ -429,6 +499,7 @@ def test_a_fresh_process_calls_the_ops_in_any_order(first):
     """)
 
 
+@needs_gpu
 def test_first_op_call_inside_a_cuda_graph_capture():
     """The op's first call in the process is captured (no shared-memory grant may happen
     then: the tables go to global memory), replayed on new inputs copied in place, then called
@@ -490,6 +561,7 @@ SANITIZED_CASE = """
 """
 
 
+@needs_gpu
 @pytest.mark.parametrize("tool", ["memcheck", "racecheck"])
 def test_compute_sanitizer(tool):
     out = run_fresh(SANITIZED_CASE, timeout=600,
