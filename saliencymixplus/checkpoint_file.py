@@ -4,7 +4,7 @@ A checkpoint is a dict saved with ``torch.save``: ``model`` (the plain module's 
 ``config`` (the run's :class:`~saliencymixplus.training.Config` as a dict: ``model``,
 ``dataset``, ``num_classes``, ``image_size``, ...) and, for ``--resume``, ``optimizer``,
 ``scheduler``, ``scaler``, ``epoch``, ``rng``, ``history``, ``best`` and ``wall_time_s``
-(written by :mod:`saliencymixplus.training.checkpoints`). This module sits below both tools
+(written by :mod:`saliencymixplus.training.runner`). This module sits below both tools
 that read one: ``train.py`` (resume, ``--evaluate``) and the cache tool (gradient saliency).
 See docs/design.md, "Data flow and layout".
 """

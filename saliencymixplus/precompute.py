@@ -27,7 +27,7 @@ import numpy as np
 from .cache import (CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution, parse_resolution,
                     quantize, verify_cache)
 from .datasets import DATASETS, SPLITS, get_spec
-from .files import BusyError, FileLock, check_output_file, file_sha256
+from .files import BusyError, DiskFullError, FileLock, check_output_file, file_sha256
 from .precompute_command import PROGRAM
 from .rawdata import ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
@@ -377,7 +377,7 @@ def main(argv=None) -> int:
                            checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
                            block_size=args.block_size, download=args.download, postprocess=args.postprocess,
                            wait=not args.no_wait, log=lambda msg: print(msg, flush=True))
-    except (FileNotFoundError, ValueError, BusyError) as e:  # OutputPathError, ImageDecodeError included
+    except (FileNotFoundError, ValueError, BusyError, DiskFullError) as e:  # OutputPathError, ImageDecodeError included
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
