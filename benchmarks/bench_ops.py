@@ -26,9 +26,20 @@ gives the median and the 10th-90th percentile spread over the repeats, after war
 against one thread, interleaved call by call, on an idle machine and while another process
 keeps every core busy.
 
+``--targets`` measures the two CPU targets of the kernels, each as a ratio of two calls taking
+turns round by round in one run (so a busy machine slows both alike), on a CIFAR batch
+(128x3x32x32 float32 images, float32 maps, window boxes):
+
+* one thread: the fused op (``ops.saliency_mix_plus(..., check=False)``; each call's box size
+  from the next of 64 seeded draws of lam ~ Beta(1, 1), one per batch) over ``images.clone()``
+  (target <= 4);
+* torch's default threads: the published per-sample numpy loop over a SaliencyMix+ window mixer
+  call (target >= 10).
+
     PYTHONPATH=. python benchmarks/bench_ops.py                   # CPU (and CUDA if present)
     PYTHONPATH=. python benchmarks/bench_ops.py --device cuda --repeats 200
     PYTHONPATH=. python benchmarks/bench_ops.py --threads         # CPU: default threads vs one, idle and busy
+    PYTHONPATH=. python benchmarks/bench_ops.py --targets         # CPU: fused op / clone, published / mixer
     PYTHONPATH=. python benchmarks/bench_ops.py --quick           # CI: tiny sizes, 2 repeats
 """
 
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import math
 import os
 import platform
@@ -50,7 +62,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from saliencymixplus import _extension  # noqa: E402
+from saliencymixplus import _extension, ops  # noqa: E402
 from saliencymixplus.mix import CutMix, SaliencyMix, SaliencyMixPlus, mix_targets  # noqa: E402
 
 NUM_CLASSES = 100
@@ -300,6 +312,50 @@ def bench_threads(repeats: int, rounds: int = 5) -> list[tuple]:
     return rows
 
 
+# ------------------------------------------------------------------------ the CPU targets
+
+
+def interleaved(fns: dict, rounds: int, calls: int, warmup: int = 3) -> dict:
+    """Seconds per call of each of ``fns``, ``rounds`` times ``calls`` calls each, the
+    functions taking turns round by round."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name] += time_calls(fn, torch.device("cpu"), warmup, calls)
+    return times
+
+
+def bench_targets(rounds: int, calls: int) -> list[tuple]:
+    """The fused op on one thread over ``images.clone()``, and the published per-sample loop over
+    a SaliencyMix+ window mixer call with torch's default threads; CIFAR batch, float32 maps."""
+    g = torch.Generator().manual_seed(0)
+    b, c, h, w = 128, 3, 32, 32
+    x, s = torch.rand(b, c, h, w, generator=g), torch.rand(b, h, w, generator=g)
+    y = torch.randint(NUM_CLASSES, (b,), generator=g)
+    perm = torch.randperm(b, generator=g)
+    lams = torch.rand(64, generator=g, dtype=torch.float64)  # Beta(1, 1): one lam per batch, as the mixers draw
+    sizes = itertools.cycle([ops.box_sizes(lam.expand(b), h, w) for lam in lams])
+    default = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = interleaved({"clone": lambda: x.clone(),
+                           "fused op": lambda: ops.saliency_mix_plus(x, s, perm, *next(sizes), check=False)},
+                          rounds, calls)
+    finally:
+        torch.set_num_threads(default)
+    mixer = make_mixer("SaliencyMix+ window", torch.Generator().manual_seed(1))
+    rng = np.random.default_rng(0)
+    many = interleaved({"mixer call": lambda: mixer.mix(x, y, s),
+                        "published loop": lambda: PUBLISHED["SaliencyMix+ window"](x, y, s, rng)},
+                       rounds, max(1, calls // 4))
+    rows = []
+    for threads, times, num, den, target in ((1, one, "fused op", "clone", "<= 4"),
+                                             (default, many, "published loop", "mixer call", ">= 10")):
+        n, d = statistics.median(times[num]), statistics.median(times[den])
+        rows.append((threads, num, den, n, d, len(times[num]), n / d, target))
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", action="append", choices=("cpu", "cuda"),
@@ -310,6 +366,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="implementations to run (fused reference published ...)")
     p.add_argument("--threads", action="store_true",
                    help="CPU only: the fused op with default threads vs one, on an idle and on a busy machine")
+    p.add_argument("--targets", action="store_true",
+                   help="CPU only: fused op / images.clone() on one thread, published loop / mixer call with "
+                        "the default threads (CIFAR batch), interleaved")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats (CI)")
     args = p.parse_args(argv)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -318,6 +377,16 @@ def main(argv=None) -> int:
     info = _extension.extension_info()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
           f"torch threads {torch.get_num_threads()}, compiled ops: cpu={info['cpu']} cuda={info['cuda']}")
+    if args.targets:
+        start = os.getloadavg()[0]
+        rows = bench_targets(rounds=2 if args.quick else 10, calls=args.repeats or (4 if args.quick else 40))
+        print(f"load (1-minute average): {start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
+              f"{os.cpu_count()} cpus")
+        print("\n| threads | this | over that | this median ms | that median ms | calls each | ratio | target |")
+        print("|---|---|---|---|---|---|---|---|")
+        for threads, num, den, n, d, calls, ratio, target in rows:
+            print(f"| {threads} | {num} | {den} | {n * 1e3:.3f} | {d * 1e3:.3f} | {calls} | {ratio:.2f} | {target} |")
+        return 0
     if args.threads:
         rows = bench_threads(args.repeats or (10 if args.quick else 200), rounds=2 if args.quick else 5)
         print("\n| machine | threads | median ms | p10-p90 ms | calls | x one thread |")
