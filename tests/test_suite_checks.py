@@ -99,7 +99,7 @@ def test_a_checkout_without_the_extension_cannot_shadow_an_installed_one(tmp_pat
     shutil.copytree(ROOT / "saliencymixplus", pkg, ignore=shutil.ignore_patterns("_C*", "__pycache__"))
     tests = tmp_path / "tests"
     tests.mkdir()
-    for name in ("conftest.py", "suite_checks.py", "fixtures_data.py"):
+    for name in ("conftest.py", "suite_checks.py", "fixtures_data.py", "cli_helpers.py"):
         shutil.copy(ROOT / "tests" / name, tests / name)
     (tests / "test_one.py").write_text("def test_one():\n    pass\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMP_REQUIRE")}
