@@ -227,7 +227,7 @@ def check_values(saliency: Optional[Tensor] = None, perm: Optional[Tensor] = Non
     has_saliency = saliency is not None and saliency.numel() > 0 and saliency.is_floating_point()
     has_perm = perm is not None and perm.numel() > 0
     has_boxes = boxes is not None and boxes.numel() > 0
-    stats = ([*torch.aminmax(saliency)] if has_saliency else []) + ([*torch.aminmax(perm)] if has_perm else [])
+    stats = (_value_range(saliency) if has_saliency else []) + ([*torch.aminmax(perm)] if has_perm else [])
     if has_boxes:
         stats.append(_box_margins(boxes, height, width).amin(0))
     if not stats:
@@ -248,6 +248,15 @@ def check_values(saliency: Optional[Tensor] = None, perm: Optional[Tensor] = Non
                 bad = int((_box_margins(boxes, height, width) < 0).any(1).nonzero()[0, 0])
                 raise ValueError(f"boxes must satisfy 0 <= y1 <= y2 <= H = {height} and 0 <= x1 <= x2 <= W = {width}; "
                                  f"found a box with {broken}: box {bad} = {boxes[bad].tolist()}")
+
+
+def _value_range(t: Tensor) -> list[Tensor]:
+    """``[min, max]`` of a float tensor (NaN when it holds one). On the CPU numpy reduces on one
+    thread: torch's reduction wakes a second one, which costs milliseconds on a busy machine."""
+    if t.device.type == "cpu" and t.dtype != torch.bfloat16:
+        a = t.detach().numpy()
+        return [torch.tensor([a.min(), a.max()], dtype=torch.float64)]
+    return [*torch.aminmax(t)]
 
 
 def _box_margins(boxes: Tensor, height: int, width: int) -> Tensor:
