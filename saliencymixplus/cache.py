@@ -27,6 +27,7 @@ FORMAT_VERSION = 2
 DATASET = "saliency"
 HASH_ATTR = "content_sha256"
 _DONE = "_done"
+_STAMPS = "_stamps"  # a partial file's item stamps (CacheWriter item_stamps)
 IN_MEMORY_LIMIT = 256 * 2**20  # caches up to this size are read into memory (CIFAR: 50 MB)
 REQUIRED_ATTRS = ("dataset", "split", "count", "fingerprint", "method", "resolution", "format_version", HASH_ATTR)
 _TEXT_ATTRS = ("dataset", "split", "fingerprint", "method")
@@ -212,6 +213,10 @@ class CacheWriter:
         resume: reuse a matching ``.partial`` file's finished blocks; a partial file that does
             not match (or cannot be read) is discarded and :attr:`note` says why.
         extra_attrs: more attributes that must also match to resume (e.g. ``checkpoint``).
+        item_stamps: ``uint64[count]``, one hash per item of what identifies it
+            (:meth:`~saliencymixplus.rawdata.RawSplit.item_stamps`); with them a partial file is
+            resumed although its ``fingerprint`` differs, and the blocks holding items whose
+            stamp changed are computed again.
         lock: a held :func:`cache_lock` of ``out`` (the caller releases it); by default the
             writer takes its own without waiting (:class:`~saliencymixplus.files.BusyError` when another process
             writes ``out``) and releases it when closed or finalized.
@@ -222,7 +227,7 @@ class CacheWriter:
 
     def __init__(self, out, *, dataset: str, split: str, count: int, fingerprint: str, method: str,
                  resolution, dtype: str = "uint8", block_size: int = 512, resume: bool = True,
-                 extra_attrs: dict | None = None, lock: FileLock | None = None):
+                 extra_attrs: dict | None = None, lock: FileLock | None = None, item_stamps=None):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         if block_size < 1:
@@ -235,6 +240,9 @@ class CacheWriter:
         self.attrs = {"dataset": dataset, "split": split, "count": self.count, "fingerprint": fingerprint,
                       "method": method, "resolution": self.resolution, "format_version": FORMAT_VERSION,
                       "block_size": self.block_size, **(extra_attrs or {})}
+        self.stamps = None if item_stamps is None else np.asarray(item_stamps, np.uint64)
+        if self.stamps is not None and self.stamps.shape != (self.count,):
+            raise ValueError(f"item_stamps must be uint64[{self.count}], got shape {list(self.stamps.shape)}")
         self.note = ""
         self._f = None
         self._done = np.zeros(self.num_blocks, bool)  # blocks written: read from a resumed file, then kept here
@@ -263,8 +271,11 @@ class CacheWriter:
             return None
         try:
             have = _read_attrs(f)
-            diff = [k for k, v in self.attrs.items() if have.get(k) != _decode(np.asarray(v) if isinstance(v, tuple) else v)]
-            ds, done = f.get(DATASET), f.get(_DONE)
+            diff = [k for k, v in self.attrs.items() if have.get(k) != _decode(np.asarray(v) if isinstance(v, tuple) else v)
+                    and not (k == "fingerprint" and self.stamps is not None)]
+            ds, done, stamps = f.get(DATASET), f.get(_DONE), f.get(_STAMPS)
+            if self.stamps is not None and not (isinstance(stamps, h5py.Dataset) and stamps.shape == (self.count,)):
+                diff.append("item stamps")
             if not isinstance(ds, h5py.Dataset) or not isinstance(done, h5py.Dataset):
                 diff.append("datasets")
             elif ds.shape != (self.count, *self.resolution) or ds.dtype != np.dtype(self.dtype) \
@@ -282,12 +293,23 @@ class CacheWriter:
                 marked[lost] = False
                 done[...] = marked.astype(np.uint8)
                 f.flush()
+            changed = []
+            if self.stamps is not None:  # blocks whose items changed since: computed again
+                changed = sorted({int(i) // self.block_size for i in np.flatnonzero(stamps[...] != self.stamps)}
+                                 & set(np.flatnonzero(marked).tolist()))
+                marked[changed] = False
+                done[...] = marked.astype(np.uint8)
+                stamps[...] = self.stamps
+                f.attrs["fingerprint"] = self.attrs["fingerprint"]
+                f.flush()
         except Exception as e:  # noqa: BLE001 - a damaged or hand-made partial file: start afresh
             f.close()
             self.note = f"discarding unreadable partial file {self.partial} ({e})"
             return None
         self._done = marked
         self.note = f"resuming {self.partial}: {int(marked.sum())} of {self.num_blocks} blocks already written"
+        if changed:
+            self.note += f"; {len(changed)} written block(s) hold images changed since: computing them again"
         if lost:
             first = min(i for i in missing if i // self.block_size in lost)
             self.note += f" ({len(lost)} blocks marked written lack maps, from map {first}: writing them again)"
@@ -305,6 +327,8 @@ class CacheWriter:
             else:
                 f.create_dataset(DATASET, shape=(0, h, w), dtype=self.dtype)
             f.create_dataset(_DONE, shape=(self.num_blocks,), dtype=np.uint8, fillvalue=0)
+            if self.stamps is not None:
+                f.create_dataset(_STAMPS, data=self.stamps)
             for k, v in self.attrs.items():
                 f.attrs[k] = np.asarray(v, dtype=np.int64) if k == "resolution" else v
             f.flush()
@@ -409,6 +433,8 @@ class CacheWriter:
         try:
             del self._f.attrs["block_size"]
             self._f.attrs[HASH_ATTR] = content_hash(self._f)
+            if _STAMPS in self._f:
+                del self._f[_STAMPS]
             del self._f[_DONE]  # last: until here the file is a resumable partial one
             self._f.close()
             self._f = None

@@ -286,7 +286,7 @@ def _write_cache(raw, out: Path, lock: FileLock, *, method, resolution, dtype, b
     """Compute the pending blocks into ``out.partial`` (``lock`` held) and finalize it."""
     with CacheWriter(out, dataset=raw.name, split=raw.split, count=len(raw), fingerprint=raw.fingerprint(),
                      method=method, resolution=resolution, dtype=dtype, block_size=block_size,
-                     resume=resume, extra_attrs=extra, lock=lock) as writer:
+                     resume=resume, extra_attrs=extra, lock=lock, item_stamps=raw.item_stamps()) as writer:
         if writer.note:
             log(writer.note)
         pending = writer.pending()

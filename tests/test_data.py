@@ -307,6 +307,48 @@ def test_bench_loader_quick_prints_both_tables(tmp_path):
 
 # ----------------------------------------------------------------------------- what a cache's identity covers
 
+def _pet_cache(pet_dir, tmp_path):
+    """A copy of the Pet-format folder and a cache of its training split."""
+    root = tmp_path / "pet"
+    shutil.copytree(pet_dir["root"], root)
+    out = build_cache("oxford_pet", root, "train", "spectral_residual", tmp_path / "p.h5", resolution="16x16",
+                      workers=0, progress=False, log=lambda *a: None)
+    return root, out
+
+
+def _refused(root, out) -> str:
+    from saliencymixplus.cache import CacheMismatchError
+
+    with pytest.raises(CacheMismatchError, match="fingerprint: cache has") as e:
+        build_dataset("oxford_pet", root, "train", train=True, saliency_cache=str(out))
+    return str(e.value)
+
+
+def test_an_image_replaced_under_its_name_makes_its_cache_stale(pet_dir, tmp_path):
+    import cv2
+
+    root, out = _pet_cache(pet_dir, tmp_path)
+    build_dataset("oxford_pet", root, "train", train=True, saliency_cache=str(out))  # matches as built
+    path = root / "images" / f"{pet_dir['train'][0][0]}.jpg"
+    cv2.imwrite(str(path), np.full((50, 60, 3), 200, np.uint8))  # another picture, same name
+    _refused(root, out)
+
+
+def test_an_image_rewritten_with_its_size_kept_makes_its_cache_stale(pet_dir, tmp_path):
+    """Same name, same size, other bytes: the file's modification time tells."""
+    import os
+
+    root, out = _pet_cache(pet_dir, tmp_path)
+    path = root / "images" / f"{pet_dir['train'][0][0]}.jpg"
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # a later write, whatever the clock
+    assert path.stat().st_size == before.st_size
+    _refused(root, out)
+
+
 def test_cifar_pixels_changed_under_the_same_names_make_the_cache_stale(cifar_dir, tmp_path):
     import pickle
 

@@ -111,6 +111,37 @@ def test_cli_end_to_end_and_kill_resume(cifar_dir, tmp_path):
     assert rc == 0 and "nothing to do" in stdout
 
 
+def test_resume_computes_again_only_the_blocks_whose_images_changed(tmp_path):
+    """A build stopped by an undecodable image keeps its finished blocks. The image is fixed, and
+    a good image of a finished block is replaced under its name by another picture: the resumed
+    build keeps the untouched block, computes the changed one again, and equals a build from
+    scratch."""
+    import cv2
+
+    from fixtures_data import make_pet_folder, smooth_images
+    from saliencymixplus.rawdata import ImageDecodeError
+
+    pet = make_pet_folder(tmp_path / "pet", n_train=6, n_test=2, seed=4)
+    files = [pet["root"] / "images" / f"{n}.jpg" for n in pet["train"][0]]
+    kept = files[5].read_bytes()
+    files[5].write_bytes(b"")  # the third block (images 4, 5) cannot be computed
+    out = tmp_path / "p.h5"
+    kw = dict(resolution="16x16", workers=0, block_size=2, progress=False)
+    with pytest.raises(ImageDecodeError):
+        build_cache("oxford_pet", pet["data_dir"], "train", "spectral_residual", out, log=lambda *a: None, **kw)
+    files[5].write_bytes(kept)
+    other = smooth_images(np.random.default_rng(9), 1, 44, 52)[0]
+    cv2.imwrite(str(files[0]), other[:, :, ::-1])  # the first block's first image, another picture
+    notes = []
+    build_cache("oxford_pet", pet["data_dir"], "train", "spectral_residual", out, resume=True, log=notes.append, **kw)
+    assert any("1 of 3 blocks already written; 1 written block(s) hold images changed since" in n
+               for n in notes), notes
+    fresh = build_cache("oxford_pet", pet["data_dir"], "train", "spectral_residual", tmp_path / "fresh.h5",
+                        resume=False, log=lambda *a: None, **kw)
+    raw = load_split("oxford_pet", pet["data_dir"], "train")
+    np.testing.assert_array_equal(SaliencyCache(out, expect=raw).read_all(), SaliencyCache(fresh).read_all())
+
+
 def test_partial_discarded_without_resume(cifar_dir, tmp_path, capsys):
     out = tmp_path / "c.h5"
     args = ["--dataset", "cifar100", "--data-dir", str(cifar_dir["root"]), "--split", "test", "--out", str(out),
