@@ -1,10 +1,7 @@
-"""How wrong a mixer's labels are, measured against ground-truth object masks.
-
-With the object mask ``m[i]`` (1 on the object) in place of saliency, the label-weight rule of
-the ops (docs/design.md, "The algorithm", step 4) gives the *true* weight of the target label
-of mixed image ``i``; a mixer's label error is ``|lam_i - true_i|``, and a *noisy* sample is one
-whose box holds under 5 % of the source object while the source label still gets 30 % or more.
-Used by ``benchmarks/label_noise.py`` and ``tools/visualize_mix.py``.
+"""How wrong a mixer's labels are, measured against ground-truth object masks: the ops'
+label-weight rule (docs/design.md, "The algorithm", step 4) on object masks in place of saliency
+gives the *true* weight of each target label. Used by ``benchmarks/label_noise.py`` and
+``tools/visualize_mix.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ from torch import Tensor
 
 from . import ops
 
-__all__ = ["box_sums", "object_shares", "true_label_weights", "area_weights", "label_errors", "noisy_mask",
+__all__ = ["object_shares", "true_label_weights", "area_weights", "label_errors", "noisy_mask",
            "NOISY_PASTED_BELOW", "NOISY_SOURCE_WEIGHT_FROM"]
 
 #: A sample is noisy when its box holds less than this share of the source object ...
@@ -41,19 +38,6 @@ def _checked(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor
     return perm, boxes
 
 
-def box_sums(maps: Tensor, boxes: Tensor) -> Tensor:
-    """Sum of each map inside its box, as the ops sum saliency (:func:`saliencymixplus.ops.direct_sums`).
-
-    Args:
-        maps: ``Tensor[B, H, W]`` (any real dtype, ``>= 0``).
-        boxes: ``Tensor[B, 4]`` of ``(y1, x1, y2, x2)``, exclusive ends.
-
-    Returns:
-        float64 ``Tensor[B]``.
-    """
-    return ops.direct_sums(maps, boxes.to(maps.device).long())
-
-
 def object_shares(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
     """``(a, b)``: share of each target's object left visible and of its source's object pasted in.
 
@@ -75,14 +59,8 @@ def area_weights(boxes: Tensor, height: int, width: int) -> Tensor:
 
 
 def true_label_weights(masks: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
-    """The true weight of each target label: the ops' label-weight rule on object masks.
-
-    Args: as :func:`object_shares`.
-
-    Returns:
-        float64 ``Tensor[B]`` in [0, 1]: ``a / (a + b)``, or the area rule where a mask is
-        empty or ``a + b == 0``.
-    """
+    """The true weight of each target label, float64 ``Tensor[B]`` in [0, 1], from the arguments
+    of :func:`object_shares`."""
     perm, boxes = _checked(masks, perm, boxes)
     return ops.weights_from_shares(*ops.saliency_shares(masks, perm, boxes), boxes, *masks.shape[1:])
 

@@ -1,10 +1,8 @@
-"""CutMix, SaliencyMix and SaliencyMix+ behind one callable shape, and the soft-target loss.
-
-Papers: CutMix (Yun et al., ICCV 2019, https://arxiv.org/abs/1905.04899); SaliencyMix (Uddin et
-al., ICLR 2021, https://arxiv.org/abs/2006.01791); SaliencyMix+ weighs the labels by the saliency
-that stays visible. Every mixer is called as ``mixer(images, labels[, saliency]) -> (images,
-targets)``; ``mixer.mix(...)`` returns the whole :class:`MixResult`. What each mixer computes, and
-why a call never reads device data on the host: docs/design.md ("The algorithm", "The hot path").
+"""CutMix (Yun et al., ICCV 2019, https://arxiv.org/abs/1905.04899), SaliencyMix (Uddin et al.,
+ICLR 2021, https://arxiv.org/abs/2006.01791) and SaliencyMix+, each called as ``mixer(images,
+labels[, saliency]) -> (images, targets)`` (``mixer.mix(...)``: the whole :class:`MixResult`), and
+the soft-target loss. What they compute and why a call never syncs: docs/design.md ("The
+algorithm", "The hot path").
 """
 
 from __future__ import annotations
@@ -95,10 +93,7 @@ def mix_targets(labels: Tensor, perm: Tensor, lam: Tensor, num_classes: int, smo
 
 
 def soft_target_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy against soft targets, averaged over the batch.
-
-    Each sample keeps its own label weights (the published code's batch-mean loss times a
-    weight vector collapses them; this does not).
+    """Cross-entropy against soft targets, averaged over the batch (docs/design.md, step 5).
 
     Args:
         logits: ``Tensor[B, K]``, any float dtype (computed in float32).
@@ -128,12 +123,8 @@ def _checked_generator(generator) -> Optional[torch.Generator]:
 
 
 def _device_generator(generator: Optional[torch.Generator], device: torch.device) -> Optional[torch.Generator]:
-    """The generator for the draws that shape the data, on the batch's ``device``.
-
-    A generator on that device is used as it is; a CPU generator seeds a new generator there
-    from one host draw of its own (no device sync), so that a sequence of calls is
-    reproducible on each device; ``None`` means the device's default generator.
-    """
+    """The generator for the draws that shape the data, on the batch's ``device`` (docs/design.md,
+    "The hot path"): ``generator`` itself, one seeded there from a CPU ``generator``, or ``None``."""
     if generator is None or device.type == "meta":  # meta tensors have no generator
         return None
     if generator.device == device:
@@ -175,8 +166,6 @@ class _Mixer:
         self.label_smoothing = float(label_smoothing)
         self.lam_mode = lam_mode
         self.generator = _checked_generator(generator)
-        # The prob coin is a host draw: from a CPU generator itself, else from a CPU generator
-        # seeded like the device one (else the global CPU generator).
         self._coin_generator = (torch.Generator().manual_seed(generator.initial_seed())
                                 if generator is not None and generator.device.type != "cpu" else None)
 
@@ -195,8 +184,7 @@ class _Mixer:
             images: ``Tensor[B, C, H, W]``, any dtype, layout and device.
             labels: ``LongTensor[B]`` in ``[0, num_classes)`` on the same device.
             saliency: ``Tensor[B, H, W]``, float (finite, ``>= 0``) or uint8, on the same device;
-                needed by the saliency mixers, ignored by :class:`CutMix`. Label and saliency
-                values are checked where the batch is on the CPU (docs/design.md, "Checks").
+                needed by the saliency mixers, ignored by :class:`CutMix`.
             generator: a ``torch.Generator`` (CPU, or on the batch's device) for this call's
                 draws, instead of the mixer's own.
             mixed: the answer of :meth:`coin`, tossed beforehand by the caller; ``None`` (the
@@ -228,9 +216,7 @@ class _Mixer:
     # The pieces the subclasses put together.
 
     def _check(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor] = None) -> None:
-        """Shapes, dtypes and devices (free); label and saliency values where the batch is on the
-        CPU, where reading them costs no sync (on a GPU an out-of-range label fails in the one-hot
-        scatter, as in ``F.cross_entropy``, and odd saliency counts as 0, as in the kernels)."""
+        """Shapes, dtypes and devices; label and saliency values on the CPU only (docs/design.md, "Checks")."""
         ops.check_images(images, saliency)
         if not isinstance(labels, Tensor) or labels.dtype != torch.long or labels.shape != images.shape[:1]:
             raise ValueError(f"labels must be a LongTensor[{images.shape[0]}], got {ops.describe(labels)}")
@@ -250,10 +236,8 @@ class _Mixer:
 
     def coin(self, generator: Optional[torch.Generator] = None) -> bool:
         """Whether the next batch is mixed (probability ``prob``): one host draw, made even when
-        ``prob`` is 0 or 1 so that streams stay aligned. It comes from ``generator`` (or the
-        mixer's own) when that is a CPU generator; else from a CPU generator seeded like the
-        mixer's own device generator, or the global CPU generator when the mixer has none.
-        :meth:`mix` tosses it unless told ``mixed=``."""
+        ``prob`` is 0 or 1 so that streams stay aligned, from ``generator`` (or the mixer's own)
+        when on the CPU, else from a CPU generator seeded like it (or the global one)."""
         gen = self._pick(generator)
         host = gen if gen is not None and gen.device.type == "cpu" else self._coin_generator
         return bool(torch.rand((), generator=host, dtype=torch.float64) < self.prob)
@@ -272,16 +256,11 @@ class CutMix(_Mixer):
         label_smoothing: label smoothing of the targets.
         lam_mode: ``"batch"``: one lam and one box centre per batch (as published);
             ``"sample"``: one per image.
-        generator: a ``torch.Generator`` for every random draw (``None``: the default ones).
-            A CPU generator serves a batch on any device (it seeds a generator on the batch's
-            device with one host draw per call); a generator on the batch's device draws there
-            directly (and a CPU generator seeded like it tosses the ``prob`` coin).
+        generator: a ``torch.Generator``, on the CPU or the batch's device, for every random
+            draw (``None``: the default ones).
 
     Call: ``CutMix(...)(images Tensor[B, C, H, W], labels LongTensor[B]) -> (images, targets FloatTensor[B, K])``
     (a saliency argument is accepted and ignored, so the three mixers are called alike).
-    The box (:func:`~saliencymixplus.ops.box_sizes`) is centred on a uniform pixel and clipped
-    (:func:`~saliencymixplus.ops.centred_boxes`); labels are weighted by area
-    (:func:`~saliencymixplus.ops.area_rule`).
     """
 
     needs_saliency = False
@@ -306,9 +285,7 @@ class SaliencyMix(_Mixer):
     all centred on the same peak.
 
     Call: ``SaliencyMix(...)(images Tensor[B, C, H, W], labels LongTensor[B], saliency Tensor[B, H, W])
-    -> (images, targets FloatTensor[B, K])``. The source of the box is the saliency of
-    ``images[perm[0]]`` (its peak: :func:`saliencymixplus.ops.saliency_peaks`); labels are
-    weighted by area.
+    -> (images, targets FloatTensor[B, K])``; the peak is that of ``saliency[perm[0]]``.
     """
 
     def _mix(self, images, labels, saliency, box_h, box_w, draws):
@@ -333,9 +310,7 @@ class SaliencyMixPlus(_Mixer):
             second half and only they are returned, so ``B' = B // 2`` on mixed batches.
 
     Call: ``SaliencyMixPlus(...)(images Tensor[B, C, H, W], labels LongTensor[B], saliency Tensor[B, H, W])
-    -> (images Tensor[B', C, H, W], targets FloatTensor[B', K])``. The weight of image ``i``'s
-    own label is the share of saliency it keeps against the share its source pastes in
-    (:func:`saliencymixplus.ops.label_weights`).
+    -> (images Tensor[B', C, H, W], targets FloatTensor[B', K])``.
     """
 
     def __init__(self, num_classes: int, *, box: str = "window", pairing: str = "full", **options) -> None:

@@ -1,11 +1,7 @@
-"""The mixing ops: window search, peak boxes, paste, label weights and SaliencyMix+ fused.
-
-Each public op runs the compiled kernel (``torch.ops.saliencymixplus.*``, CPU and CUDA) when the
-extension is built and its pure-PyTorch ``*_reference`` otherwise; the references define what
-the kernels compute, and the rules the mixers share live here once (:func:`box_sizes`,
-:func:`centred_boxes`, :func:`area_rule`, :func:`saliency_peaks`). What the ops compute, what odd
-values mean and which checks run where: docs/design.md ("The algorithm", "Checks"). Boxes are
-``LongTensor[B, 4]`` rows ``(y1, x1, y2, x2)`` with exclusive ends.
+"""The mixing ops (window search, peak boxes, paste, label weights, SaliencyMix+ fused), their
+pure-PyTorch references (``*_reference``, used where the extension is not built) and the rules
+the mixers share (:func:`box_sizes`, :func:`centred_boxes`, :func:`area_rule`, :func:`saliency_peaks`).
+What they compute, what odd values mean, which checks run where: docs/design.md ("The algorithm", "Checks").
 """
 
 from __future__ import annotations
@@ -339,17 +335,15 @@ def saliency_peaks(saliency: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def saliency_shares(saliency: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """``(a, b)`` of the label-weight rule (docs/design.md, step 4), float64 ``Tensor[B]`` each:
-    the share of each target's saliency left visible and the share of its source's pasted in
-    (NaN where a map sums to 0), from :func:`direct_sums`. ``boxes`` lie inside the maps."""
+    """``(a, b)`` of the label-weight rule (docs/design.md, step 4), float64 ``Tensor[B]`` each (NaN
+    where a map sums to 0); ``boxes`` lie inside the maps."""
     sources = _sources(perm)
     total = direct_sums(saliency)
     return (total - direct_sums(saliency, boxes)) / total, direct_sums(saliency[sources], boxes) / total[sources]
 
 
 def weights_from_shares(a: Tensor, b: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
-    """The label weight ``a / (a + b)``, float64 ``Tensor[B]``; the area rule where ``a + b`` is
-    not ``> 0`` (NaN shares included) or the result is not finite."""
+    """Step 4's ``lam_i`` from :func:`saliency_shares`, float64 ``Tensor[B]``."""
     lam = a / (a + b)
     return torch.where((a + b > 0) & torch.isfinite(lam), lam, area_rule(boxes, height, width, torch.float64))
 
@@ -419,7 +413,7 @@ def label_weights_reference(saliency: Tensor, perm: Tensor, boxes: Tensor) -> Te
 
 def saliency_mix_plus_reference(images: Tensor, saliency: Tensor, perm: Tensor, box_h: BoxSize, box_w: BoxSize,
                                 box: str = "window") -> tuple[Tensor, Tensor, Tensor]:
-    """Pure-PyTorch :func:`saliency_mix_plus`: the three unfused references in a row."""
+    """Pure-PyTorch :func:`saliency_mix_plus` (the three unfused references in a row)."""
     return _run("saliency_mix_plus", (images, saliency, perm, box_h, box_w, box), check=False, reference=True)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from saliencymixplus import ops
-from saliencymixplus.label_noise import (area_weights, box_sums, label_errors, noisy_mask, object_shares,
+from saliencymixplus.label_noise import (area_weights, label_errors, noisy_mask, object_shares,
                                          true_label_weights)
 from saliencymixplus.saliency import format_postprocess, parse_postprocess, sharpen
 
@@ -69,9 +69,9 @@ def test_area_errors_and_noisy():
     assert noisy_mask(w, pasted).tolist() == [True, False, False]
 
 
-def test_box_sums():
+def test_direct_sums_in_boxes():
     m = _masks()
-    s = box_sums(m, torch.tensor([[0, 0, 8, 8], [0, 0, 7, 7], [3, 0, 8, 8]]))
+    s = ops.direct_sums(m, torch.tensor([[0, 0, 8, 8], [0, 0, 7, 7], [3, 0, 8, 8]]))
     np.testing.assert_allclose(s.numpy(), [16, 1, 4])
 
 
