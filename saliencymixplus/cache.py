@@ -7,20 +7,23 @@ when. The lock and the output-path checks live in :mod:`saliencymixplus.files`.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
 
 from .files import DiskFullError, FileLock, format_bytes, free_bytes, fsync_path, is_disk_full
-from .precompute_command import PROGRAM, rebuild_command
+from .precompute_command import PROGRAM, parse_shard_path, rebuild_command, shard_path
 
 __all__ = [
     "FORMAT_VERSION", "CacheMismatchError", "CacheCorruptError", "cache_lock", "CacheWriter", "SaliencyCache",
     "quantize", "parse_resolution", "format_resolution", "content_hash", "verify_cache", "IN_MEMORY_LIMIT", "HASH_ATTR",
+    "join_cache", "SHARD_ATTRS",
 ]
 
 FORMAT_VERSION = 2
@@ -29,6 +32,11 @@ HASH_ATTR = "content_sha256"
 _DONE = "_done"
 _STAMPS = "_stamps"  # a partial file's item stamps (CacheWriter item_stamps)
 IN_MEMORY_LIMIT = 256 * 2**20  # caches up to this size are read into memory (CIFAR: 50 MB)
+#: Attributes of a shard file (built with ``--shard K/N``): ``shard`` K, ``num_shards`` N, the
+#: images ``[start, stop)`` of the split it holds (its ``count`` is ``stop - start``) and the
+#: split's ``split_count``.
+SHARD_ATTRS = ("shard", "num_shards", "start", "stop", "split_count")
+_SHARDS = "shards"  # a joined cache's record of its shard files (JSON text)
 REQUIRED_ATTRS = ("dataset", "split", "count", "fingerprint", "method", "resolution", "format_version", HASH_ATTR)
 _TEXT_ATTRS = ("dataset", "split", "fingerprint", "method")
 DTYPES = {"uint8": np.uint8, "float16": np.float16}
@@ -139,21 +147,33 @@ def content_hash(f: h5py.File) -> str:
         OSError: a chunk cannot be read (checksum failure, truncation); the message gives the
             range of maps.
     """
+    h = _hash_header(f)
+    _hash_maps(f[DATASET], h)
+    return h.hexdigest()
+
+
+def _hash_header(f: h5py.File):
+    """The SHA-256 of :func:`content_hash` fed with everything but the maps."""
     ds = f[DATASET]
     h = hashlib.sha256(b"saliencymixplus cache\0")
     attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in _read_attrs(f).items() if k != HASH_ATTR}
     h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
     h.update(f"\0{ds.dtype.str}{list(ds.shape)}\0".encode())
+    return h
+
+
+def _hash_maps(ds: h5py.Dataset, *hashes) -> None:
+    """Feed the bytes of every map of ``ds`` in C order to each of ``hashes``, 16 MB a step."""
     n = ds.shape[0] if ds.ndim else 0
     step = max(1, _HASH_BYTES // max(1, int(np.prod(ds.shape[1:])) * ds.dtype.itemsize))
     for a in range(0, n, step):
         b = min(n, a + step)
         try:
-            block = ds[a:b]
+            block = np.ascontiguousarray(ds[a:b]).tobytes()
         except OSError as e:
             raise OSError(f"maps {a}..{b - 1} cannot be read ({e})") from e
-        h.update(np.ascontiguousarray(block).tobytes())
-    return h.hexdigest()
+        for h in hashes:
+            h.update(block)
 
 
 def _missing_maps(ds: h5py.Dataset) -> list[int]:
@@ -482,6 +502,18 @@ def verify_cache(path, *, expect=None, method: str | None = None) -> "SaliencyCa
             content hash differs; the message gives the command that rebuilds the cache.
     """
     cache = SaliencyCache(path, expect=expect, method=method, in_memory=False)
+    if cache._parts is not None:
+        with h5py.File(cache.path, "r") as f:
+            got = _check_shard_bytes(f, [p.path for p in cache._parts], cache._part_failure)
+        if got != cache.attrs[HASH_ATTR]:
+            raise CacheCorruptError(cache._fail(
+                f"is damaged: its content no longer matches the hash written when it was joined "
+                f"({HASH_ATTR} {str(cache.attrs[HASH_ATTR])[:16]}..., content {got[:16]}...)", cache.attrs, expect, method))
+        for part in cache._parts:
+            if part._signature is not None and _file_signature(part.path) == part._signature:
+                _VERIFIED[part._signature[0]] = part._signature
+                part._direct = _direct_reads_possible(part.path)
+        return cache
     try:
         with h5py.File(cache.path, "r") as f:
             lost = _missing_maps(f[DATASET])
@@ -546,8 +578,11 @@ class SaliencyCache:
             (Opening checks the structure only; :func:`verify_cache` also checks every byte.)
     """
 
-    def __init__(self, path, *, expect=None, method: str | None = None, in_memory: bool | None = None):
+    def __init__(self, path, *, expect=None, method: str | None = None, in_memory: bool | None = None,
+                 data_dir=None):
         self.path = Path(path)
+        self._data_dir = data_dir if data_dir is not None else getattr(expect, "data_dir", None)
+        self._parts = None  # a joined cache: a reader per shard file
         self._file = None
         self._ds = None
         self._pid = None
@@ -578,6 +613,8 @@ class SaliencyCache:
             self.shape = f[DATASET].shape
             self.dtype = f[DATASET].dtype
         self.resolution = tuple(attrs["resolution"])
+        if _SHARDS in attrs:
+            self._open_shards(attrs, expect, method)
         nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         if in_memory is None:
             in_memory = nbytes <= IN_MEMORY_LIMIT
@@ -596,9 +633,66 @@ class SaliencyCache:
         me = method or text("method", None)
         res = attrs.get("resolution")
         res = res if _is_resolution(res) else None
-        data_dir = getattr(expect, "data_dir", None)
-        return (f"saliency cache {self.path} {what}. Rebuild it with: "
-                f"{rebuild_command(ds, sp, me, self.path, res, data_dir=data_dir)}")
+        data_dir = getattr(expect, "data_dir", None) or self._data_dir
+        post = text("postprocess", None)
+        dtype = str(self.dtype) if hasattr(self, "dtype") else None
+        named = parse_shard_path(self.path)
+        if named is not None:  # a shard file: the command that builds this shard
+            cmd = rebuild_command(ds, sp, me, named[0], res, data_dir, dtype=dtype, postprocess=post,
+                                  shard=named[1:], resume=True)
+        elif _SHARDS in attrs and isinstance(attrs.get("num_shards"), int):  # a joined file: join again
+            cmd = rebuild_command(ds, sp, me, self.path, res, data_dir, dtype=dtype, postprocess=post,
+                                  join=attrs["num_shards"])
+        else:
+            cmd = rebuild_command(ds, sp, me, self.path, res, data_dir=data_dir)
+        return f"saliency cache {self.path} {what}. Rebuild it with: {cmd}"
+
+    def _open_shards(self, attrs, expect, method) -> None:
+        """Open a reader per shard file of a joined cache and check each against the record
+        the join wrote (present, finished, the same data and settings, the same content hash)."""
+        fail = lambda what: CacheMismatchError(self._fail(what, attrs, expect, method))  # noqa: E731
+        try:
+            entries = json.loads(attrs[_SHARDS])
+            files = [str(e["file"]) for e in entries]
+            spans = [(int(e["start"]), int(e["stop"])) for e in entries]
+            hashes = [str(e[HASH_ATTR]) for e in entries]
+        except (ValueError, TypeError, KeyError) as e:
+            raise fail(f"has a '{_SHARDS}' attribute that cannot be read ({type(e).__name__}: {e})") from None
+        n = len(files)
+        bounds = [0] + [b for _, b in spans]
+        if not n or attrs.get("num_shards") != n or [a for a, _ in spans] != bounds[:-1] \
+                or bounds[-1] != attrs["count"] or any(Path(f).name != f for f in files):
+            raise fail(f"has a '{_SHARDS}' record that does not cover its {attrs['count']} maps in order")
+        settings = _settings(attrs, str(self.dtype), self._data_dir)
+        parts = []
+        for k, (name, (a, b), want) in enumerate(zip(files, spans, hashes)):
+            path = self.path.parent / name
+            if not path.is_file():
+                unfinished = Path(str(path) + ".partial").exists()
+                raise CacheMismatchError(_shard_message(
+                    self.path, k, n, "is unfinished (its build was interrupted)" if unfinished else "is missing",
+                    settings))
+            try:
+                part = SaliencyCache(path, in_memory=False, data_dir=self._data_dir)
+            except CacheMismatchError as e:
+                raise type(e)(f"saliency cache {self.path}: shard {k} of {n}: {e}") from None
+            diffs = _shard_diffs(part, k, n, (a, b), attrs, self.dtype)
+            if diffs:
+                raise CacheMismatchError(_shard_message(
+                    self.path, k, n, "does not match the joined cache (" + "; ".join(diffs) + ")", settings))
+            if part.attrs[HASH_ATTR] != want:
+                raise CacheMismatchError(_shard_message(
+                    self.path, k, n, f"holds another build than the one joined ({HASH_ATTR} "
+                    f"{part.attrs[HASH_ATTR][:16]}..., joined {want[:16]}...)", settings, fix="join"))
+            parts.append(part)
+        self._parts = parts
+        self._live = [p for p, (a, b) in zip(parts, spans) if b > a]
+        self._starts = [a for a, b in spans if b > a]
+
+    def _part_failure(self, k: int, what: str) -> CacheCorruptError:
+        """The error for shard ``k`` of a joined cache found damaged (``what``)."""
+        return CacheCorruptError(_shard_message(self.path, k, len(self._parts), what,
+                                                _settings(self.attrs, str(self.dtype), self._data_dir)))
 
     def _check(self, f, attrs, expect, method) -> None:
         fail = lambda what: CacheMismatchError(self._fail(what, attrs, expect, method))  # noqa: E731
@@ -656,7 +750,10 @@ class SaliencyCache:
     def reads_checked(self) -> bool:
         """Whether each read map passes HDF5's per-chunk checksum. ``False`` once
         :func:`verify_cache` has checked every byte of this unchanged file in this process
-        (or the cache is in memory): then a map is read as its chunk's raw bytes, about 4x faster."""
+        (or the cache is in memory): then a map is read as its chunk's raw bytes, about 4x faster.
+        A joined cache reads each map from its shard file, so this holds for all its shards."""
+        if self._parts is not None:
+            return self._data is None and any(p.reads_checked for p in self._live)
         return self._data is None and not self._direct
 
     def __len__(self) -> int:
@@ -668,6 +765,10 @@ class SaliencyCache:
             raise IndexError(f"index {i} out of range for a cache of {len(self)} maps")
         if self._data is not None:
             return self._data[i]
+        if self._parts is not None:  # read from its shard file (HDF5 cannot read a virtual dataset's chunks)
+            i = i % len(self)
+            k = bisect.bisect_right(self._starts, i) - 1
+            return self._live[k].raw(i - self._starts[k])
         try:
             ds = self._handle()
             if self._direct:
@@ -692,6 +793,8 @@ class SaliencyCache:
         """All maps, ``uint8[N, h, w]`` or ``float16[N, h, w]`` (the storage dtype)."""
         if self._data is not None:
             return self._data
+        if self._parts is not None:
+            return np.concatenate([p.read_all() for p in self._parts])
         try:
             with h5py.File(self.path, "r") as f:
                 return f[DATASET][...]
@@ -704,6 +807,8 @@ class SaliencyCache:
         return state
 
     def close(self) -> None:
+        for part in self._parts or ():
+            part.close()
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
         self._file, self._ds = None, None
@@ -712,3 +817,165 @@ class SaliencyCache:
         a = self.attrs
         return (f"SaliencyCache({str(self.path)!r}, {a['dataset']}/{a['split']}, n={a['count']}, "
                 f"{a['method']}, {format_resolution(a['resolution'])} {self.dtype})")
+
+
+def _settings(attrs: dict, dtype, data_dir) -> dict:
+    """What a build command of a cache with ``attrs`` spells (:func:`_shard_message`)."""
+    text = lambda k: attrs.get(k) if isinstance(attrs.get(k), str) and not isinstance(attrs.get(k), _BadText) \
+        else None  # noqa: E731
+    res = attrs.get("resolution")
+    return {"dataset": text("dataset") or "DATASET", "split": text("split") or "SPLIT", "method": text("method"),
+            "resolution": res if _is_resolution(res) else None, "data_dir": data_dir, "dtype": dtype,
+            "postprocess": text("postprocess")}
+
+
+def _shard_message(out, k: int, n: int, what: str, s: dict, fix: str = "shard") -> str:
+    """``saliency cache OUT: shard K of N (FILE) WHAT: `` and the one command that mends it:
+    the shard's build (``fix="shard"``, with ``--resume``) or the join (``fix="join"``)."""
+    common = (s["dataset"], s["split"], s["method"], out, s["resolution"], s["data_dir"])
+    if fix == "join":
+        how = "join the shards again with: " + rebuild_command(*common, dtype=s["dtype"], postprocess=s["postprocess"],
+                                                               join=n)
+    else:
+        how = "rebuild the shard with: " + rebuild_command(*common, dtype=s["dtype"], postprocess=s["postprocess"],
+                                                           shard=(k, n), resume=True)
+    return f"saliency cache {out}: shard {k} of {n} ({shard_path(out, k, n)}) {what}; {how}"
+
+
+def _shard_diffs(part: "SaliencyCache", k: int, n: int, span, attrs: dict, dtype) -> list[str]:
+    """``"key: shard has a, joined cache has b"`` for each way shard file ``part`` is not shard
+    ``k`` of ``n`` over ``span`` of a cache with ``attrs`` and ``dtype``."""
+    want = {"shard": k, "num_shards": n, "start": span[0], "stop": span[1], "split_count": attrs["count"],
+            **{key: attrs.get(key) for key in ("dataset", "split", "fingerprint", "method", "resolution",
+                                                 "postprocess", "checkpoint")}}
+    diffs = [f"{key}: shard has {part.attrs.get(key)!r}, joined cache has {v!r}"
+             for key, v in want.items() if part.attrs.get(key) != v]
+    if part.dtype != dtype:
+        diffs.append(f"dtype: shard has {part.dtype}, joined cache has {dtype}")
+    return diffs
+
+
+def _check_shard_bytes(joined: h5py.File, paths, failure: Callable[[int, str], Exception]) -> str:
+    """Read every map of each shard file of ``joined`` once, in order: each map must have its
+    chunk and pass its checksum, and each shard's content match its own content hash.
+
+    Returns:
+        the content hash of ``joined`` (equal to :func:`content_hash` of it, read through its
+        virtual dataset), from the same reads.
+
+    Raises:
+        ``failure(k, what)`` for the first damaged shard ``k``.
+    """
+    h = _hash_header(joined)
+    for k, path in enumerate(paths):
+        try:
+            with h5py.File(path, "r") as f:
+                ds = f[DATASET]
+                lost = _missing_maps(ds)
+                if lost:
+                    raise failure(k, f"is damaged: map {lost[0]} was never written to it ({len(lost)} of "
+                                     f"{ds.shape[0]} maps missing, which would read as 0)")
+                mine = _hash_header(f)
+                _hash_maps(ds, h, mine)
+                want = _decode(f.attrs.get(HASH_ATTR))
+        except OSError as e:
+            raise failure(k, f"is damaged: {e}") from None
+        if mine.hexdigest() != want:
+            raise failure(k, f"is damaged: its content no longer matches the hash written when it was built "
+                             f"({HASH_ATTR} {str(want)[:16]}..., content {mine.hexdigest()[:16]}...)")
+    return h.hexdigest()
+
+
+def join_cache(out, num_shards: int, *, attrs: dict, dtype: str = "uint8", data_dir=None,
+               lock: FileLock | None = None) -> Path:
+    """Join the shard files ``shard_path(out, k, num_shards)``, ``k = 0 .. num_shards - 1``, into
+    the cache ``out``: its ``saliency`` is an HDF5 virtual dataset ``[count, h, w]`` whose maps
+    are read from the shard files (named relative to ``out``'s folder, so that the folder can
+    move), with the usual attributes, ``num_shards``, a record of the shards (``shards``: file,
+    ``start``, ``stop`` and content hash of each) and a content hash equal to
+    :func:`content_hash` of the joined file. Written as ``out.partial``, renamed when complete.
+
+    Args:
+        attrs: what every shard must have been built with: ``dataset``, ``split``, ``count``
+            (the split's), ``fingerprint``, ``method``, ``resolution``, ``postprocess`` and,
+            for gradient saliency, ``checkpoint``.
+        dtype: the shards' storage dtype.
+        data_dir: the data folder, named in the commands the errors print.
+        lock: a held :func:`cache_lock` of ``out`` (default: taken here without waiting).
+
+    Raises:
+        CacheMismatchError: shards missing, unfinished or built otherwise (every such shard
+            named, one line each, with the command that builds it); CacheCorruptError: the first
+            shard whose bytes are damaged. BusyError: ``out`` is locked by another process.
+    """
+    out, n = Path(out), int(num_shards)
+    attrs = {**attrs, "resolution": tuple(int(x) for x in attrs["resolution"])}
+    settings = _settings(attrs, dtype, data_dir)
+    problems, parts = [], []
+    for k in range(n):
+        path = shard_path(out, k, n)
+        if not path.is_file():
+            unfinished = Path(str(path) + ".partial").exists()
+            problems.append(_shard_message(out, k, n, "is unfinished (its build was interrupted)" if unfinished
+                                           else "is missing", settings))
+            continue
+        try:
+            part = SaliencyCache(path, in_memory=False, data_dir=data_dir)
+        except CacheMismatchError as e:
+            problems.append(f"saliency cache {out}: shard {k} of {n}: {e}")
+            continue
+        a = part.attrs.get("start")
+        span = (a, a + len(part)) if isinstance(a, int) else (None, None)
+        diffs = _shard_diffs(part, k, n, span, attrs, np.dtype(dtype))
+        if diffs:
+            problems.append(_shard_message(out, k, n, "does not match the cache to join (" + "; ".join(diffs) + ")",
+                                           settings))
+            continue
+        parts.append(part)
+    if not problems:
+        spans = [(p.attrs["start"], p.attrs["stop"]) for p in parts]
+        holes = [f"shard {k} starts at {a}, not {b}" for k, ((a, _), b) in
+                 enumerate(zip(spans, [0] + [stop for _, stop in spans])) if a != b]
+        if spans[-1][1] != attrs["count"]:
+            holes.append(f"shard {n - 1} stops at {spans[-1][1]}, not at the split's {attrs['count']}")
+        if holes:  # built with another --block-size: each shard's range depends on it
+            problems.append(f"saliency cache {out}: the shards do not cover the split in order ({'; '.join(holes)}): "
+                            f"build every shard with the same --block-size")
+    if problems:
+        raise CacheMismatchError("\n".join(problems))
+    own_lock = None
+    if lock is None:
+        lock = own_lock = cache_lock(out).acquire(wait=False)
+    partial = Path(str(out) + ".partial")
+    h, w = attrs["resolution"]
+    count = int(attrs["count"])
+    try:
+        layout = h5py.VirtualLayout(shape=(count, h, w), dtype=np.dtype(dtype))
+        for part, (a, b) in zip(parts, spans):
+            if b > a:
+                layout[a:b] = h5py.VirtualSource(part.path.name, DATASET, shape=(b - a, h, w))
+        record = [{"file": p.path.name, "start": a, "stop": b, HASH_ATTR: p.attrs[HASH_ATTR]}
+                  for p, (a, b) in zip(parts, spans)]
+        with h5py.File(partial, "w") as f:
+            f.create_virtual_dataset(DATASET, layout, fillvalue=0)
+            for k in ("dataset", "split", "count", "fingerprint", "method", "resolution", "postprocess",
+                      "checkpoint"):
+                if attrs.get(k) is not None:
+                    f.attrs[k] = np.asarray(attrs[k], dtype=np.int64) if k == "resolution" else attrs[k]
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["num_shards"] = n
+            f.attrs[_SHARDS] = json.dumps(record)
+            fail = lambda k, what: CacheCorruptError(_shard_message(out, k, n, what, settings))  # noqa: E731
+            f.attrs[HASH_ATTR] = _check_shard_bytes(f, [p.path for p in parts], fail)
+        fsync_path(partial)
+        os.replace(partial, out)
+        fsync_path(out.parent if str(out.parent) else Path("."), directory=True)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        for p in parts:
+            p.close()
+        if own_lock is not None:
+            own_lock.release()
+    return out

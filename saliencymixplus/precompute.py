@@ -24,16 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import (CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution, parse_resolution,
-                    quantize, verify_cache)
+from .cache import (CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution, join_cache,
+                    parse_resolution, quantize, verify_cache)
 from .datasets import DATASETS, SPLITS, get_spec
 from .files import BusyError, DiskFullError, FileLock, check_output_file, file_sha256
-from .precompute_command import PROGRAM
+from .precompute_command import PROGRAM, shard_path, shard_range
 from .rawdata import ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
                        parse_postprocess, sharpen)
 
-__all__ = ["build_cache", "main"]
+__all__ = ["build_cache", "join_shards", "parse_shard", "main"]
 
 _STATE: dict = {}  # per process: the split and settings the workers compute with
 
@@ -127,15 +127,16 @@ def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, p
         yield from pool.imap(_compute_block, pending, chunksize=1)
 
 
-def _load_gradient_model(checkpoint, raw):
-    """The model of ``checkpoint`` on the best device, checked against ``raw``'s classes.
+def _load_gradient_model(checkpoint, raw, device=None):
+    """The model of ``checkpoint`` on ``device`` (default: the best one), checked against
+    ``raw``'s classes.
 
     Raises:
         ValueError: not a readable ``train.py`` checkpoint, or trained on another class count.
     """
     from .checkpoint_file import load_checkpoint_model
 
-    model, cfg = load_checkpoint_model(checkpoint)
+    model, cfg = load_checkpoint_model(checkpoint, device)
     if int(cfg["num_classes"]) != raw.num_classes:
         raise ValueError(f"checkpoint {checkpoint} has {cfg['num_classes']} classes but {raw.name} has "
                          f"{raw.num_classes}: use a checkpoint trained on {raw.name}")
@@ -175,7 +176,8 @@ def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess=None):
 def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolution=None, workers: int | None = None,
                 resume: bool = True, checkpoint=None, progress: bool = True, dtype: str = "uint8",
                 block_size: int | None = None, download: bool = False, log=print,
-                postprocess=DEFAULT_POSTPROCESS, wait: bool = True) -> Path:
+                postprocess=DEFAULT_POSTPROCESS, wait: bool = True, shard: tuple[int, int] | None = None,
+                device=None) -> Path:
     """Compute the saliency maps of one split and write them to the HDF5 cache ``out``.
 
     Args:
@@ -202,9 +204,15 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             method gives them. Recorded in the cache attribute ``postprocess``.
         wait: when another process is building ``out``, wait for it (saying so through ``log``)
             and then reuse its cache if it matches; ``False`` raises :class:`~saliencymixplus.files.BusyError`.
+        shard: ``(k, n)``: build only shard ``k`` of ``n`` (``0 <= k < n``), the images
+            :func:`~saliencymixplus.precompute_command.shard_range` gives it (whole blocks), into
+            its own cache file ``shard_path(out, k, n)`` (``OUT.shard-K-of-N.h5``: attributes
+            ``shard``, ``num_shards``, ``start``, ``stop``, ``split_count`` besides the usual
+            ones; written, locked and resumed as a whole cache is); :func:`join_shards` joins them.
+        device: where ``gradient`` runs (default: the best device).
 
     Returns:
-        the path of the finished cache.
+        the path of the finished cache (of the shard file, for ``shard``).
 
     Raises:
         ValueError: bad arguments. OutputPathError: ``out`` cannot be written (checked first).
@@ -227,6 +235,9 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         raise ValueError(f"workers must be >= 0, got {workers}")
     if resolution is not None:
         resolution = parse_resolution(resolution)
+    if shard is not None:
+        shard = parse_shard(shard)
+        out = shard_path(out, *shard)
     out = Path(out)
     if not (resume and out.is_file()):
         check_output_file(out)  # before any work: a folder, or a folder we cannot write in
@@ -238,11 +249,17 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
     postprocess = format_postprocess(postprocess)  # checks it, and the form the attribute records
     extra = {"checkpoint": file_sha256(checkpoint)} if method == "gradient" else {}
     extra["postprocess"] = postprocess
+    span = (0, len(raw))
+    expect = raw
+    if shard is not None:
+        span = shard_range(len(raw), block_size, *shard)
+        extra.update(shard=shard[0], num_shards=shard[1], start=span[0], stop=span[1], split_count=len(raw))
+        expect = _Span(raw, *span)
 
     def reusable(note_mismatch: bool) -> bool:
         """``out`` is a complete, undamaged cache of these settings."""
         try:
-            done = verify_cache(out, expect=raw, method=method)
+            done = verify_cache(out, expect=expect, method=method)
         except FileNotFoundError:
             return False
         except CacheMismatchError as e:
@@ -261,7 +278,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             log(f"{out} is already a complete cache of {dataset}/{split} ({method}); nothing to do")
             return out
         check_output_file(out)
-    model = _load_gradient_model(checkpoint, raw) if method == "gradient" else None  # fails before any writing
+    model = _load_gradient_model(checkpoint, raw, device) if method == "gradient" else None  # fails before any writing
 
     lock = cache_lock(out).acquire(
         wait=wait, on_wait=lambda pid: log(f"another process (pid {pid}) is building {out}; waiting for it to "
@@ -276,20 +293,47 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         return _write_cache(raw, out, lock, method=method, resolution=resolution, dtype=dtype,
                             block_size=block_size, resume=resume, extra=extra, workers=workers,
                             data_dir=data_dir, model=model, postprocess=postprocess,
-                            progress=progress, log=log)
+                            progress=progress, log=log, span=span)
     finally:
         lock.release()
 
 
+class _Span:
+    """Images ``[start, stop)`` of a split, as a shard file's reader checks them: the split's
+    name, folder and fingerprint, ``stop - start`` images."""
+
+    def __init__(self, raw, start: int, stop: int):
+        self.raw, self.start, self.stop = raw, start, stop
+        self.name, self.split, self.data_dir = raw.name, raw.split, getattr(raw, "data_dir", None)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def fingerprint(self) -> str:
+        return self.raw.fingerprint()
+
+
+def parse_shard(text) -> tuple[int, int]:
+    """``"K/N"`` (or a pair) -> ``(K, N)`` with ``0 <= K < N``: shard K of N, counted from 0."""
+    try:
+        k, n = (int(t) for t in (text if isinstance(text, (tuple, list)) else str(text).split("/")))
+    except ValueError:
+        raise ValueError(f"shard must look like K/N (e.g. 0/4; shards count from 0), got {text!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"shard must be K/N with 0 <= K < N (shards count from 0 to N-1), got {k}/{n}")
+    return k, n
+
+
 def _write_cache(raw, out: Path, lock: FileLock, *, method, resolution, dtype, block_size, resume, extra,
-                 workers, data_dir, model, postprocess, progress, log) -> Path:
-    """Compute the pending blocks into ``out.partial`` (``lock`` held) and finalize it."""
-    with CacheWriter(out, dataset=raw.name, split=raw.split, count=len(raw), fingerprint=raw.fingerprint(),
+                 workers, data_dir, model, postprocess, progress, log, span) -> Path:
+    """Compute the pending blocks of images ``span`` into ``out.partial`` (``lock`` held) and finalize it."""
+    start, stop = span
+    with CacheWriter(out, dataset=raw.name, split=raw.split, count=stop - start, fingerprint=raw.fingerprint(),
                      method=method, resolution=resolution, dtype=dtype, block_size=block_size,
-                     resume=resume, extra_attrs=extra, lock=lock, item_stamps=raw.item_stamps()) as writer:
+                     resume=resume, extra_attrs=extra, lock=lock, item_stamps=raw.item_stamps()[start:stop]) as writer:
         if writer.note:
             log(writer.note)
-        pending = writer.pending()
+        pending = [(a + start, b + start) for a, b in writer.pending()]
         if method in OPENCV_METHODS:
             nw = default_workers() if workers is None else workers
             blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, data_dir, postprocess)
@@ -298,17 +342,73 @@ def _write_cache(raw, out: Path, lock: FileLock, *, method, resolution, dtype, b
         from tqdm import tqdm
 
         bad_images: list = []
-        with tqdm(total=len(raw), initial=writer.images_done(), unit="img", disable=not progress,
-                  desc=f"{method} {raw.name}/{raw.split}", dynamic_ncols=True, file=sys.stderr) as bar:
+        desc = f"{method} {raw.name}/{raw.split}" + (f" shard {extra['shard']}/{extra['num_shards']}"
+                                                     if "shard" in extra else "")
+        with tqdm(total=stop - start, initial=writer.images_done(), unit="img", disable=not progress,
+                  desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
             for a, maps, bad in blocks:
                 if bad:  # not written: the block is computed again once its images are fixed
                     bad_images += bad
                     continue
-                writer.write(a, maps)
+                writer.write(a - start, maps)
                 bar.update(len(maps))
         if bad_images:
             raise ImageDecodeError.for_files(bad_images, raw.name, raw.split, resume=True)
         return writer.finalize()
+
+
+def join_shards(dataset: str, data_dir, split: str, method: str, out, num_shards: int, *, resolution=None,
+                checkpoint=None, dtype: str = "uint8", postprocess=DEFAULT_POSTPROCESS, download: bool = False,
+                wait: bool = True, log=print, raw=None) -> Path:
+    """Join the ``num_shards`` shard files that :func:`build_cache` with ``shard=(k, num_shards)``
+    wrote for ``out`` into the cache ``out`` (:func:`~saliencymixplus.cache.join_cache`: a virtual
+    dataset over the shard files, which stay where they are). The arguments are those the shards
+    were built with; the split is loaded (``raw``, if given, is it) to check that every shard was
+    built from its current images.
+
+    Raises:
+        ValueError: bad arguments. FileNotFoundError: missing data or checkpoint.
+        CacheMismatchError: shards missing, unfinished, damaged or built otherwise (each named,
+            with the command that builds it). BusyError: ``wait=False`` and ``out`` is locked.
+    """
+    spec = get_spec(dataset)
+    if int(num_shards) < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if (method == "gradient") != (checkpoint is not None):
+        raise ValueError("checkpoint is required for method 'gradient' and only used by it")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    out = Path(out)
+    check_output_file(out)
+    if raw is None:
+        raw = load_split(dataset, data_dir, split, download=download)
+    resolution = parse_resolution(resolution) if resolution is not None else \
+        (spec.stored_resolution or raw.image_size())
+    attrs = {"dataset": raw.name, "split": raw.split, "count": len(raw), "fingerprint": raw.fingerprint(),
+             "method": method, "resolution": resolution, "postprocess": format_postprocess(postprocess)}
+    if method == "gradient":
+        attrs["checkpoint"] = file_sha256(checkpoint)
+    lock = cache_lock(out).acquire(
+        wait=wait, on_wait=lambda pid: log(f"another process (pid {pid}) is writing {out}; waiting for it ..."))
+    try:
+        return join_cache(out, num_shards, attrs=attrs, dtype=dtype, data_dir=data_dir, lock=lock)
+    finally:
+        lock.release()
+
+
+def _torchrun_world() -> tuple[int, int, int, int] | None:
+    """``(rank, world size, local rank, local world size)`` when started by ``torchrun`` (or any
+    launcher that sets ``RANK`` and ``WORLD_SIZE``) with more than one process, else ``None``."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1 or "RANK" not in os.environ:
+            return None
+        return (int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
+                int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+    except ValueError:
+        return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -332,6 +432,14 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default: {DEFAULT_POSTPROCESS}, see benchmarks/RESULTS.md)")
     p.add_argument("--download", action="store_true", help="download the data set if missing (online)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="build only shard K of N (K = 0 .. N-1; contiguous runs of blocks) into "
+                        "OUT.shard-K-of-N.h5, resumable like a whole cache; then --join N writes OUT")
+    p.add_argument("--join", type=int, default=None, metavar="N",
+                   help="join the N shard files OUT.shard-K-of-N.h5 (built with the same arguments and --shard "
+                        "K/N) into OUT, a cache whose maps are read from them (keep them beside OUT). Under "
+                        "torchrun (WORLD_SIZE > 1) each rank builds its shard and rank 0 joins them: no "
+                        "--shard or --join then")
     p.add_argument("--no-wait", action="store_true",
                    help="if another process is building OUT, stop (exit 2) instead of waiting for it "
                         "and reusing its result")
@@ -359,6 +467,19 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
         parser.error(f"--postprocess: {e}")
     if not get_spec(args.dataset).generated and args.data_dir is None:
         parser.error(f"--data-dir is required for --dataset {args.dataset}")
+    if args.shard is not None:
+        try:
+            parse_shard(args.shard)
+        except ValueError as e:
+            parser.error(f"--{e}")
+    if args.join is not None and args.join < 1:
+        parser.error(f"--join must be the number of shards, >= 1, got {args.join}")
+    if args.join is not None and args.shard is not None:
+        parser.error("--shard builds one shard and --join joins them all: give one of them")
+    world = _torchrun_world()
+    if world is not None and (args.shard is not None or args.join is not None):
+        parser.error(f"--shard and --join are not used under torchrun (WORLD_SIZE={world[1]}): each rank builds "
+                     f"its shard and rank 0 joins them")
 
 
 def main(argv=None) -> int:
@@ -369,25 +490,90 @@ def main(argv=None) -> int:
         _check_args(parser, args)
     except SystemExit as e:
         return int(e.code or 0)
-    partial = Path(args.out + ".partial")
+    world = _torchrun_world()
+    if world is not None:
+        return _main_ranks(args, parser, *world)
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    partial = Path(str(shard_path(args.out, *shard) if shard else args.out) + ".partial")
     t0 = time.perf_counter()
+    if args.join is not None:
+        rc, path = _attempt(parser, partial, lambda: join_shards(
+            args.dataset, args.data_dir, args.split, args.method, args.out, args.join, resolution=args.resolution,
+            checkpoint=args.checkpoint, dtype=args.dtype, postprocess=args.postprocess, download=args.download,
+            wait=not args.no_wait, log=lambda msg: print(msg, flush=True)))
+    else:
+        rc, path = _attempt(parser, partial, lambda: _build(args, shard=shard))
+    if rc == 0:
+        _report(path, time.perf_counter() - t0, args.join)
+    return rc
+
+
+def _build(args, **kw) -> Path:
+    return build_cache(args.dataset, args.data_dir, args.split, args.method, args.out,
+                       resolution=args.resolution, workers=args.workers, resume=args.resume,
+                       checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
+                       block_size=args.block_size, download=args.download, postprocess=args.postprocess,
+                       wait=not args.no_wait, log=lambda msg: print(msg, flush=True), **kw)
+
+
+def _attempt(parser, partial: Path, work) -> tuple[int, Path | None]:
+    """``(0, work())``, or the exit status (2: bad arguments, data, output or shards; 130:
+    interrupted) after printing why."""
     try:
-        path = build_cache(args.dataset, args.data_dir, args.split, args.method, args.out,
-                           resolution=args.resolution, workers=args.workers, resume=args.resume,
-                           checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
-                           block_size=args.block_size, download=args.download, postprocess=args.postprocess,
-                           wait=not args.no_wait, log=lambda msg: print(msg, flush=True))
+        return 0, work()
     except (FileNotFoundError, ValueError, BusyError, DiskFullError) as e:  # OutputPathError, ImageDecodeError included
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+        return 2, None
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished blocks are kept in {partial}; rerun with --resume to continue",
               file=sys.stderr)
-        return 130
-    dt = time.perf_counter() - t0
+        return 130, None
+
+
+def _report(path: Path, dt: float, joined: int | None) -> None:
     cache = SaliencyCache(path, in_memory=False)
-    n = len(cache)
-    size = path.stat().st_size
-    print(f"wrote {path}: {n} maps {format_resolution(cache.resolution)} {cache.dtype}, "
+    size = sum(p.stat().st_size for p in [path, *(q.path for q in cache._parts or ())])
+    what = f" (joined from {joined} shard files)" if joined else ""
+    print(f"wrote {path}{what}: {len(cache)} maps {format_resolution(cache.resolution)} {cache.dtype}, "
           f"{size / 1e6:.1f} MB, in {dt:.1f} s")
-    return 0
+
+
+def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_world: int) -> int:
+    """Under ``torchrun``: build shard ``rank`` of ``world`` (gradient saliency on GPU
+    ``LOCAL_RANK`` when there is one; the OpenCV methods on this machine's share of its cores),
+    agree on success (gloo), then rank 0 joins the shards into ``--out``."""
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    device = None
+    if args.method == "gradient" and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    if args.workers is None:
+        args.workers = max(1, default_workers() // max(1, local_world))
+    args.no_progress = args.no_progress or rank != 0
+    partial = Path(str(shard_path(args.out, rank, world)) + ".partial")
+    # A rank waits for the slowest shard: allow days (torchrun stops the others if one dies).
+    dist.init_process_group("gloo", timeout=timedelta(days=7))
+    try:
+        t0 = time.perf_counter()
+        rc, _ = _attempt(parser, partial, lambda: _build(args, shard=(rank, world)))
+        status = torch.tensor([rc])
+        dist.all_reduce(status, op=dist.ReduceOp.MAX)  # the barrier: every shard is finished, or one failed
+        if int(status) != 0:
+            if rc == 0 and rank == 0:
+                print(f"{parser.prog}: error: a shard failed on another rank (see its message): run the same "
+                      f"command again (with --resume) to finish it", file=sys.stderr)
+            return rc or int(status)
+        if rank == 0:
+            rc, path = _attempt(parser, partial, lambda: join_shards(
+                args.dataset, args.data_dir, args.split, args.method, args.out, world, resolution=args.resolution,
+                checkpoint=args.checkpoint, dtype=args.dtype, postprocess=args.postprocess, wait=not args.no_wait,
+                log=lambda msg: print(msg, flush=True)))
+            if rc == 0:
+                _report(path, time.perf_counter() - t0, world)
+        return rc
+    finally:
+        dist.destroy_process_group()

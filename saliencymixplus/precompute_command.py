@@ -6,20 +6,56 @@ the tool's parser accepts every command spelled here. See docs/design.md, "The s
 
 from __future__ import annotations
 
+import re
 import shlex
+from pathlib import Path
 
 from .datasets import SPECS
 
-__all__ = ["PROGRAM", "rebuild_command"]
+__all__ = ["PROGRAM", "rebuild_command", "shard_path", "parse_shard_path", "shard_range"]
 
 PROGRAM = "saliencymixplus-precompute"
 
 
-def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None) -> str:
+def shard_path(out, k: int, n: int) -> Path:
+    """The file shard ``k`` of ``n`` of the cache ``out`` is built in: ``DIR/NAME.h5`` ->
+    ``DIR/NAME.shard-K-of-N.h5`` (shards count from 0)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.shard-{int(k)}-of-{int(n)}{out.suffix}")
+
+
+_SHARD_NAME = re.compile(r"^(.*)\.shard-(\d+)-of-(\d+)(\.[^.]*)?$")
+
+
+def parse_shard_path(path) -> tuple[Path, int, int] | None:
+    """``(out, k, n)`` for a file named as :func:`shard_path` names shard ``k`` of ``n`` of
+    ``out``; ``None`` for any other name."""
+    path = Path(path)
+    m = _SHARD_NAME.match(path.name)
+    if m is None:
+        return None
+    return path.with_name(m.group(1) + (m.group(4) or "")), int(m.group(2)), int(m.group(3))
+
+
+def shard_range(count: int, block_size: int, k: int, n: int) -> tuple[int, int]:
+    """``(start, stop)``: the images of shard ``k`` of ``n`` of a split of ``count`` images,
+    whole blocks of ``block_size`` (the K-th of N contiguous runs of blocks, sizes differing by
+    at most one block), so that every block holds the images a single-process build gives it."""
+    if not 0 <= k < n:
+        raise ValueError(f"shard must be K/N with 0 <= K < N, got {k}/{n}")
+    blocks = -(-int(count) // int(block_size))
+    return min(count, k * blocks // n * block_size), min(count, (k + 1) * blocks // n * block_size)
+
+
+def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None, *, dtype=None, postprocess=None,
+                    shard=None, join=None, resume=False) -> str:
     """The command line that builds this cache. ``method`` ``None`` leaves the tool's default
     (``fine_grained``); ``data_dir`` ``None`` leaves ``--data-dir`` out for generated sets
     and writes a ``DATA_DIR`` placeholder for the others (the folder is not known);
-    ``resolution`` is ``(h, w)``. Paths are quoted for a POSIX shell where they need it."""
+    ``resolution`` is ``(h, w)``; ``dtype`` (other than ``uint8``) and ``postprocess`` are
+    spelled when given; ``shard`` ``(k, n)`` builds that shard of ``out``, ``join`` ``n`` joins
+    ``n`` shards into ``out``; ``resume`` adds ``--resume``. Paths are quoted for a POSIX shell
+    where they need it."""
     cmd = f"{PROGRAM} --dataset {dataset}"
     if data_dir is not None:
         cmd += f" --data-dir {shlex.quote(str(data_dir))}"
@@ -33,4 +69,14 @@ def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None)
     cmd += f" --out {shlex.quote(str(out))}"
     if resolution is not None:
         cmd += f" --resolution {int(resolution[0])}x{int(resolution[1])}"
+    if dtype is not None and str(dtype) != "uint8":
+        cmd += f" --dtype {dtype}"
+    if postprocess is not None:
+        cmd += f" --postprocess {shlex.quote(str(postprocess))}"
+    if shard is not None:
+        cmd += f" --shard {int(shard[0])}/{int(shard[1])}"
+    if join is not None:
+        cmd += f" --join {int(join)}"
+    if resume:
+        cmd += " --resume"
     return cmd
