@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from .cache import SaliencyCache
 from .datasets import DATASETS, SPECS, SPLITS
 from .demo import DEMO_CLASSES, DEMO_SIZES, generate_demo, load_demo
-from .rawdata import MEAN_STD, ArraySplit, FileSplit, RawSplit, load_split
+from .rawdata import ArraySplit, FileSplit, RawSplit, load_split
 from .transforms import eval_transform, train_transform
 
 __all__ = [

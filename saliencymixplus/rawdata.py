@@ -16,18 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import DATASETS, SPECS, SPLITS, get_spec
+from .datasets import SPLITS, get_spec
 
 __all__ = [
     "RawSplit", "ArraySplit", "FileSplit", "DataFileError", "ImageDecodeError", "load_split", "load_cifar100",
     "load_oxford_pet", "find_oxford_pet_root", "generated_split", "read_rgb", "image_file_problem",
     "read_pet_trimap", "trimap_object_mask", "default_workers",
 ]
-
-
-# Views of the specs for callers that do not read saliencymixplus.datasets yet (training/).
-NUM_CLASSES = {name: s.num_classes for name, s in SPECS.items()}
-MEAN_STD = {name: s.mean_std for name, s in SPECS.items()}
 
 
 def _check_choice(argname: str, value, choices) -> None:

@@ -24,15 +24,10 @@ from torchvision import transforms as T1
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .datasets import SPECS, Recipe, get_spec
+from .datasets import get_spec
 
 __all__ = ["JointTransform", "Geometry", "Normalize", "resample_saliency", "train_transform", "eval_transform",
            "random_flip_batch", "normalize_batch"]
-
-
-#: Each data set's recipe, a view of the specs for callers that do not read
-#: saliencymixplus.datasets yet (training/).
-RECIPES: dict[str, Recipe] = {name: spec.recipe for name, spec in SPECS.items()}
 
 
 class Normalize:

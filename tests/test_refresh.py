@@ -332,7 +332,7 @@ def test_torch_loader_refresh_pass_and_resume(tmp_path, cifar_dir, capsys):
     saliency of the model at that epoch's end; resuming from it gives the same weights."""
     from saliencymixplus.data import load_split
     from saliencymixplus.models import build_model
-    from saliencymixplus.rawdata import MEAN_STD as MS
+    from saliencymixplus.datasets import get_spec
     from saliencymixplus.transforms import Normalize
 
     cache = tmp_path / "cifar.h5"
@@ -356,7 +356,7 @@ def test_torch_loader_refresh_pass_and_resume(tmp_path, cifar_dir, capsys):
     net.load_state_dict(ck["model"])
     net.eval()
     raw = load_split("cifar100", cifar_dir["root"], "train")
-    x = Normalize(*MS["cifar100"])(torch.from_numpy(raw.images).permute(0, 3, 1, 2))
+    x = Normalize(*get_spec("cifar100").mean_std)(torch.from_numpy(raw.images).permute(0, 3, 1, 2))
     x, labels, g = x.contiguous(), torch.from_numpy(raw.labels), []
     for a in range(0, len(x), 16):
         xb = x[a:a + 16].clone().requires_grad_(True)
