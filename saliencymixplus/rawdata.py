@@ -291,25 +291,29 @@ def read_rgb(path: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- CIFAR-100
 
-def _find_root(name: str, data_dir, find, download, fetch, by_hand: str) -> Path | None:
-    """``find(data_dir)``, after ``fetch(data_dir)`` (a torchvision download) when nothing is
-    there and ``download``; ``None`` when still not found.
-
-    Raises:
-        FileNotFoundError: ``data_dir`` is ``None``, or the download failed (``by_hand`` says
-            what to do instead).
-    """
+def _need_data_dir(name: str, data_dir) -> None:
     if data_dir is None:
         raise FileNotFoundError(f"{name} needs --data-dir: {get_spec(name).data_dir_holds}")
+
+
+def _find_root(name: str, data_dir, find, download: bool, fetch, *, by_hand: str, missing: str) -> Path:
+    """``find(data_dir)``, after ``fetch(data_dir)`` (a torchvision download) when nothing is
+    there and ``download``.
+
+    Raises:
+        FileNotFoundError: the download failed (``by_hand`` says what to do instead), or
+            nothing is found (``missing``).
+    """
     root = find(data_dir)
     if root is None and download:
         try:
             fetch(str(data_dir))
         except Exception as e:  # noqa: BLE001 - offline: say what to do
             raise FileNotFoundError(f"could not download {get_spec(name).title} into {data_dir} "
-                                    f"({type(e).__name__}: {e}). "
-                                    f"{by_hand}") from e
+                                    f"({type(e).__name__}: {e}). {by_hand}") from e
         root = find(data_dir)
+    if root is None:
+        raise FileNotFoundError(missing)
     return root
 
 
@@ -338,15 +342,14 @@ def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit
         DataFileError: a pickle without uint8 ``data[N, 3072]``.
     """
     _check_choice("split", split, SPLITS)
+    _need_data_dir("cifar100", data_dir)
     url = get_spec("cifar100").urls[0]
     untar = f"tar xzf cifar-100-python.tar.gz -C {data_dir}"
     root = _find_root("cifar100", data_dir, _cifar_root, download, _fetch_cifar100,
-                      f"Download {url} by hand and extract it there ({untar})")
-    if root is None:
-        raise FileNotFoundError(
-            f"CIFAR-100 not found: expected {Path(data_dir) / 'cifar-100-python'}/{{train,test,meta}} "
-            f"(the pickled python version). Pass download=True (--download) when online, or fetch "
-            f"{url} and run: {untar}")
+                      by_hand=f"Download {url} by hand and extract it there ({untar})",
+                      missing=f"CIFAR-100 not found: expected {Path(data_dir) / 'cifar-100-python'}/"
+                              f"{{train,test,meta}} (the pickled python version). Pass download=True "
+                              f"(--download) when online, or fetch {url} and run: {untar}")
     with open(root / split, "rb") as f:
         entry = pickle.load(f, encoding="latin1")
     data = np.asarray(entry["data"], dtype=np.uint8)
@@ -407,16 +410,15 @@ def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSpli
         DataFileError: a list line that is malformed, has a class id outside 1..37 or is not UTF-8.
     """
     _check_choice("split", split, SPLITS)
-    spec = get_spec("oxford_pet")
+    _need_data_dir("oxford_pet", data_dir)
+    spec, d = get_spec("oxford_pet"), Path(data_dir)
     get = f"{spec.fetch_command} {data_dir}"
     root = _find_root("oxford_pet", data_dir, find_oxford_pet_root, download, _fetch_oxford_pet,
-                      f"Run {get} when online")
-    if root is None:
-        raise FileNotFoundError(
-            f"Oxford-IIIT Pet not found: expected {Path(data_dir)}/images/*.jpg and "
-            f"{Path(data_dir)}/annotations/trainval.txt, test.txt (or the same under "
-            f"{Path(data_dir) / 'oxford-iiit-pet'}). Get them with: {get} "
-            f"(downloads {' and '.join(spec.urls)}), or pass download=True (--download) when online")
+                      by_hand=f"Run {get} when online",
+                      missing=f"Oxford-IIIT Pet not found: expected {d}/images/*.jpg and {d}/annotations/"
+                              f"trainval.txt, test.txt (or the same under {d / 'oxford-iiit-pet'}). Get them "
+                              f"with: {get} (downloads {' and '.join(spec.urls)}), or pass download=True "
+                              f"(--download) when online")
     ann = root / dict(spec.file_lists)[split]
     if not ann.is_file():
         raise FileNotFoundError(f"Oxford-IIIT Pet: missing {ann}; rerun {get}")
