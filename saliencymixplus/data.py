@@ -1,14 +1,17 @@
 """Torch data sets of the known data sets (:mod:`saliencymixplus.datasets`):
 :func:`build_dataset` loads a split (:func:`~saliencymixplus.rawdata.load_split`) and pairs
 it with its published transforms and, optionally, its saliency cache, so that each item is
-``(image, saliency, label)`` with the two aligned. See docs/design.md, "Data sets".
+``(image, saliency, label)`` with the two aligned. :class:`WithSaliency` pairs any map-style
+data set in the cache's order (a :class:`RawSplit`, torchvision's ``ImageFolder``, your own)
+with its cache, for your own loops. See docs/design.md, "Data sets".
 """
 
 from __future__ import annotations
 
+import numpy as np
 from torch.utils.data import Dataset
 
-from .cache import SaliencyCache
+from .cache import CacheMismatchError, SaliencyCache
 from .datasets import DATASETS, SPECS, SPLITS
 from .demo import DEMO_CLASSES, DEMO_SIZES, generate_demo, load_demo
 from .rawdata import ArraySplit, FileSplit, RawSplit, load_split
@@ -16,7 +19,7 @@ from .transforms import eval_transform, train_transform
 
 __all__ = [
     "DATASETS", "SPECS", "SPLITS", "RawSplit", "ArraySplit", "FileSplit", "load_split",
-    "build_dataset", "SaliencyDataset", "DEMO_CLASSES", "DEMO_SIZES", "generate_demo", "load_demo",
+    "build_dataset", "SaliencyDataset", "WithSaliency", "DEMO_CLASSES", "DEMO_SIZES", "generate_demo", "load_demo",
 ]
 
 
@@ -48,7 +51,7 @@ class SaliencyDataset(Dataset):
 
 
 def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cache: str | None = None,
-                  download: bool = False) -> Dataset:
+                  download: bool = False, image_size: int | None = None, mean_std=None) -> Dataset:
     """A torch Dataset of one split with the published transforms.
 
     Args:
@@ -58,6 +61,8 @@ def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cach
         train: use the training (random) transform, else the test transform.
         saliency_cache: path of an HDF5 saliency cache built for this split (checked against it).
         download: fetch missing files when online.
+        image_size, mean_std: the crop side of ImageNet-style recipes and the normalisation
+            (:func:`~saliencymixplus.transforms.train_transform`); ``None``: the spec's.
 
     Returns:
         a :class:`SaliencyDataset` yielding ``(image float32[3, H, W] normalised, saliency [H, W]
@@ -66,5 +71,84 @@ def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cach
     """
     raw = load_split(name, data_dir, split, download=download)
     cache = SaliencyCache(saliency_cache, expect=raw) if saliency_cache is not None else None
-    transform = train_transform(name) if train else eval_transform(name)
-    return SaliencyDataset(raw, transform, cache)
+    make = train_transform if train else eval_transform
+    return SaliencyDataset(raw, make(name, image_size, mean_std), cache)
+
+
+def _folder_split_of(dataset, attrs: dict):
+    """A :class:`~saliencymixplus.folders.FolderSplit` of a torchvision ``DatasetFolder``
+    (``root``, ``samples``, ``classes``) named as the cache says, so that its fingerprint can be
+    compared; ``None`` when ``dataset`` is not one or the cache is not of a folder set."""
+    from .datasets import SPECS
+    from .folders import FolderSplit
+
+    samples, root, classes = (getattr(dataset, k, None) for k in ("samples", "root", "classes"))
+    spec = SPECS.get(attrs.get("dataset"))
+    if samples is None or root is None or classes is None or spec is None or not spec.folder_tree:
+        return None
+    paths = [p for p, _ in samples]
+    labels = np.asarray([y for _, y in samples], np.int64)
+    return FolderSplit(spec.name, attrs["split"], paths, labels, root, classes)
+
+
+class WithSaliency(Dataset):
+    """Any map-style data set paired, item by item, with the saliency cache of the same images
+    in the same order: items are ``(image, saliency, label)``.
+
+    Args:
+        dataset: a :class:`RawSplit` (:func:`load_split`), a torchvision ``ImageFolder``
+            (``allow_empty=True`` orders its samples as the cache tool does; give it no
+            transform: pass the transform here), or any data set whose ``dataset[i]`` is
+            ``(image, label)`` in the order the cache was built.
+        cache: the ``.h5`` path or a :class:`~saliencymixplus.cache.SaliencyCache`.
+        transform: ``transform(image, saliency) -> (image, saliency)`` applying the same geometry
+            to both: :func:`~saliencymixplus.transforms.train_transform` /
+            :func:`~saliencymixplus.transforms.eval_transform`, a
+            :class:`~saliencymixplus.transforms.JointTransform`, or a torchvision v2 pipeline
+            called with a ``Saliency`` tv_tensor; ``None``: the image as ``dataset`` gives it
+            (a PIL image as ``np.uint8[H, W, 3]`` RGB) and the map as stored (``uint8[h, w]``,
+            ``0..255`` for ``0..1``, covering the whole image at the cache's resolution).
+
+    Checked when made: the cache has one map per item; and, where the data set can say what
+    it holds (a :class:`RawSplit`'s fingerprint; a torchvision ``DatasetFolder`` of a folder
+    set's cache: the files' names, classes, sizes and modification times), that it was built
+    from these images.
+
+    Raises:
+        ValueError: the lengths differ.
+        CacheMismatchError: the cache was built from other images (the message says what differs).
+    """
+
+    def __init__(self, dataset, cache, transform=None):
+        if isinstance(cache, SaliencyCache):
+            self.cache = cache
+        else:
+            self.cache = SaliencyCache(cache, in_memory=False)
+        if len(self.cache) != len(dataset):
+            raise ValueError(f"cache {self.cache.path} has {len(self.cache)} maps but the data set has "
+                             f"{len(dataset)} items: pair a data set with the cache built from it")
+        self.raw = dataset if isinstance(dataset, RawSplit) else _folder_split_of(dataset, self.cache.attrs)
+        if self.raw is not None:
+            want, got = self.cache.attrs.get("fingerprint"), self.raw.fingerprint()
+            if (self.cache.attrs.get("dataset"), self.cache.attrs.get("split")) != (self.raw.name, self.raw.split) \
+                    or want != got:
+                SaliencyCache(self.cache.path, expect=self.raw, in_memory=False)  # raises, saying what differs
+                raise CacheMismatchError(f"saliency cache {self.cache.path} has fingerprint {want}, the data set "
+                                         f"{got}: rebuild the cache from these images")
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, i: int):
+        if isinstance(self.dataset, RawSplit):
+            image, label = self.dataset.image(i), int(self.dataset.labels[i])
+        else:
+            image, label = self.dataset[i]
+            if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+                image = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        saliency = self.cache.raw(i)
+        if self.transform is None:
+            return image, saliency, label
+        image, saliency = self.transform(image, saliency)
+        return image, saliency, label

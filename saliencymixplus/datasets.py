@@ -32,12 +32,16 @@ class Recipe:
             ratio), or ``None``.
         flip: a random horizontal flip (p = 0.5) last.
         test_resize: ``(h, w)`` test images are resized to, or ``None``.
+        crop_pct: the ImageNet-style recipe when set: ``crop`` is only the default side and
+            ``train.py``'s ``--image-size`` sets it; test images are resized (shorter side) to
+            ``round(size / crop_pct)`` and centre-cropped to ``size``.
     """
 
     resize: tuple[int, int] | None = None
     crop: int | None = None
     flip: bool = True
     test_resize: tuple[int, int] | None = None
+    crop_pct: float | None = None
 
     @property
     def batchable(self) -> bool:
@@ -77,7 +81,8 @@ class DatasetSpec:
     Attributes:
         name: the name the tools and ``train.py`` take (``--dataset``).
         title: the name people write, for messages.
-        num_classes: labels are ``0 .. num_classes - 1``.
+        num_classes: labels are ``0 .. num_classes - 1``; ``None``: from the data (each tree
+            has its own: :meth:`count_classes`, and the loaded split's ``num_classes``).
         mean_std: per-channel ``(mean, std)`` of the training images in [0, 1], RGB.
         recipe: the published augmentation.
         train: ``train.py``'s defaults.
@@ -92,11 +97,14 @@ class DatasetSpec:
             argument), or ``""``.
         file_lists: ``{split: file}`` of the lists that name each split's images, relative to
             the data folder; empty when the set has no such lists.
+        class_counter: ``"module:function"`` of ``function(data_dir) -> int``, the number of
+            classes of the data at ``data_dir`` (sets whose ``num_classes`` is ``None``).
+        folder_tree: the images are files in class folders (no list names them).
     """
 
     name: str
     title: str
-    num_classes: int
+    num_classes: int | None
     mean_std: tuple[RGB, RGB]
     recipe: Recipe
     train: TrainDefaults
@@ -107,6 +115,20 @@ class DatasetSpec:
     urls: tuple[str, ...] = ()
     fetch_command: str = ""
     file_lists: tuple[tuple[str, str], ...] = ()
+    class_counter: str = ""
+    folder_tree: bool = False
+
+    def count_classes(self, data_dir) -> int:
+        """:attr:`num_classes`, or for a set whose classes come from the data, the number
+        :attr:`class_counter` finds at ``data_dir`` (without reading images).
+
+        Raises:
+            FileNotFoundError: the data is not there.
+        """
+        if self.num_classes is not None:
+            return self.num_classes
+        module, _, function = self.class_counter.partition(":")
+        return getattr(importlib.import_module(module), function)(data_dir)
 
     def load(self, data_dir, split: str, *, download: bool = False):
         """One split (:class:`~saliencymixplus.rawdata.RawSplit`) through :attr:`loader`."""
@@ -122,6 +144,8 @@ class DatasetSpec:
         fetch = f" ({self.fetch_command} fetches the set again)" if self.fetch_command else ""
         again = "run the same command again" + (" (the finished maps are kept: add --resume to the "
                                                 "precompute command)" if resume else "")
+        if self.folder_tree:
+            return f"Replace each with an intact copy, or move it out of the data folder; then {again}."
         return f"Replace each with an intact copy{fetch}, or delete its line from {where}; then {again}."
 
 
@@ -161,6 +185,25 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
         # (stride-2 stem), a few minutes on 2 CPU cores.
         TrainDefaults("resnet_tiny", 12, 64, 0.05, (8, 11), 48, "device", None),
         "saliencymixplus.demo_hard:load_demo_hard", generated=True),
+    DatasetSpec(
+        # Any torchvision ImageFolder tree: DIR/train/<class>/*, DIR/val/<class>/* ("test" = val/).
+        "imagefolder", "image folder", None, IMAGENET_MEAN_STD,  # ImageNet's unless --mean/--std
+        Recipe(crop=224, crop_pct=0.875),  # --image-size (default 224)
+        # Pet's published recipe: the folder set trained from scratch at 224 px.
+        TrainDefaults("resnet50", 300, 64, 0.1, (75, 150, 225), 224, "torch", None),
+        "saliencymixplus.folders:load_imagefolder",
+        stored_resolution=(96, 96),  # benchmarks/RESULTS.md, "stored map resolution for large sets"
+        data_dir_holds="train/<class>/* and val/<class>/* (torchvision's ImageFolder layout)",
+        class_counter="saliencymixplus.folders:count_classes", folder_tree=True),
+    DatasetSpec(
+        "imagenet", "ImageNet (ILSVRC-2012)", 1000, IMAGENET_MEAN_STD,
+        Recipe(crop=224, crop_pct=0.875),
+        # The ImageNet recipe of CutMix/SaliencyMix: ResNet-50, 300 epochs, batch 256, lr 0.1.
+        TrainDefaults("resnet50", 300, 256, 0.1, (75, 150, 225), 224, "torch", None),
+        "saliencymixplus.folders:load_imagenet",
+        stored_resolution=(96, 96),  # 11.81 GB for 1,281,167 maps (benchmarks/RESULTS.md)
+        data_dir_holds="train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ILSVRC-2012, val sorted into wnid folders)",
+        urls=("https://image-net.org",), folder_tree=True),
 )}
 
 DATASETS = tuple(SPECS)

@@ -66,7 +66,7 @@ class Normalize:
         return f"Normalize(mean={self.mean}, std={self.std})"
 
 #: The geometric steps :class:`JointTransform` can compose (all axis-aligned).
-SUPPORTED_STEPS = (v2.Resize, v2.RandomResizedCrop, v2.RandomHorizontalFlip)
+SUPPORTED_STEPS = (v2.Resize, v2.RandomResizedCrop, v2.RandomHorizontalFlip, v2.CenterCrop)
 
 #: Above this many stored pixels per output pixel (in an axis), the map is area-averaged along
 #: it, where bilinear sampling would skip pixels (alias). The Pet default (256x256 maps, crops
@@ -203,7 +203,7 @@ class JointTransform:
 
     Args:
         geometric: v2 transforms from :data:`SUPPORTED_STEPS` (``Resize``, ``RandomResizedCrop``,
-            ``RandomHorizontalFlip``), applied in order to the image; the saliency map gets the
+            ``RandomHorizontalFlip``, ``CenterCrop`` no larger than the image), applied in order to the image; the saliency map gets the
             composition of the same steps, in one resize (:func:`resample_saliency`).
         mean, std: per-channel normalisation of the image (in [0, 1] units, :class:`Normalize`).
 
@@ -235,6 +235,13 @@ class JointTransform:
                 if torch.rand(1) < t.p:
                     img = TF.horizontal_flip(img)
                     geo = Geometry(geo.box, geo.size, not geo.flip)
+            elif type(t) is v2.CenterCrop:
+                (H, W), (ch, cw) = img.shape[-2:], t.size
+                if ch > H or cw > W:
+                    raise ValueError(f"CenterCrop({ch}, {cw}) needs an image at least that large, got {H}x{W}")
+                top, left = int(round((H - ch) / 2.0)), int(round((W - cw) / 2.0))  # torchvision's rounding
+                geo = geo.crop(top, left, ch, cw, (H, W))
+                img = img[..., top:top + ch, left:left + cw]
             elif type(t) is v2.RandomResizedCrop:
                 i, j, h, w = T1.RandomResizedCrop.get_params(img, t.scale, t.ratio)
                 geo = geo.crop(i, j, h, w, tuple(img.shape[-2:]))
@@ -254,22 +261,40 @@ class JointTransform:
         return f"JointTransform({self.steps}, {self.normalize})"
 
 
-def train_transform(name: str) -> JointTransform:
-    """The published training pipeline of data set ``name`` (its spec's recipe)."""
+def _sized(spec, image_size: int | None) -> int | None:
+    """The side an ImageNet-style recipe (``crop_pct``) crops to: ``image_size`` or its default."""
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    return (image_size or spec.recipe.crop) if spec.recipe.crop_pct else None
+
+
+def train_transform(name: str, image_size: int | None = None, mean_std=None) -> JointTransform:
+    """The published training pipeline of data set ``name`` (its spec's recipe).
+
+    ``image_size``: the random-resized crop's side for ImageNet-style recipes (``crop_pct``;
+    default the recipe's ``crop``, 224); fixed recipes ignore it. ``mean_std``: ``(mean, std)``
+    instead of the spec's."""
     spec = get_spec(name, "name")
     r = spec.recipe
+    crop = _sized(spec, image_size) or r.crop
     geo = ([v2.Resize(r.resize, antialias=True)] if r.resize else []) \
-        + ([v2.RandomResizedCrop(r.crop, antialias=True)] if r.crop else []) \
+        + ([v2.RandomResizedCrop(crop, antialias=True)] if crop else []) \
         + ([v2.RandomHorizontalFlip()] if r.flip else [])
-    return JointTransform(geo, *spec.mean_std)
+    return JointTransform(geo, *(mean_std or spec.mean_std))
 
 
-def eval_transform(name: str) -> JointTransform:
+def eval_transform(name: str, image_size: int | None = None, mean_std=None) -> JointTransform:
     """The published evaluation pipeline of data set ``name`` (its spec's recipe: Pet resizes
-    to 224x224, the others take the image as it is)."""
+    to 224x224; ImageNet-style recipes resize the shorter side to ``round(size / crop_pct)``
+    (256 for 224) and centre-crop ``size`` = ``image_size`` (default the recipe's ``crop``);
+    the others take the image as it is). ``mean_std`` as in :func:`train_transform`."""
     spec = get_spec(name, "name")
-    size = spec.recipe.test_resize
-    return JointTransform([v2.Resize(size, antialias=True)] if size else [], *spec.mean_std)
+    size = _sized(spec, image_size)
+    if size:
+        steps = [v2.Resize(round(size / spec.recipe.crop_pct), antialias=True), v2.CenterCrop(size)]
+    else:
+        steps = [v2.Resize(spec.recipe.test_resize, antialias=True)] if spec.recipe.test_resize else []
+    return JointTransform(steps, *(mean_std or spec.mean_std))
 
 
 def random_flip_batch(images: torch.Tensor, saliency: torch.Tensor | None = None,

@@ -13,9 +13,9 @@ from saliencymixplus.precompute import build_cache
 
 
 def test_constants():
-    assert DATASETS == ("cifar100", "oxford_pet", "demo", "demo_hard")
+    assert DATASETS == ("cifar100", "oxford_pet", "demo", "demo_hard", "imagefolder", "imagenet")
     assert {n: s.num_classes for n, s in SPECS.items()} == {"cifar100": 100, "oxford_pet": 37, "demo": 10,
-                                                            "demo_hard": 20}
+                                                            "demo_hard": 20, "imagefolder": None, "imagenet": 1000}
     for name, spec in SPECS.items():
         mean, std = spec.mean_std
         assert spec.name == name and len(mean) == len(std) == 3 and all(0 < s < 1 for s in std)

@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mixers", ("mix", "label_noise", "saliencymixplus")),
     ("networks", ("models",)),
     ("file formats", ("precompute_command", "cache", "checkpoint_file")),
-    ("where images and maps come from", ("saliency", "rawdata", "demo", "demo_hard")),
+    ("where images and maps come from", ("saliency", "rawdata", "folders", "demo", "demo_hard")),
     ("transforms", ("transforms", "tv_tensors")),
     ("data sets for training, refreshed maps", ("data", "refresh")),
     ("the cache tool", ("precompute",)),

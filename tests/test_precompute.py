@@ -164,7 +164,7 @@ def test_partial_discarded_without_resume(cifar_dir, tmp_path, capsys):
     (["--dataset", "demo", "--out", "x.h5", "--method", "gradient"], "--checkpoint is required"),
     (["--dataset", "demo", "--out", "x.h5", "--checkpoint", "m.pt"], "only used with --method gradient"),
     (["--dataset", "demo", "--out", "x.h5", "--workers", "-1"], "--workers must be >= 0"),
-    (["--dataset", "imagenet", "--out", "x.h5"], "invalid choice"),
+    (["--dataset", "imagenet21k", "--out", "x.h5"], "invalid choice"),
     (["--dataset", "demo"], "--out"),
 ])
 def test_bad_arguments_exit_2(args, msg, capsys):

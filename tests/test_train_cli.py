@@ -43,7 +43,7 @@ def _cifar(cifar_dir, tmp_path, *extra):
 REFUSED = [
     # values the parser refuses
     (["--mix_aug", "mixup"], "invalid choice 'mixup'"),
-    (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    (["--dataset", "imagenet21k"], "invalid choice: 'imagenet21k'"),
     (["--epochs", "0"], "must be a positive integer"),
     (["--epochs", "1.5"], "argument --epochs: expected an integer, got '1.5'"),
     (["--mix_prob", "1.5"], "must be in [0, 1]"),

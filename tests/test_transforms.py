@@ -381,7 +381,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"saliency must be \[h, w\]"):
         tf(np.zeros((32, 32, 3), np.uint8), np.zeros((1, 32, 32), np.float32))
     with pytest.raises(ValueError, match="name must be one of"):
-        train_transform("imagenet")
+        train_transform("no_such_set")
     with pytest.raises(ValueError, match=r"saliency must be uint8 \(0..255\) or float in \[0, 1\], got int64"):
         tf(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.int64))
     with pytest.raises(TypeError, match=r"geometric steps must be among .*RandomResizedCrop.*, got RandomRotation"):

@@ -92,13 +92,22 @@ class Config:
     limit_test_batches: Optional[int] = None
     num_classes: Optional[int] = None
     image_size: Optional[int] = None
+    mean: Optional[tuple] = None
+    std: Optional[tuple] = None
 
     def __post_init__(self) -> None:
         spec = get_spec(self.dataset)
+        if self.image_size is not None and spec.recipe.crop_pct is None and self.image_size != spec.train.image_size:
+            raise UsageError(f"--image-size sets the crop of the ImageNet-style recipe "
+                             f"({', '.join(n for n, s in SPECS.items() if s.recipe.crop_pct)}); {self.dataset}'s "
+                             f"recipe is fixed at {spec.train.image_size} px, got --image-size {self.image_size}")
+        # num_classes stays None for a set whose classes come from the data: the run counts them.
         for key, value in [*dataclasses.asdict(spec.train).items(), ("num_classes", spec.num_classes),
+                           ("mean", spec.mean_std[0]), ("std", spec.mean_std[1]),
                            *(PAPER if self.paper else METHOD_DEFAULTS).items()]:
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        self.mean, self.std = _channels("--mean", self.mean), _channels("--std", self.std, positive=True)
         self.milestones = tuple(self.milestones)
         self.amp = None if self.amp == "none" else self.amp
         if self.loader == "auto":
@@ -118,6 +127,11 @@ class Config:
             self.out_dir = os.path.join("runs", f"{self.dataset}_{self.model}_{self.mix_aug}{self.mix_prob:g}_s{self.seed}")
 
     @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` of the normalisation, per RGB channel in [0, 1] units."""
+        return self.mean, self.std
+
+    @property
     def reads_cache(self) -> bool:
         """Whether the run reads the training split's saliency cache (``--saliency cache``, and
         ``--saliency refresh``, which starts from it)."""
@@ -125,8 +139,25 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["milestones"] = list(self.milestones)
+        for key in ("milestones", "mean", "std"):
+            d[key] = list(getattr(self, key))
         return d
+
+
+def _channels(flag: str, values, positive: bool = False) -> tuple[float, float, float]:
+    """3 finite floats (``> 0`` if ``positive``).
+
+    Raises:
+        UsageError: another count, a value that is not a finite number, or not > 0.
+    """
+    try:
+        v = tuple(float(x) for x in values)
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag} must be 3 numbers (R G B), got {values!r}") from None
+    if len(v) != 3 or not all(math.isfinite(x) for x in v) or (positive and min(v) <= 0):
+        raise UsageError(f"{flag} must be 3 finite numbers (R G B){', each > 0' if positive else ''}, "
+                         f"got {list(values)}")
+    return v
 
 
 def _sets(key: str, value) -> list[str]:
@@ -220,7 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", "--data_dir", dest="data_dir",
                    help="folder of the data set (default per data set: " + ", ".join(
                        f"{name}={s.train.data_dir}" for name, s in SPECS.items() if s.train.data_dir)
-                        + f"; {' and '.join(_sets('data_dir', None))} need none)")
+                        + f"; {' and '.join(n for n, s in SPECS.items() if s.generated)} need none; "
+                        + ", ".join(f"{n}: {s.data_dir_holds}" for n, s in SPECS.items() if s.folder_tree)
+                        + "; val/ is the test split)")
+    g.add_argument("--image-size", "--image_size", dest="image_size", type=POSITIVE_INT,
+                   help="side of the random-resized crop of the ImageNet-style recipe (" + ", ".join(
+                       n for n, s in SPECS.items() if s.recipe.crop_pct) + "); evaluation resizes to size / 0.875 "
+                        "and centre-crops (default 224; the other sets' recipes are fixed)")
+    g.add_argument("--mean", nargs=3, type=_flag(float), metavar=("R", "G", "B"),
+                   help="per-channel mean of the normalisation, in [0, 1] units (default: the data set's; "
+                        "ImageNet's for folder sets)")
+    g.add_argument("--std", nargs=3, type=POSITIVE_FLOAT, metavar=("R", "G", "B"),
+                   help="per-channel std of the normalisation, each > 0 (default: the data set's)")
     g.add_argument("--download", action="store_true", help="download a missing data set")
     g.add_argument("--saliency-cache", "--saliency_cache", dest="saliency_cache", metavar="FILE",
                    help="HDF5 saliency cache of the training split; built when missing "

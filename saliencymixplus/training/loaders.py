@@ -225,19 +225,20 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
             sal = SaliencyCache(cache, expect=train_raw).read_all()
             if sal.dtype != np.uint8:  # float caches: to the uint8 the loader keeps
                 sal = quantize(sal, "uint8")
-        train = DeviceLoader(train_raw.images, train_raw.labels, spec.mean_std, d.device,
+        train = DeviceLoader(train_raw.images, train_raw.labels, cfg.mean_std, d.device,
                              batch_size=local_batch, train=True, saliency=sal, dist_=d,
                              channels_last=cfg.channels_last, flip=spec.recipe.flip)
-        test = DeviceLoader(test_raw.images, test_raw.labels, spec.mean_std, d.device,
+        test = DeviceLoader(test_raw.images, test_raw.labels, cfg.mean_std, d.device,
                             batch_size=max(local_batch, 256), train=False, dist_=d,
                             channels_last=cfg.channels_last)
     else:
         workers = cfg.workers
         if workers is None:
             workers = max(0, min(8, default_workers() // d.world - 1))
+        sized = dict(image_size=cfg.image_size, mean_std=cfg.mean_std)
         train_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "train", train=True,
-                                      saliency_cache=cache, download=download)
-        test_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "test", train=False)
+                                      saliency_cache=cache, download=download, **sized)
+        test_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "test", train=False, **sized)
         train = TorchLoader(train_ds, d.device, batch_size=local_batch, train=True,
                             workers=workers, dist_=d, channels_last=cfg.channels_last)
         test = TorchLoader(test_ds, d.device, batch_size=local_batch, train=False,

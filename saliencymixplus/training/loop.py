@@ -407,7 +407,7 @@ class PassRefresh(_Refresh):
         dl = torch.utils.data.DataLoader(ds, batch_size=max(1, cfg.batch_size // d.world),
                                          num_workers=self.loader.loader.num_workers,
                                          pin_memory=d.device.type == "cuda")
-        normalize = Normalize(*spec.mean_std)
+        normalize = Normalize(*cfg.mean_std)
         bar = progress(cfg, d, len(dl), "refresh saliency")
         with bar if bar is not None else contextlib.nullcontext():
             for img, y, idx in dl:

@@ -493,6 +493,8 @@ def run(cfg: Config) -> dict:
         OSError: an output could not be written (its ``filename`` is the output's path).
     """
     d = setup_distributed(cfg)
+    if cfg.num_classes is None:  # a folder set: its class folders, before the checkpoint is compared
+        cfg.num_classes = get_spec(cfg.dataset).count_classes(cfg.data_dir)
     if cfg.batch_size % d.world:
         raise UsageError(f"--batch_size {cfg.batch_size} must be divisible by the number of "
                          f"processes ({d.world})")

@@ -1,0 +1,207 @@
+"""Image folder trees as data sets: torchvision's ``ImageFolder`` convention (``--dataset
+imagefolder``) and the ILSVRC-2012 folders (``--dataset imagenet``).
+
+A tree is ``DIR/train/<class>/...`` and ``DIR/val/<class>/...``; the project's ``"test"`` split
+reads ``val/``. Classes are the sorted names of the folders in ``train/`` (labels ``0 ..
+K - 1``); every file under a class folder, nested folders included, whose extension is one of
+:data:`IMG_EXTENSIONS` (any case) is an image of that class. Images are ordered as
+``torchvision.datasets.ImageFolder(DIR/train, allow_empty=True)`` orders its ``samples``, so a
+cache built here pairs with such a data set item for item
+(:class:`saliencymixplus.data.WithSaliency`). A class folder with no image stays a class (its
+label is kept, a warning names it), as with torchvision's ``allow_empty=True``. Like
+:mod:`saliencymixplus.rawdata`, this module needs no torch. See docs/design.md, "Data sets".
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import SPLITS, get_spec
+from .rawdata import FileSplit, _check_choice
+
+__all__ = ["IMG_EXTENSIONS", "FOLDERS", "IMAGENET_CLASSES", "FolderSplit", "find_classes", "count_classes",
+           "load_imagefolder", "load_imagenet"]
+
+#: File extensions read as images, compared in lower case: torchvision's
+#: ``torchvision.datasets.folder.IMG_EXTENSIONS``.
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+#: The folder of each split under ``DIR``.
+FOLDERS = {"train": "train", "test": "val"}
+
+#: ILSVRC-2012 has this many classes (one ``n########`` WordNet-id folder each).
+IMAGENET_CLASSES = 1000
+
+IMAGENET_HOWTO = (
+    "ImageNet (ILSVRC-2012) is not downloaded by this tool: register at https://image-net.org, download "
+    "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar, extract the training archive into DIR/train/<wnid>/ "
+    "(one tar per class) and the validation images into DIR/val/, then sort DIR/val/ into <wnid> folders "
+    "(e.g. with the well-known valprep.sh, run inside DIR/val/)")
+
+
+class FolderSplit(FileSplit):
+    """A split read from a folder tree: ``paths[i]`` is image ``i``'s file, ``labels[i]`` its
+    class index, ``classes[k]`` the folder name of class ``k``.
+
+    Attributes:
+        classes: the class folder names, sorted (``len(classes) == num_classes``).
+        empty_classes: names of the class folders of this split that hold no image.
+        root: the split's folder (``DIR/train`` or ``DIR/val``); ``ids`` are relative to it.
+
+    Its fingerprint covers the ids, labels and each file's size and modification time
+    (:class:`~saliencymixplus.rawdata.FileSplit`), so that a cache notices files replaced under
+    the same name.
+    """
+
+    def __init__(self, name: str, split: str, paths: list[str], labels: np.ndarray, root: Path,
+                 classes: list[str], empty_classes: list[str] = ()):
+        super().__init__(name, split, paths, labels, root)
+        self.classes = list(classes)
+        self.num_classes = len(self.classes)
+        self.empty_classes = list(empty_classes)
+        self.root = str(root)
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def find_classes(folder) -> list[str]:
+    """The sorted names of the sub-folders of ``folder`` (symbolic links to folders included),
+    as torchvision's ``find_classes``.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir())
+
+
+def _scan(root: Path, classes: list[str]) -> tuple[list[str], list[int], list[str]]:
+    """``(paths, labels, empty classes)`` of the images under ``root/<class>/`` for each class,
+    in torchvision's order (classes sorted, ``os.walk`` roots sorted, file names sorted)."""
+    paths: list[str] = []
+    labels: list[int] = []
+    empty: list[str] = []
+    for k, cls in enumerate(classes):
+        folder = root / cls
+        n0 = len(paths)
+        if folder.is_dir():
+            for where, _, names in sorted(os.walk(folder, followlinks=True)):
+                for name in sorted(names):
+                    if _is_image(name):
+                        paths.append(os.path.join(where, name))
+                        labels.append(k)
+        if len(paths) == n0:
+            empty.append(cls)
+    return paths, labels, empty
+
+
+def _split_root(data_dir, split: str, title: str, howto: str) -> Path:
+    """``DIR/train`` or ``DIR/val`` (for ``"test"``).
+
+    Raises:
+        FileNotFoundError: ``data_dir`` is ``None`` or the folder is missing (``howto`` is the last sentence).
+    """
+    _check_choice("split", split, SPLITS)
+    if data_dir is None:
+        raise FileNotFoundError(f"{title} needs --data-dir DIR (DIR/train/<class>/ and DIR/val/<class>/). {howto}")
+    root = Path(data_dir) / FOLDERS[split]
+    if not root.is_dir():
+        raise FileNotFoundError(f"{title}: no folder {root} (the {split!r} split is DIR/{FOLDERS[split]}/<class>/*, "
+                                f"classes are its sorted folder names). {howto}")
+    return root
+
+
+def _load_tree(name: str, data_dir, split: str, howto: str, expect_classes: int | None = None) -> FolderSplit:
+    """One split of a tree. Classes come from ``DIR/train`` for both splits.
+
+    Raises:
+        FileNotFoundError: a folder is missing, ``train/`` has no class folder, or the split has no image.
+        DataFileError: ``val/`` has class folders that ``train/`` has not, or (``expect_classes``)
+            ``train/`` has another number of class folders.
+    """
+    from .rawdata import DataFileError
+
+    title = get_spec(name).title
+    root = _split_root(data_dir, split, title, howto)
+    train_root = _split_root(data_dir, "train", title, howto)
+    classes = find_classes(train_root)
+    if not classes:
+        raise FileNotFoundError(f"{title}: {train_root} holds no class folder; expected {train_root}/<class>/<images>")
+    if expect_classes is not None and len(classes) != expect_classes:
+        raise DataFileError(f"{title}: {train_root} holds {len(classes)} class folders, expected {expect_classes} "
+                            f"(one per class). {howto}")
+    if root != train_root:
+        extra = sorted(set(find_classes(root)) - set(classes))
+        if extra:
+            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+            raise DataFileError(f"{title}: {root} has class folders that {train_root} has not ({shown}); the classes "
+                                f"are {train_root}'s folders, so every class of {root} needs one there")
+        if extra := [e.name for e in os.scandir(root) if e.is_file() and _is_image(e.name)][:3]:
+            raise DataFileError(f"{title}: {root} holds images outside class folders (e.g. {', '.join(extra)}): sort "
+                                f"them into {root}/<class>/ folders. {howto}")
+    paths, labels, empty = _scan(root, classes)
+    if not paths:
+        raise FileNotFoundError(f"{title}: no image under {root}/<class>/ (extensions: {', '.join(IMG_EXTENSIONS)}, "
+                                f"any case)")
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        warnings.warn(f"{title}/{split}: {len(empty)} class folder{'s' if len(empty) != 1 else ''} of {root} "
+                      f"hold{'s' if len(empty) == 1 else ''} no image ({shown}); kept as classes with no "
+                      f"{split} images", stacklevel=3)
+    out = FolderSplit(name, split, paths, np.asarray(labels, np.int64), root, classes, empty)
+    out.data_dir = str(data_dir)
+    return out
+
+
+FOLDER_HOWTO = ("Arrange the images as torchvision's ImageFolder: DIR/train/<class>/* and DIR/val/<class>/* "
+                f"(extensions {', '.join(IMG_EXTENSIONS)}, any case; sub-folders count as their class)")
+
+
+def load_imagefolder(data_dir, split: str, *, download: bool = False) -> FolderSplit:
+    """A torchvision ``ImageFolder`` tree (``"train"``: ``DIR/train``, ``"test"``: ``DIR/val``).
+
+    ``download`` is refused: a user's own tree has nowhere to come from.
+
+    Raises:
+        FileNotFoundError: a missing folder, no class folder or no image (the message says the layout).
+        DataFileError: ``val/`` class folders not in ``train/``, or images loose in ``val/``.
+    """
+    if download:
+        raise FileNotFoundError("--download: an image folder tree is your own; there is nothing to download")
+    return _load_tree("imagefolder", data_dir, split, FOLDER_HOWTO)
+
+
+def count_classes(data_dir) -> int:
+    """The number of classes of the tree at ``data_dir`` (folders in ``DIR/train``), without
+    reading the images.
+
+    Raises:
+        FileNotFoundError: no ``DIR/train`` or no class folder in it.
+    """
+    root = _split_root(data_dir, "train", get_spec("imagefolder").title, FOLDER_HOWTO)
+    n = len(find_classes(root))
+    if n == 0:
+        raise FileNotFoundError(f"image folder: {root} holds no class folder; expected {root}/<class>/<images>")
+    return n
+
+
+def load_imagenet(data_dir, split: str, *, download: bool = False) -> FolderSplit:
+    """ILSVRC-2012 as torchvision and timm users keep it: ``DIR/train/<wnid>/*.JPEG`` and
+    ``DIR/val/<wnid>/*.JPEG`` (``"test"`` reads ``val/``), exactly :data:`IMAGENET_CLASSES` wnid folders.
+
+    Raises:
+        FileNotFoundError: the folders are missing, or ``download`` (the message says where to get ImageNet).
+        DataFileError: not 1000 class folders in ``train/``, ``val/`` not sorted into wnid folders.
+    """
+    if download:
+        raise FileNotFoundError(f"--download: {IMAGENET_HOWTO}")
+    return _load_tree("imagenet", data_dir, split, IMAGENET_HOWTO, expect_classes=IMAGENET_CLASSES)
+
