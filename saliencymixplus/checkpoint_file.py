@@ -4,9 +4,8 @@ A checkpoint is a dict saved with ``torch.save``: ``model`` (the plain module's 
 ``config`` (the run's :class:`~saliencymixplus.training.Config` as a dict: ``model``,
 ``dataset``, ``num_classes``, ``image_size``, ...) and, for ``--resume``, ``optimizer``,
 ``scheduler``, ``scaler``, ``epoch``, ``rng``, ``history``, ``best`` and ``wall_time_s``
-(written by :mod:`saliencymixplus.training.runner`). This module sits below both tools
-that read one: ``train.py`` (resume, ``--evaluate``) and the cache tool (gradient saliency).
-See docs/design.md, "Data flow and layout".
+(written by :mod:`saliencymixplus.training.runner`); read by ``train.py`` (``--resume``,
+``--evaluate``) and the cache tool (gradient saliency). See docs/design.md, "Training".
 """
 
 from __future__ import annotations
@@ -79,20 +78,13 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model
 
 
 def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
-    """The trained model of a ``train.py`` checkpoint, for inference.
-
-    The model is built with ``saliencymixplus.models.build_model(config["model"],
-    config["num_classes"], image_size)``; ``image_size`` defaults to ``config["image_size"]``,
-    else the training default of the data set the config names. ``device`` defaults to
-    :func:`best_device`.
-
-    Returns:
-        ``(model in eval mode on device, config dict)``.
+    """The trained model of a ``train.py`` checkpoint, for inference, as ``(model in eval mode on
+    device, config dict)``; ``image_size`` defaults to the config's, else its data set's training
+    default, ``device`` to :func:`best_device`.
 
     Raises:
-        FileNotFoundError: no such file. CheckpointFileError: see :func:`read_checkpoint`; a
-        config without ``model``, ``dataset`` or ``num_classes``, or without ``image_size`` and
-        naming an unknown data set; weights that do not fit the model the config names.
+        FileNotFoundError: no such file. CheckpointFileError: an unreadable checkpoint, a config it
+        cannot build a model from, or weights that do not fit that model.
     """
     ckpt = read_checkpoint(path)
     cfg = dict(ckpt["config"])

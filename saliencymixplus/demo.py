@@ -1,14 +1,7 @@
-"""The embedded demo data set: 10 glyph classes on cluttered backgrounds, generated from a seed.
-
-Each 32x32 RGB image holds one filled glyph (disk, square, triangle, ring, plus, X, diamond,
-hollow square, T, H) of a random colour, at a random place, scale (12..22 px across) and small
-rotation, over a smooth random colour field crossed by random line segments. The background
-is drawn independently of the class, so the label is recognisable only from the object; the
-ground-truth object mask of every image is kept (``masks``, 1 = object) for the label-noise
-benchmark. Generation is vectorised numpy: 6,000 images take well under a second.
-
-:func:`load_demo` makes a split of them (the loader of the ``demo`` spec in
-:mod:`saliencymixplus.datasets`). See docs/design.md, "Data sets".
+"""The embedded demo data set (README, "Data sets"): one glyph of 10 classes per 32x32 image, 12..22 px
+across, on a cluttered background drawn independently of the class, with its object mask; generated
+from a seed in vectorised numpy. The drawing rules here are shared with :mod:`saliencymixplus.demo_hard`.
+:func:`load_demo` is the loader of the ``demo`` spec in :mod:`saliencymixplus.datasets`.
 """
 
 from __future__ import annotations
@@ -208,9 +201,12 @@ def generate_demo(n: int, seed: int = DEMO_SEED, *, chunk: int = 1000) -> tuple[
 
 @functools.lru_cache(maxsize=4)
 def demo_split_arrays(split: str, seed: int = DEMO_SEED):
-    """``(images, labels, masks)`` of a split, generated once per process and read-only
-    (:func:`load_demo` copies them)."""
-    arrays = generate_demo(DEMO_SIZES[split], seed=split_seed(DEMO_VERSION, seed, split))
+    """``(images, labels, masks)`` of a split, generated once per process, :func:`read_only`."""
+    return read_only(generate_demo(DEMO_SIZES[split], seed=split_seed(DEMO_VERSION, seed, split)))
+
+
+def read_only(arrays):
+    """``arrays`` made read-only (a generated split is kept once per process; loaders copy it)."""
     for a in arrays:
         a.flags.writeable = False
     return arrays
@@ -218,9 +214,8 @@ def demo_split_arrays(split: str, seed: int = DEMO_SEED):
 
 def load_demo(data_dir, split: str, *, download: bool = False, seed: int = DEMO_SEED):
     """The demo split ``"train"`` (5,000 images) or ``"test"`` (1,000), generated in memory, as
-    an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks``; each call returns fresh
-    copies. ``data_dir`` and ``download`` are not used (the loader interface of
-    :class:`~saliencymixplus.datasets.DatasetSpec`)."""
+    an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks`` (fresh copies). ``data_dir`` and
+    ``download`` are not used (the loader interface of :class:`~saliencymixplus.datasets.DatasetSpec`)."""
     if split not in DEMO_SIZES:
         raise ValueError(f"split must be one of {list(DEMO_SIZES)}, got {split!r}")
     return generated_split("demo", split, demo_split_arrays(split, seed), DEMO_VERSION, seed)

@@ -1,24 +1,9 @@
-"""The hard demo set (``demo_hard``): 20 small glyph classes among clutter and distractor
-fragments, generated from a seed.
-
-It exists to separate the mixers. Each 48x48 RGB image holds one glyph of one of 20 classes
-(:data:`~saliencymixplus.demo.GLYPHS`: the demo's ten and ten more) of a random colour, with a
-radius of 5..8 px (10-16 px across), so that it covers about 1-6 % of the image (the demo's
-glyphs cover 10-40 % of theirs): a CutMix box then often holds all or none of it, and the area
-rule gives the wrong label weight. The background is a smooth random colour field crossed by
-12 random line segments, and every image carries 2 *distractor fragments*: a part (one side
-of a random cut) of a glyph of a random class, any rotation,
-radius 4..7 px, in a colour chosen to stand out just as the object's does. Clutter and
-fragments are drawn independently of the class, so only the whole object tells it; they also
-draw OpenCV's saliency away from the object. The object mask of every image is kept
-(``masks``, 1 = object; fragments are 0) for the label-noise benchmark.
-
-The generator shares its drawing rules with :mod:`saliencymixplus.demo` (background field,
-segments, glyph shapes, colour contrast, noise). Drawing the 8,000 images takes about 9 s of
-numpy on a 2-core machine (39 s when it is busy), so the first process stores each split (with
-its SHA-256) in a user cache folder (:func:`cache_dir`) and later ones read it back in about
-2 s; nothing is ever downloaded. :func:`load_demo_hard` makes a split of it (the loader of
-the ``demo_hard`` spec in :mod:`saliencymixplus.datasets`). See docs/design.md, "Data sets".
+"""The hard demo set ``demo_hard`` (README, "Data sets"), the set that separates the mixers: one small
+glyph of 20 classes per 48x48 image (about 1-6 % of it, so a CutMix box often holds all or none of
+it), among line segments and distractor fragments that also draw OpenCV's saliency away from the
+object, with its object mask (fragments 0); drawn with :mod:`saliencymixplus.demo`'s rules. Drawing
+takes seconds, so the first process keeps each split with its SHA-256 in :func:`cache_dir`.
+:func:`load_demo_hard` is the loader of the ``demo_hard`` spec in :mod:`saliencymixplus.datasets`.
 """
 
 from __future__ import annotations
@@ -32,14 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from .demo import (GLYPHS, _draw_segments, _finish, _glyph_masks, _object_frame, _smooth_field, _visible_colours,
-                   generate_arrays, split_seed)
+                   generate_arrays, read_only, split_seed)
 from .files import arrays_sha256, atomic_write
 from .rawdata import generated_split
 
-__all__ = ["HARD_CLASSES", "HARD_SIZES", "HARD_SEED", "HARD_VERSION", "HARD_IMAGE_SIZE", "generate_demo_hard",
-           "demo_hard_split_arrays", "load_demo_hard"]
+__all__ = ["HARD_SIZES", "HARD_SEED", "HARD_VERSION", "HARD_IMAGE_SIZE", "generate_demo_hard", "load_demo_hard"]
 
-HARD_CLASSES = GLYPHS
 HARD_SIZES = {"train": 6000, "test": 2000}
 HARD_SEED = 0
 HARD_VERSION = 1  # bump when the generator changes (part of the fingerprint)
@@ -85,7 +68,7 @@ def generate_demo_hard(n: int, seed: int = HARD_SEED, *, chunk: int = 500) -> tu
         images ``np.uint8[n, 48, 48, 3]`` (RGB), labels ``np.int64[n]`` (balanced, shuffled,
         in ``[0, 20)``), masks ``np.uint8[n, 48, 48]`` (1 = object pixel, fragments 0).
     """
-    return generate_arrays(_render_hard, n, seed, len(HARD_CLASSES), HARD_IMAGE_SIZE, chunk=chunk)
+    return generate_arrays(_render_hard, n, seed, len(GLYPHS), HARD_IMAGE_SIZE, chunk=chunk)
 
 
 def cache_dir() -> Path | None:
@@ -128,40 +111,25 @@ def _store(path: Path, arrays) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _split_arrays(split: str, seed: int, n: int):
+    """``(images, labels, masks)`` of a split, :func:`~saliencymixplus.demo.read_only`: from
+    :func:`cache_dir` when stored there whole, else generated (and stored)."""
     path = None
     folder = cache_dir()
     if folder is not None:
         path = folder / f"demo_hard-v{HARD_VERSION}-s{seed}-{split}-n{n}.npz"
         arrays = _load_cached(path, n)
         if arrays is not None:
-            return _read_only(arrays)
+            return read_only(arrays)
     arrays = generate_demo_hard(n, seed=split_seed(HARD_VERSION, seed, split))
     if path is not None:
         _store(path, arrays)
-    return _read_only(arrays)
-
-
-def _read_only(arrays):
-    for a in arrays:
-        a.flags.writeable = False
-    return arrays
-
-
-def demo_hard_split_arrays(split: str, seed: int = HARD_SEED):
-    """``(images, labels, masks)`` of a split, read-only (:func:`load_demo_hard` copies them).
-
-    Generated once per process from ``seed`` (``"train"`` and ``"test"`` from independent
-    streams); the first process also stores them in :func:`cache_dir` (about 130 MB for the
-    training split), and later ones read them back from there after checking their SHA-256, so
-    a training run does not spend its first seconds drawing the set again.
-    """
-    if split not in HARD_SIZES:
-        raise ValueError(f"split must be one of {list(HARD_SIZES)}, got {split!r}")
-    return _split_arrays(split, seed, HARD_SIZES[split])
+    return read_only(arrays)
 
 
 def load_demo_hard(data_dir, split: str, *, download: bool = False, seed: int = HARD_SEED):
     """The hard demo split ``"train"`` (6,000 images) or ``"test"`` (2,000), 48x48, 20 classes,
-    as an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks``; each call returns fresh
-    copies. ``data_dir`` and ``download`` are not used."""
-    return generated_split("demo_hard", split, demo_hard_split_arrays(split, seed), HARD_VERSION, seed)
+    as an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks`` (fresh copies). ``data_dir``
+    and ``download`` are not used."""
+    if split not in HARD_SIZES:
+        raise ValueError(f"split must be one of {list(HARD_SIZES)}, got {split!r}")
+    return generated_split("demo_hard", split, _split_arrays(split, seed, HARD_SIZES[split]), HARD_VERSION, seed)

@@ -1,6 +1,6 @@
 """Files written safely: atomic writes, one writer at a time, output paths checked before work,
-a full disk named in one line, content hashes. Every module that writes a file uses these
-(docs/design.md, "Files")."""
+a full disk named in one line, content hashes; every module that writes a file uses these
+(docs/design.md, "The saliency cache", Writing, and "Training")."""
 
 from __future__ import annotations
 
@@ -159,8 +159,6 @@ class FileLock:
         busy: the message of :class:`BusyError` when another process holds it and we do not
             wait; ``{target}``, ``{pid}`` and ``{lock}`` are filled in.
         lock_path: the lock file (default ``target + ".lock"``).
-
-    Use ``with FileLock(out).acquire(...)`` or :meth:`acquire` / :meth:`release`.
     """
 
     def __init__(self, target, *, busy: str = "{target} is being written by another process (pid {pid}; lock {lock})",

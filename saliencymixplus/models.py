@@ -1,16 +1,7 @@
-"""Classifiers used by ``train.py``.
-
-``build_model(name, num_classes, image_size)`` returns a freshly initialised network:
-
-- ``resnet18/34/50/101/152`` and ``wide_resnet50_2/101_2`` from torchvision. For small inputs
-  (``image_size <= 64``, e.g. CIFAR's 32x32) the ImageNet stem (7x7 stride-2 conv + max-pool)
-  is replaced by the CIFAR stem: a 3x3 stride-1 conv and no max-pool, as in the published
-  SaliencyMix+ code.
-- ``resnet_tiny``: a small three-stage ResNet (about 78 k parameters) that trains the
-  embedded demo set on a laptop CPU in seconds per epoch.
-
-All models map ``Tensor[N, 3, H, W]`` float images to ``Tensor[N, num_classes]`` logits.
-Each data set's default model is in its spec (:mod:`saliencymixplus.datasets`).
+"""The classifiers ``train.py`` trains (:func:`build_model`): torchvision's ResNets, with the CIFAR
+stem for small inputs as in the published SaliencyMix+ code, and ``resnet_tiny`` (about 78 k
+parameters), which trains the demo set on a laptop CPU in seconds per epoch. Each data set's
+default model is in its spec (:mod:`saliencymixplus.datasets`).
 """
 
 from __future__ import annotations
@@ -65,10 +56,8 @@ class _Block(nn.Module):
 
 
 class TinyResNet(nn.Module):
-    """A three-stage ResNet, one basic block per stage, widths ``(w, 2w, 4w)``.
-
-    Stage strides are 1, 2, 2 after a 3x3 stride-1 stem (stride-2 stem for inputs larger
-    than ``TINY_FULL_RES_MAX``), then global average pooling and a linear head.
+    """A three-stage ResNet, one basic block per stage, widths ``(w, 2w, 4w)``, strides 1, 2, 2 after
+    a 3x3 stem (stride 1, or 2 above :data:`TINY_FULL_RES_MAX`), global average pooling, a linear head.
 
     Args:
         num_classes: number of output logits.
@@ -105,15 +94,11 @@ def build_model(name: str, num_classes: int, image_size: int) -> nn.Module:
     Args:
         name: one of :data:`MODELS`.
         num_classes: number of output logits (> 0).
-        image_size: side of the square training input in pixels; ``<= 64`` selects the
-            CIFAR stem (3x3 stride-1 first conv, no max-pool) for the torchvision ResNets.
+        image_size: side of the square training input in pixels; ``<= 64`` (:data:`SMALL_INPUT_MAX`)
+            gives the torchvision ResNets the CIFAR stem (3x3 stride-1 first conv, no max-pool).
 
     Returns:
-        an ``nn.Module`` mapping ``Tensor[N, 3, image_size, image_size]`` to
-        ``Tensor[N, num_classes]``.
-
-    Raises:
-        ValueError: unknown ``name``, or a non-positive ``num_classes`` / ``image_size``.
+        an ``nn.Module`` mapping ``Tensor[N, 3, image_size, image_size]`` to ``Tensor[N, num_classes]``.
     """
     if num_classes <= 0:
         raise ValueError(f"num_classes must be positive, got {num_classes}")

@@ -1,11 +1,5 @@
-"""Model-aware saliency at the cost of a cache: stored maps refreshed from the training step.
-
-On a step that trains on unmixed images, the input keeps its gradient and the step's own
-backward pass leaves ``d loss / d input`` in ``x.grad``. :class:`SaliencyRefresh` reduces it to
-a map as :func:`~saliencymixplus.saliency.gradient_saliency` does, optionally sharpens it,
-quantises it as the cache stores it, carries it back through the loader's flip and pad-crop
-into the stored frame (:func:`to_stored_frame`) and writes it into the maps on the device, with
-no host read. See docs/design.md, "Saliency that learns".
+"""Stored saliency maps refreshed from the input gradient of the training step's own backward
+pass (docs/design.md, "Saliency that learns"), and saved as an ordinary cache.
 
 In a training loop of your own (maps in memory, on the model's device)::
 
@@ -26,9 +20,6 @@ In a training loop of your own (maps in memory, on the model's device)::
         ...
     store.synchronize()                            # DDP: once per epoch, before saving
     save_refreshed("refreshed.h5", store.maps, like=SaliencyCache(path).attrs, epoch=epoch)
-
-The saved file is an ordinary cache (method ``gradient_refresh``, attribute ``epoch``) that any
-reader of :class:`~saliencymixplus.cache.SaliencyCache` takes.
 """
 
 from __future__ import annotations
@@ -56,15 +47,9 @@ IDENTITY = ("dataset", "split", "count", "fingerprint")
 
 def to_stored_frame(maps: Tensor, old: Tensor, *, flip: Optional[Tensor] = None,
                     offsets: Optional[tuple[Tensor, Tensor]] = None, pad: int = 0) -> Tensor:
-    """Carry maps seen by the model back into the frame the store keeps them in.
-
-    The forward transform (what a loader that augments on the device, such as ``train.py``'s
-    device loader, applies to an image and its stored map alike): pad by ``pad`` zeros on every side, cut the ``H x W``
-    window at ``(dy, dx)`` (so ``(pad, pad)`` is no shift), then flip horizontally where
-    ``flip``. Its inverse is computed as a gather in the stored frame, so it has no host sync
-    and no write conflicts: stored pixel ``(R, C)`` takes the map's pixel at row
-    ``R - dy + pad``, column ``C - dx + pad`` (mirrored, ``W - 1 - c``, where flipped). Stored
-    pixels that the window did not cover (the model did not see them) keep ``old``.
+    """Carry maps seen by the model back into the stored frame, as a gather (docs/design.md,
+    "Saliency that learns", Frames): the inverse of padding by ``pad`` zeros, cutting the
+    ``H x W`` window at ``(dy, dx)`` (``(pad, pad)``: no shift) and flipping where ``flip``.
 
     Args:
         maps: ``Tensor[B, H, W]``, maps in the frame the model saw.
@@ -74,7 +59,7 @@ def to_stored_frame(maps: Tensor, old: Tensor, *, flip: Optional[Tensor] = None,
         pad: the padding of the crop.
 
     Returns:
-        ``Tensor[B, H, W]`` in the stored frame, ``maps``' dtype.
+        ``Tensor[B, H, W]`` in the stored frame, ``maps``' dtype; pixels outside the window keep ``old``.
     """
     if maps.dim() != 3 or old.shape != maps.shape:
         raise ValueError(f"maps and old must both be Tensor[B, H, W] of one shape, got {list(maps.shape)} "
@@ -186,7 +171,7 @@ def maps_digest(maps) -> str:
 
 
 def save_refreshed(path, maps, *, like: dict, epoch: int, postprocess=None, extra_attrs: Optional[dict] = None) -> Path:
-    """Write refreshed maps as a saliency cache (the existing format), atomically.
+    """Write refreshed maps as a saliency cache, atomically.
 
     Args:
         path: the ``.h5`` file.
@@ -198,8 +183,7 @@ def save_refreshed(path, maps, *, like: dict, epoch: int, postprocess=None, extr
         extra_attrs: more attributes to store.
 
     Returns:
-        the path; the file has method :data:`METHOD` and attribute ``maps_sha256``
-        (:func:`maps_digest`).
+        the path (method :data:`METHOD`, attribute ``maps_sha256``: :func:`maps_digest`).
     """
     a = maps.detach().cpu().numpy() if isinstance(maps, Tensor) else np.asarray(maps)
     if a.dtype != np.uint8 or a.ndim != 3:

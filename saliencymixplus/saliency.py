@@ -1,25 +1,14 @@
-"""Saliency sources: OpenCV static saliency and gradient saliency from a trained model.
-
-* ``fine_grained`` (Montabone & Soto 2010, what SaliencyMix used) and ``spectral_residual``
-  (Hou & Zhang 2007): ``cv2.saliency`` on the raw uint8 image. The image is given to OpenCV in
-  its own channel order (BGR, as ``cv2.imread`` returns it). Both return maps already scaled to
-  [0, 1]; they are only clipped (resize ringing) and NaNs set to 0.
-* ``gradient``: ``|d loss / d input|`` summed over channels, from a model trained by
-  ``train.py`` (as SaliencyMix+ computes it online), normalised per image by its maximum.
-
-:func:`sharpen` is the post-processing both the cache and ``--saliency refresh`` apply. See
-docs/design.md, "The saliency cache".
+"""Saliency sources: OpenCV static saliency (``fine_grained``, Montabone & Soto 2010, what
+SaliencyMix used; ``spectral_residual``, Hou & Zhang 2007) and gradient saliency from a trained
+model, and :func:`sharpen`, the post-processing of the cache and of ``--saliency refresh``
+(docs/design.md, "The saliency cache").
 """
 
 from __future__ import annotations
-
-
 import numpy as np
 
 __all__ = ["METHODS", "OPENCV_METHODS", "DEFAULT_METHOD", "compute_saliency", "gradient_saliency",
-           "input_gradient_saliency", "sharpen", "parse_postprocess",
-           "format_postprocess", "DEFAULT_POSTPROCESS",
-           "RECOMMENDED_POSTPROCESS"]
+           "input_gradient_saliency", "sharpen", "parse_postprocess", "format_postprocess", "DEFAULT_POSTPROCESS"]
 
 OPENCV_METHODS = ("fine_grained", "spectral_residual")
 METHODS = OPENCV_METHODS + ("gradient",)
@@ -60,68 +49,28 @@ def compute_saliency(images: np.ndarray, method: str) -> np.ndarray:
     sal = _opencv_saliency(method)
     out = np.empty(images.shape[:3], np.float32)
     for i in range(len(images)):  # OpenCV's API takes one image at a time
-        ok, m = sal.computeSaliency(np.ascontiguousarray(images[i, :, :, ::-1]))
+        ok, m = sal.computeSaliency(np.ascontiguousarray(images[i, :, :, ::-1]))  # BGR, as cv2.imread gives
         if not ok:
             raise RuntimeError(f"OpenCV {method} saliency failed on image {i} of shape {images.shape[1:]}")
         out[i] = m
+    # OpenCV's maps are in [0, 1] already: only clipped (resize ringing), NaN set to 0
     np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-#: The best post-processing measured (``benchmarks/RESULTS.md``, label noise): on the demo set
-#: it about halves the label error of OpenCV fine-grained maps.
-RECOMMENDED_POSTPROCESS = "top=0.2,power=2"
-#: What the cache tool applies unless told otherwise (``--postprocess none`` stores raw maps).
-DEFAULT_POSTPROCESS = RECOMMENDED_POSTPROCESS
-
-
-class _NumpyOps:
-    """The array operations :func:`_sharpen_maps` needs, for numpy arrays."""
-
-    @staticmethod
-    def amax(m):
-        return m.max(axis=(1, 2), keepdims=True)
-
-    @staticmethod
-    def quantile(flat, q):
-        return np.quantile(flat, q, axis=1).astype(np.float32)
-
-    where, minimum = staticmethod(np.where), staticmethod(np.minimum)
-
-
-class _TorchOps:
-    """The same operations for torch tensors (device-side, no host sync)."""
-
-    @staticmethod
-    def amax(m):
-        return m.amax(dim=(1, 2), keepdim=True)
-
-    @staticmethod
-    def quantile(flat, q):
-        import torch
-
-        return torch.quantile(flat, q, dim=1)
-
-    @staticmethod
-    def where(cond, a, b):
-        import torch
-
-        return torch.where(cond, a, b)
-
-    @staticmethod
-    def minimum(a, b):
-        import torch
-
-        return torch.minimum(a, b)
+#: What the cache tool and ``--saliency refresh`` apply unless told otherwise (``none``: raw maps):
+#: the best post-processing measured (``benchmarks/RESULTS.md``, label noise; on the demo set it
+#: about halves the label error of OpenCV fine-grained maps).
+DEFAULT_POSTPROCESS = "top=0.2,power=2"
 
 
 def _sharpen_maps(m, top: float, power: float, xp):
-    """The sharpening rule on ``float32[N, H, W]`` maps with no NaN (see :func:`sharpen`)."""
+    """The sharpening rule on ``float32[N, H, W]`` maps with no NaN, with ``xp`` numpy or torch."""
     m = m.clip(min=0.0)
-    peak = xp.amax(m)
+    peak = xp.amax(m, (1, 2), keepdims=True)
     m = m / xp.where(peak > 0, peak, 1.0)
     if top < 1.0:
-        t = xp.quantile(m.reshape(len(m), -1), 1.0 - top)[:, None, None]
+        t = xp.quantile(m.reshape(len(m), -1), 1.0 - top, 1)[:, None, None]
         t = xp.minimum(t, xp.where(peak > 0, 1.0 - 1e-6, 0.0))  # a flat map keeps its maximum
         m = ((m - t) / (1.0 - t)).clip(min=0.0, max=1.0)
     if power != 1.0:
@@ -130,10 +79,9 @@ def _sharpen_maps(m, top: float, power: float, xp):
 
 
 def sharpen(maps, *, top: float = 1.0, power: float = 1.0):
-    """Sharpen saliency maps: keep each map's most salient pixels and raise them to a power.
+    """Sharpen saliency maps: keep each map's most salient pixels and raise them to a power (OpenCV's
+    maps spread mass over edges and background texture, which the label weights count as noise).
 
-    OpenCV's maps spread much of their mass over edges and background texture; the label
-    weights (docs/design.md, "The algorithm", step 4) are sums of saliency, so that mass is label noise.
     Per map: divide by its maximum; subtract its ``1 - top`` quantile ``t`` and rescale
     ``(s - t) / (1 - t)``, clipped at 0 (only about the ``top`` fraction of pixels stays
     non-zero; ``top=1`` keeps all); then raise to ``power``.
@@ -154,11 +102,11 @@ def sharpen(maps, *, top: float = 1.0, power: float = 1.0):
         raise ValueError(f"top must be in (0, 1], got {top!r}")
     if not power > 0:
         raise ValueError(f"power must be > 0, got {power!r}")
-    tensor = type(maps).__module__.startswith("torch")
-    if tensor:
-        import torch
+    xp = np
+    if type(maps).__module__.startswith("torch"):
+        import torch as xp
 
-        m = torch.nan_to_num(maps.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        m = xp.nan_to_num(maps.to(xp.float32), nan=0.0, posinf=0.0, neginf=0.0)
     else:
         m = np.nan_to_num(np.array(maps, dtype=np.float32, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
     single = m.ndim == 2
@@ -167,7 +115,7 @@ def sharpen(maps, *, top: float = 1.0, power: float = 1.0):
     if m.ndim != 3:
         raise ValueError(f"maps must be float[N, H, W] or [H, W], got shape {list(m.shape)}")
     if all(m.shape):  # empty stays empty
-        m = _sharpen_maps(m, float(top), float(power), _TorchOps if tensor else _NumpyOps)
+        m = _sharpen_maps(m, float(top), float(power), xp)
     return m[0] if single else m
 
 
@@ -205,9 +153,8 @@ def format_postprocess(spec) -> str:
 
 
 def input_gradient_saliency(grad):
-    """The reduction of :func:`gradient_saliency`: ``|grad|`` summed over channels, each map
-    divided by its maximum. Used on its own by ``--saliency refresh``, which takes the input
-    gradient from the training step's own backward pass.
+    """The reduction of :func:`gradient_saliency` (and of ``--saliency refresh``): ``|grad|`` summed
+    over channels, each map divided by its maximum.
 
     Args:
         grad: ``Tensor[N, C, H, W]``, the gradient of a loss with respect to the input images
