@@ -147,10 +147,21 @@ def _visible_colours(rng: np.random.Generator, img: np.ndarray, cx: np.ndarray, 
     return obj
 
 
-def _finish(rng: np.random.Generator, img: np.ndarray, noise: float) -> np.ndarray:
-    """Add Gaussian pixel noise of standard deviation ``noise`` and round to ``uint8``."""
-    img += rng.normal(0, noise, img.shape).astype(np.float32)
-    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+def _paint_object(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, radius: tuple[float, float],
+                  margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paint glyph ``labels[n]`` into ``img`` in a visible colour (radius uniform in ``radius`` px, centre
+    ``margin`` radii or more inside, a small rotation), add pixel noise (standard deviation 8) and round:
+    images ``uint8[n, S, S, 3]`` and object masks ``uint8[n, S, S]``."""
+    n, size = len(labels), img.shape[1]
+    r = rng.uniform(*radius, n).astype(np.float32)
+    cx = rng.uniform(margin * r, size - margin * r).astype(np.float32)
+    cy = rng.uniform(margin * r, size - margin * r).astype(np.float32)
+    th = rng.uniform(-0.3, 0.3, n).astype(np.float32)
+    mask = _glyph_masks(labels, *_object_frame(size, cx, cy, r, th))
+    obj = _visible_colours(rng, img, cx, cy)
+    img = np.where(mask[..., None], obj[:, None, None, :], img)
+    img += rng.normal(0, 8.0, img.shape).astype(np.float32)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8), mask.astype(np.uint8)
 
 
 def _render(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,14 +169,7 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, n
     n, S = len(labels), _SIZE
     img = _smooth_field(rng, n, S, 4)
     img = _draw_segments(rng, img, _LINES, 10.0, (0.5, 1.1))
-    r = rng.uniform(6, 11, n).astype(np.float32)
-    cx = rng.uniform(0.7 * r, S - 0.7 * r).astype(np.float32)
-    cy = rng.uniform(0.7 * r, S - 0.7 * r).astype(np.float32)
-    th = rng.uniform(-0.3, 0.3, n).astype(np.float32)
-    mask = _glyph_masks(labels, *_object_frame(S, cx, cy, r, th))
-    obj = _visible_colours(rng, img, cx, cy)
-    img = np.where(mask[..., None], obj[:, None, None, :], img)
-    return _finish(rng, img, 8.0), mask.astype(np.uint8)
+    return _paint_object(rng, img, labels, (6.0, 11.0), 0.7)
 
 
 def generate_arrays(render, n: int, seed: int, num_classes: int, size: int, *, chunk: int = 1000):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .demo import (GLYPHS, _draw_segments, _finish, _glyph_masks, _object_frame, _smooth_field, _visible_colours,
+from .demo import (GLYPHS, _draw_segments, _glyph_masks, _object_frame, _paint_object, _smooth_field, _visible_colours,
                    generate_arrays, read_only, split_seed)
 from .files import arrays_sha256, atomic_write
 from .rawdata import generated_split
@@ -51,14 +51,7 @@ def _render_hard(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarr
         frag = _glyph_masks(cls, u, v) & (u > cut[:, None, None])
         col = _visible_colours(rng, img, cx, cy)
         img = np.where(frag[..., None], col[:, None, None, :], img)
-    r = rng.uniform(*OBJECT_RADIUS, n).astype(np.float32)
-    cx = rng.uniform(r, S - r).astype(np.float32)
-    cy = rng.uniform(r, S - r).astype(np.float32)
-    th = rng.uniform(-0.3, 0.3, n).astype(np.float32)
-    mask = _glyph_masks(labels, *_object_frame(S, cx, cy, r, th))
-    obj = _visible_colours(rng, img, cx, cy)
-    img = np.where(mask[..., None], obj[:, None, None, :], img)
-    return _finish(rng, img, 8.0), mask.astype(np.uint8)
+    return _paint_object(rng, img, labels, OBJECT_RADIUS, 1.0)
 
 
 def generate_demo_hard(n: int, seed: int = HARD_SEED, *, chunk: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,6 +2,15 @@
 pure-PyTorch references (``*_reference``, used where the extension is not built) and the rules
 the mixers share (:func:`box_sizes`, :func:`centred_boxes`, :func:`area_rule`, :func:`saliency_peaks`).
 What they compute, what odd values mean, which checks run where: docs/design.md ("The algorithm", "Checks").
+
+The ops' arguments:
+
+- ``images``: ``Tensor[B, C, H, W]`` of any dtype and strides;
+- ``saliency``: ``Tensor[B, H, W]``, float (any precision) or uint8, ``>= 0`` and finite;
+- ``perm``: integer ``Tensor[B]`` in ``[0, B)``: image ``i`` receives from image ``perm[i]``;
+- ``boxes``: ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``, exclusive ends, inside the image;
+- ``box_h``, ``box_w``: an ``int`` or an integer ``Tensor[B]``, clamped to ``[0, H]`` / ``[0, W]``;
+- ``check``: validate the values of ``saliency``, ``perm`` and ``boxes`` (one host read: a sync on a GPU).
 """
 
 from __future__ import annotations
@@ -42,74 +51,33 @@ SALIENCY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, 
 
 
 def window_search(saliency: Tensor, box_h: BoxSize, box_w: BoxSize, *, check: bool = True) -> Tensor:
-    """The most salient ``box_h x box_w`` window of each map, fully inside it.
-
-    Args:
-        saliency: ``Tensor[B, H, W]``, float (any precision) or uint8, ``>= 0`` and finite.
-        box_h, box_w: an ``int`` or an integer ``Tensor[B]``, clamped to ``[0, H]`` / ``[0, W]``.
-        check: validate the saliency values (one host read: a sync on a GPU).
-
-    Returns:
-        ``LongTensor[B, 4]``: the window with the largest float64 sum (a summed-area table, O(H*W)
-        per map), the smallest ``(y1, x1)`` on ties.
-    """
+    """The most salient ``box_h x box_w`` window of each map, fully inside it: ``LongTensor[B, 4]``,
+    the window with the largest float64 sum, the smallest ``(y1, x1)`` on ties."""
     return _run("window_search", (saliency, box_h, box_w), check)
 
 
 def peak_boxes(saliency: Tensor, box_h: BoxSize, box_w: BoxSize, *, check: bool = True) -> Tensor:
-    """Boxes centred on each map's most salient pixel (:func:`saliency_peaks`), clipped as
-    published (:func:`centred_boxes`).
-
-    Args: as :func:`window_search`.
-
-    Returns:
-        ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``.
-    """
+    """``LongTensor[B, 4]``: boxes centred on each map's most salient pixel (:func:`saliency_peaks`),
+    clipped as published (:func:`centred_boxes`)."""
     return _run("peak_boxes", (saliency, box_h, box_w), check)
 
 
 def paste(images: Tensor, perm: Tensor, boxes: Tensor, *, check: bool = True) -> Tensor:
-    """Paste box ``i`` of image ``perm[i]`` into image ``i`` at the same coordinates.
-
-    Args:
-        images: ``Tensor[B, C, H, W]`` of any dtype and strides.
-        perm: integer ``Tensor[B]`` in ``[0, B)``: image ``i`` receives from image ``perm[i]``.
-        boxes: ``LongTensor[B, 4]`` with ``0 <= y1 <= y2 <= H`` and ``0 <= x1 <= x2 <= W``.
-        check: validate ``perm`` and ``boxes`` (one host read).
-
-    Returns:
-        A new ``Tensor[B, C, H, W]`` laid out as :func:`paste_memory_format` says:
-        ``out[i] = images[i]`` and ``out[i, :, y1:y2, x1:x2] = images[perm[i], :, y1:y2, x1:x2]``.
-    """
+    """Paste box ``i`` of image ``perm[i]`` into image ``i`` at the same coordinates: a new
+    ``Tensor[B, C, H, W]`` laid out as :func:`paste_memory_format` says."""
     return _run("paste", (images, perm, boxes), check)
 
 
 def label_weights(saliency: Tensor, perm: Tensor, boxes: Tensor, *, check: bool = True) -> Tensor:
-    """The saliency-weighted weight ``lam_i`` of each target label (docs/design.md, step 4).
-
-    Args:
-        saliency: ``Tensor[B, H, W]``, float or uint8, ``>= 0`` and finite.
-        perm: integer ``Tensor[B]`` in ``[0, B)``.
-        boxes: ``LongTensor[B, 4]`` inside the map.
-        check: validate the saliency, ``perm`` and ``boxes`` (one host read).
-
-    Returns:
-        ``FloatTensor[B]``: the weight of label ``y[i]``; ``y[perm[i]]`` gets ``1 - lam_i``.
-    """
+    """``FloatTensor[B]``: the saliency-weighted weight ``lam_i`` of each target label ``y[i]``
+    (docs/design.md, step 4); ``y[perm[i]]`` gets ``1 - lam_i``."""
     return _run("label_weights", (saliency, perm, boxes), check)
 
 
 def saliency_mix_plus(images: Tensor, saliency: Tensor, perm: Tensor, box_h: BoxSize, box_w: BoxSize,
                       box: str = "window", *, check: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    """Search, paste and weigh in one op: SaliencyMix+ for a batch.
-
-    Args:
-        images: ``Tensor[B, C, H, W]`` of any dtype.
-        saliency: ``Tensor[B, H, W]``, float or uint8, ``>= 0`` and finite.
-        perm: integer ``Tensor[B]`` in ``[0, B)``.
-        box_h, box_w: an ``int`` or an integer ``Tensor[B]``, clamped to the image.
-        box: ``"window"`` or ``"peak"`` (:data:`BOXES`), placed on the source's saliency.
-        check: validate the saliency and ``perm`` (one host read).
+    """Search, paste and weigh in one op: SaliencyMix+ for a batch, ``box`` ``"window"`` or ``"peak"``
+    (:data:`BOXES`), placed on the source's saliency.
 
     Returns:
         ``(mixed Tensor[B, C, H, W], boxes LongTensor[B, 4], lam FloatTensor[B])``, equal to
