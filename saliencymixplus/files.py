@@ -128,10 +128,8 @@ def fsync_path(path: Path, directory: bool = False) -> None:
 
 
 def atomic_write(path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it and rename it to ``path``,
-    so that a reader never sees a half-written file and a crash leaves the old file or the new
-    one. ``tmp`` keeps ``path``'s suffix (some writers choose the format by it); it is removed
-    when ``write`` fails."""
+    """Call ``write(tmp)`` on a temporary file beside ``path`` (with its suffix: some writers choose the
+    format by it), fsync it and rename it to ``path``: a reader sees the old file or the whole new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
@@ -148,11 +146,10 @@ def atomic_write(path, write: Callable[[Path], None]) -> None:
 # ----------------------------------------------------------------------------- one writer at a time
 
 class FileLock:
-    """An exclusive advisory lock (``fcntl.flock``) on ``target + ".lock"`` (or on ``lock_path``),
-    held while ``target`` is written. It is released when the holder releases it or dies (even by
-    SIGKILL), so a stale lock file never blocks anyone. The holder writes its pid into the file
-    (for messages) and removes the file on release; a waiter that then holds the lock on the
-    removed file retries with the new one, so two processes never both believe they hold it.
+    """An exclusive advisory lock (``fcntl.flock``), held while ``target`` is written and released
+    when the holder releases it or dies (even by SIGKILL), so a stale lock file never blocks anyone.
+    The holder writes its pid into the file (for messages) and removes it on release; a waiter then
+    holding the removed file retries with the new one, so two processes never both hold it.
 
     Args:
         target: what the lock protects (a file being built, a run folder).

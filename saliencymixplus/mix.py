@@ -59,35 +59,16 @@ class MixResult(NamedTuple):
 
 
 def one_hot(labels: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
-    """Label-smoothed one-hot targets.
-
-    Args:
-        labels: ``LongTensor[B]`` of class indices in ``[0, num_classes)``.
-        num_classes: K.
-        smoothing: mass spread evenly over all classes: the true class gets
-            ``1 - smoothing + smoothing / K``, the others ``smoothing / K``.
-
-    Returns:
-        ``FloatTensor[B, K]`` whose rows sum to 1.
-    """
+    """``FloatTensor[B, K]``: one-hot targets of ``LongTensor[B]`` labels in ``[0, K)``, ``K = num_classes``,
+    label-smoothed by ``smoothing`` (docs/design.md, step 5); rows sum to 1."""
     off = smoothing / num_classes
     out = torch.full((labels.shape[0], num_classes), off, dtype=torch.float32, device=labels.device)
     return out.scatter_(1, labels.view(-1, 1), 1.0 - smoothing + off)
 
 
 def mix_targets(labels: Tensor, perm: Tensor, lam: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
-    """``lam_i * onehot(y[i]) + (1 - lam_i) * onehot(y[perm[i]])``.
-
-    Args:
-        labels: ``LongTensor[B]``.
-        perm: ``LongTensor[B]``, the source of each image.
-        lam: ``FloatTensor[B]``, the weight of each image's own label.
-        num_classes: K.
-        smoothing: label smoothing, as in :func:`one_hot`.
-
-    Returns:
-        ``FloatTensor[B, K]``.
-    """
+    """``FloatTensor[B, K]``: ``lam[i] * one_hot(labels[i]) + (1 - lam[i]) * one_hot(labels[perm[i]])``,
+    for ``labels`` and ``perm`` ``LongTensor[B]`` and ``lam`` ``FloatTensor[B]`` (as :func:`one_hot`)."""
     lam = lam.to(torch.float32).view(-1, 1)
     return lam * one_hot(labels, num_classes, smoothing) + (1.0 - lam) * one_hot(labels[perm], num_classes, smoothing)
 

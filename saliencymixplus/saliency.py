@@ -172,11 +172,8 @@ def input_gradient_saliency(grad):
 
 
 def gradient_saliency(model, images, labels, *, batch_size: int | None = None):
-    """Gradient saliency ``|d CE(model(x), y) / d x|`` summed over channels, per image in [0, 1].
-
-    The model runs in eval mode (BatchNorm statistics are not updated) and is put back in its
-    previous mode afterwards; gradients are taken with respect to the input only, so no
-    parameter's ``.grad`` is touched.
+    """Gradient saliency ``|d CE(model(x), y) / d x|`` summed over channels, per image in [0, 1], with
+    the model in eval mode (then put back) and no parameter's ``.grad`` touched.
 
     Args:
         model: a classifier ``Tensor[N, 3, H, W] -> Tensor[N, K]``.
@@ -186,8 +183,7 @@ def gradient_saliency(model, images, labels, *, batch_size: int | None = None):
         batch_size: split the work in batches of this many images (default: all at once).
 
     Returns:
-        ``Tensor[N, H, W]`` float32 on ``images.device``, each map divided by its maximum
-        (an all-zero gradient gives an all-zero map).
+        ``Tensor[N, H, W]`` float32 on ``images.device`` (:func:`input_gradient_saliency`).
     """
     import torch
     import torch.nn.functional as F
