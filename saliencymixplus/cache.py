@@ -3,6 +3,12 @@
 the checked reader (:class:`SaliencyCache`, :func:`verify_cache`). docs/design.md, "The saliency
 cache", describes the format, how a build is written, resumed and locked, and what is checked
 when. The lock and the output-path checks live in :mod:`saliencymixplus.files`.
+
+A cache built in shards (``--shard K/N``) is one file per shard plus the joined file
+(:func:`join_cache`), whose ``saliency`` is an HDF5 virtual dataset over the shard files. HDF5
+reads a missing source file as zeros and cannot read a virtual dataset's chunks directly, so
+:class:`SaliencyCache` checks every shard when it opens a joined file and reads each map from
+its shard file; :func:`verify_cache` checks every shard's bytes.
 """
 
 from __future__ import annotations

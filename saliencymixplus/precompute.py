@@ -9,8 +9,15 @@ The OpenCV methods run in a pool of worker processes, one block of images per ta
 before any work, locked while it is built (a second build of it waits, then reuses it; with
 ``--no-wait`` it stops), written block by block to ``OUT.partial`` (``--resume`` continues from
 the finished blocks) and renamed into place when complete; images that cannot be decoded are
-all named in one error at the end. Exit status: 0 done, 2 bad arguments, data, output path or
-busy cache, 130 interrupted. See docs/design.md, "The saliency cache".
+all named in one error at the end. Exit status: 0 done, 2 bad arguments, data, output path,
+busy cache or bad shards, 130 interrupted. See docs/design.md, "The saliency cache".
+
+On many processes or machines: ``--shard K/N`` (K = 0 .. N-1) builds the K-th of N contiguous
+runs of whole blocks into ``OUT.shard-K-of-N.h5`` (locked and resumable like a whole cache), and
+``--join N``, with the same arguments, writes ``OUT``: a virtual dataset over the shard files,
+read as one cache. Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank builds shard ``RANK`` of
+``WORLD_SIZE`` (``gradient`` on GPU ``LOCAL_RANK``; the OpenCV methods on its share of the cores),
+the ranks wait for each other (gloo) and rank 0 joins. The maps equal a one-process build's.
 """
 
 from __future__ import annotations
@@ -556,7 +563,12 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
     args.no_progress = args.no_progress or rank != 0
     partial = Path(str(shard_path(args.out, rank, world)) + ".partial")
     # A rank waits for the slowest shard: allow days (torchrun stops the others if one dies).
-    dist.init_process_group("gloo", timeout=timedelta(days=7))
+    try:
+        dist.init_process_group("gloo", timeout=timedelta(days=7))
+    except (ValueError, RuntimeError) as e:  # RANK/WORLD_SIZE set, but no torchrun rendezvous
+        print(f"{parser.prog}: error: WORLD_SIZE={world} asks for {world} ranks, but they cannot meet ({e}): run "
+              f"under torchrun, or unset RANK and WORLD_SIZE", file=sys.stderr)
+        return 2
     try:
         t0 = time.perf_counter()
         rc, _ = _attempt(parser, partial, lambda: _build(args, shard=(rank, world)))

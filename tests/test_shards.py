@@ -167,6 +167,8 @@ def test_shard_or_join_under_torchrun_exits_2(tmp_path, capsys, monkeypatch):
     for extra in (["--shard", "0/2"], ["--join", "2"]):
         assert precompute_main(["--dataset", "demo", "--out", str(tmp_path / "x.h5"), *extra]) == 2
         assert "not used under torchrun (WORLD_SIZE=2)" in capsys.readouterr().err
+    assert precompute_main(["--dataset", "demo", "--out", str(tmp_path / "x.h5")]) == 2  # no rendezvous
+    assert "unset RANK and WORLD_SIZE" in no_traceback(capsys.readouterr().err)
 
 
 def test_join_names_each_bad_shard_and_the_command_that_mends_it(cifar_dir, single, tmp_path, capsys):
@@ -228,7 +230,11 @@ def test_a_joined_cache_with_a_missing_shard_is_refused_by_every_reader(joined, 
     raw = load_split("cifar100", cifar_dir["root"], "train")
     shard = shard_path(joined, 1, 2)
     keep = tmp_path / "keep.h5"
+    opened = SaliencyCache(joined, expect=raw, in_memory=False)
     shutil.move(shard, keep)  # HDF5 would read its maps as zeros
+    np.testing.assert_array_equal(opened.raw(23), SaliencyCache(shard_path(joined, 0, 2)).raw(23))
+    with pytest.raises(CacheMismatchError, match=f"saliency cache {shard} cannot be read at map 6"):
+        opened.raw(30)  # gone since it was opened
     for read in (lambda: SaliencyCache(joined, expect=raw), lambda: verify_cache(joined, expect=raw)):
         with pytest.raises(CacheMismatchError, match=f"shard 1 of 2 \\({shard}\\) is missing") as e:
             read()
