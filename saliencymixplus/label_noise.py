@@ -72,8 +72,8 @@ def label_errors(weights: Tensor, true_weights: Tensor) -> Tensor:
 
 def noisy_mask(weights: Tensor, pasted: Tensor, *, pasted_below: float = NOISY_PASTED_BELOW,
                source_from: float = NOISY_SOURCE_WEIGHT_FROM) -> Tensor:
-    """Samples whose box holds under ``pasted_below`` of the source object while the source
-    label gets ``source_from`` or more.
+    """The noisy samples: their box holds under ``pasted_below`` of the source object while the
+    source label gets ``source_from`` or more.
 
     Args:
         weights: ``Tensor[B]``, the weight the mixer gave each target label (the source gets ``1 - w``).

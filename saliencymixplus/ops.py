@@ -252,30 +252,15 @@ def paste_memory_format(images: Tensor) -> torch.memory_format:
 
 
 def box_sizes(lam: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
-    """The box size of a mixing ratio: ``box_h = int(H * sqrt(1 - lam))``, likewise ``box_w``.
-
-    Args:
-        lam: float ``Tensor[B]`` in ``[0, 1]`` (float64 for the published rounding).
-        height, width: the image size.
-
-    Returns:
-        ``(box_h, box_w)``, ``LongTensor[B]`` each, on ``lam``'s device.
-    """
+    """``(box_h, box_w)``, ``LongTensor[B]`` each, of a float ``Tensor[B]`` ``lam`` in ``[0, 1]`` (float64
+    for the published rounding): docs/design.md, step 1."""
     side = torch.sqrt(1.0 - lam)
     return (height * side).long(), (width * side).long()
 
 
 def centred_boxes(cy: Tensor, cx: Tensor, box_h: Tensor, box_w: Tensor, height: int, width: int) -> Tensor:
-    """The published box: ``box_h x box_w`` centred on ``(cy, cx)`` with half sizes ``size // 2``,
-    clipped to the image (so it shrinks at the borders and an odd size loses a row/column).
-
-    Args:
-        cy, cx, box_h, box_w: ``LongTensor[B]`` on one device.
-        height, width: the image size.
-
-    Returns:
-        ``LongTensor[B, 4]`` of ``(y1, x1, y2, x2)``.
-    """
+    """``LongTensor[B, 4]``: the published box ``box_h x box_w`` centred on ``(cy, cx)``, clipped
+    (docs/design.md, step 2, ``peak``); all arguments ``LongTensor[B]`` on one device."""
     half_h, half_w = box_h.clamp(0, height) // 2, box_w.clamp(0, width) // 2
     return torch.stack([(cy - half_h).clamp(0, height), (cx - half_w).clamp(0, width),
                         (cy + half_h).clamp(0, height), (cx + half_w).clamp(0, width)], 1)
@@ -289,14 +274,8 @@ def area_rule(boxes: Tensor, height: int, width: int, dtype: torch.dtype = torch
 
 
 def saliency_peaks(saliency: Tensor) -> tuple[Tensor, Tensor]:
-    """The most salient pixel of each map, the first in row-major order on ties.
-
-    Args:
-        saliency: ``Tensor[B, H, W]`` (values counted as the kernels count them).
-
-    Returns:
-        ``(py, px)``, ``LongTensor[B]`` each, on the saliency's device.
-    """
+    """``(py, px)``, ``LongTensor[B]`` each: the most salient pixel of each map of ``Tensor[B, H, W]``,
+    the first in row-major order on ties."""
     width = saliency.shape[2]
     peak = _counted(saliency).flatten(1).argmax(1)
     return peak // width, peak % width

@@ -214,12 +214,7 @@ def load_refreshed(path, *, like: Optional[dict] = None, epoch: Optional[int] = 
         digest: the ``maps_sha256`` its maps must have (checked on the maps read).
 
     Returns:
-        ``np.uint8[N, H, W]``.
-
-    Raises:
-        FileNotFoundError: no file.
-        CacheMismatchError: not a refreshed cache, or not the one asked for (the message says
-            what differs).
+        ``np.uint8[N, H, W]``; :class:`CacheMismatchError` (saying what differs) for any other file.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"refreshed saliency {path} does not exist")

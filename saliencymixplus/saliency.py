@@ -157,12 +157,11 @@ def input_gradient_saliency(grad):
     over channels, each map divided by its maximum.
 
     Args:
-        grad: ``Tensor[N, C, H, W]``, the gradient of a loss with respect to the input images
-            (any float dtype, any positive scale: the scale cancels).
+        grad: ``Tensor[N, C, H, W]``, a loss's gradient with respect to the images (any float dtype and positive scale).
 
     Returns:
-        ``Tensor[N, H, W]`` float32 on ``grad.device``, each map's maximum 1 (an all-zero
-        gradient gives an all-zero map; a non-finite gradient gives non-finite values).
+        ``Tensor[N, H, W]`` float32 on ``grad.device``, each map's maximum 1 (all-zero for a zero
+        gradient; non-finite for a non-finite one).
     """
     import torch
 
