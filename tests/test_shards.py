@@ -79,6 +79,22 @@ def test_shard_ranges_are_whole_blocks_in_order():
     assert parse_shard_path("d/c.h5") is None
 
 
+@pytest.mark.parametrize("kw, want", [
+    (dict(shard=(3, 8), resume=True), dict(shard="3/8", join=None, resume=True, dtype="uint8")),
+    (dict(join=8), dict(shard=None, join=8, resume=False)),
+    (dict(shard=(0, 2), dtype="float16", postprocess="top=0.1,power=3"),
+     dict(shard="0/2", dtype="float16", postprocess="top=0.1,power=3")),
+])
+def test_shard_and_join_commands_are_what_the_tool_accepts(kw, want):
+    from saliencymixplus.precompute import _parser
+    from saliencymixplus.precompute_command import rebuild_command
+
+    cmd = rebuild_command("cifar100", "train", "fine_grained", "/data/o.h5", (32, 32), "/data/cifar dir", **kw)
+    got = _parser().parse_args(shlex.split(cmd)[1:])
+    assert (got.out, got.data_dir, got.resolution) == ("/data/o.h5", "/data/cifar dir", "32x32")
+    assert {k: getattr(got, k) for k in want} == want
+
+
 @pytest.mark.parametrize("n, spans", [(2, [(0, 24), (24, 48)]),
                                       (8, [(0, 0), (0, 8), (8, 16), (16, 24), (24, 24), (24, 32), (32, 40),
                                            (40, 48)])])
