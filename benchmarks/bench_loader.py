@@ -24,7 +24,13 @@ saliency adds per image there is what SaliencyMix+ costs. This script:
    that it reads like the images/s ratio.
 4. times each step of one item in this process (one thread, as in a worker).
 
+With ``--dataset imagefolder`` (issue 22 point 5, reading at scale) the folder is a torchvision
+``ImageFolder`` tree (``train/<class>/*.JPEG``, ``--classes`` classes, and a small ``val/``), the
+cache is the folder sets' default (96x96 uint8 maps) and the pipeline is the ImageNet-style
+recipe (random-resized crop to 224, flip); steps 1-3 as above, no step table.
+
     PYTHONPATH=. python benchmarks/bench_loader.py [--rounds 20] [--workers 2] [--batch 32] [--quick]
+    PYTHONPATH=. python benchmarks/bench_loader.py --dataset imagefolder --n 2000 --rounds 5
 
 Prints two Markdown tables (median and spread). The machine's load average is printed first
 and last: on a shared machine, rerun when it is high.
@@ -65,6 +71,21 @@ def make_pet_folder(root: Path, n: int, size: tuple[int, int], seed: int = 0) ->
         lines.append(f"{name} {cls + 1} {species} {cls + 1}")
     (root / "annotations" / "trainval.txt").write_text("\n".join(lines) + "\n")
     (root / "annotations" / "test.txt").write_text("\n".join(lines[: max(1, n // 10)]) + "\n")
+
+
+def make_image_folder(root: Path, n: int, size: tuple[int, int], classes: int, seed: int = 0) -> None:
+    """A torchvision ``ImageFolder`` tree: ``root/train/c<k>/<i>.JPEG`` (``n`` JPEGs of ``size``,
+    class ``i % classes``) and ``root/val/c<k>/`` (``max(classes, n // 10)`` more)."""
+    import cv2
+    from fixtures_data import smooth_images
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n), ("val", max(classes, n // 10))):
+        for k in range(classes):
+            (root / split / f"c{k:03d}").mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            img = smooth_images(rng, 1, *size)[0]
+            cv2.imwrite(str(root / split / f"c{i % classes:03d}" / f"{i:06d}.JPEG"), img[:, :, ::-1])
 
 
 def load_average() -> str:
@@ -129,13 +150,13 @@ def loader_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     from saliencymixplus.data import SaliencyDataset, load_split
     from saliencymixplus.transforms import train_transform
 
-    raw = load_split("oxford_pet", data_dir, "train")
+    raw = load_split(args.dataset, data_dir, "train")
     verify_cache(cache_path, expect=raw)  # as train.py does on every start
     variants = {
-        "no cache": SaliencyDataset(raw, train_transform("oxford_pet")),
-        "cache (in memory)": SaliencyDataset(raw, train_transform("oxford_pet"),
+        "no cache": SaliencyDataset(raw, train_transform(args.dataset)),
+        "cache (in memory)": SaliencyDataset(raw, train_transform(args.dataset),
                                              SaliencyCache(cache_path, expect=raw, in_memory=True)),
-        "cache (HDF5, per item)": SaliencyDataset(raw, train_transform("oxford_pet"),
+        "cache (HDF5, per item)": SaliencyDataset(raw, train_transform(args.dataset),
                                                   SaliencyCache(cache_path, expect=raw, in_memory=False)),
     }
     loaders = {k: make_loader(ds, args.batch, args.workers, seed=0) for k, ds in variants.items()}
@@ -245,6 +266,10 @@ def step_table(data_dir: Path, cache_path: Path, args) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=("oxford_pet", "imagefolder"), default="oxford_pet",
+                   help="the folder's format: Oxford-IIIT Pet's (the published Pet pipeline) or a torchvision "
+                        "ImageFolder tree (the ImageNet-style recipe, 96x96 maps)")
+    p.add_argument("--classes", type=int, default=10, help="--dataset imagefolder: class folders")
     p.add_argument("--n", type=int, default=400, help="JPEGs in the folder")
     p.add_argument("--size", default="375x500", help="HxW of the JPEGs")
     p.add_argument("--workers", type=int, default=2)
@@ -255,7 +280,7 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="spectral_residual",
                    help="saliency of the cache (the loader's cost does not depend on it; "
                         "spectral_residual builds fastest)")
-    p.add_argument("--data-dir", default=None, help="reuse this Pet-format folder (and its train.h5)")
+    p.add_argument("--data-dir", default=None, help="reuse this folder (and its train.h5)")
     p.add_argument("--no-steps", action="store_true", help="only the DataLoader table")
     p.add_argument("--quick", action="store_true", help="tiny sizes, two rounds (CI)")
     args = p.parse_args(argv)
@@ -274,23 +299,28 @@ def main(argv=None) -> int:
 
     print(f"load average at start: {load_average()} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "pet"
-        if not (data_dir / "annotations" / "trainval.txt").exists():
+        pet = args.dataset == "oxford_pet"
+        data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / ("pet" if pet else "tree")
+        if not (data_dir / "annotations" / "trainval.txt" if pet else data_dir / "train").exists():
             t = time.perf_counter()
-            make_pet_folder(data_dir, args.n, size)
+            if pet:
+                make_pet_folder(data_dir, args.n, size)
+            else:
+                make_image_folder(data_dir, args.n, size, args.classes)
             print(f"wrote {args.n} JPEGs of {size[0]}x{size[1]} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         cache_path = data_dir / "train.h5"
-        build_cache("oxford_pet", data_dir, "train", args.method, cache_path, workers=args.workers,
+        build_cache(args.dataset, data_dir, "train", args.method, cache_path, workers=args.workers,
                     progress=False, log=lambda *a: None)
         import h5py
 
         with h5py.File(cache_path, "r") as f:
             ds = f["saliency"]
             desc = f"{ds.shape[0]} maps {ds.shape[1]}x{ds.shape[2]} {ds.dtype}"
-        print(f"\nOxford-Pet-format folder: {args.n} JPEGs {size[0]}x{size[1]}; cache: {desc} ({args.method}); "
+        kind = "Oxford-Pet-format folder" if pet else f"ImageFolder tree ({args.classes} classes)"
+        print(f"\n{kind}: {args.n} JPEGs {size[0]}x{size[1]}; cache: {desc} ({args.method}); "
               f"{args.workers} workers, batch {args.batch}, {args.rounds} rounds\n")
         print("\n".join(loader_table(data_dir, cache_path, args)))
-        if not args.no_steps:
+        if not args.no_steps and pet:
             print()
             print("\n".join(step_table(data_dir, cache_path, args)))
     print(f"\nload average at end: {load_average()}")
