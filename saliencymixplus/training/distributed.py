@@ -1,10 +1,6 @@
-"""Where this process stands under ``torchrun`` (its rank, the world size, its device) and its
-random streams.
-
-Under ``torchrun --nproc_per_node N`` each process drives one device (NCCL on GPUs, gloo on
-CPUs); a plain ``python train.py`` is a world of one and never touches ``torch.distributed``.
-Every epoch reseeds its streams from ``(seed, epoch, rank)`` and checkpoints carry the RNG
-states, so a resumed run replays the interrupted epoch exactly. See docs/design.md, "Training".
+"""Where this process stands under ``torchrun`` (rank, world size, device: NCCL on GPUs, gloo on
+CPUs; a plain ``python train.py`` never touches ``torch.distributed``) and its random streams,
+reseeded every epoch from ``(seed, epoch, rank)``. See docs/design.md, "Training".
 """
 
 from __future__ import annotations
@@ -75,13 +71,9 @@ def barrier(d: Dist) -> None:
 
 
 def broadcast_buffers(d: Dist, module: nn.Module, src: int = 0) -> None:
-    """Give every process ``src``'s buffers (BatchNorm running statistics), in place.
-
-    DDP sends rank 0's buffers to the others at the start of each forward, but then every
-    rank updates its running statistics from its own shard: after the last step they differ
-    from rank to rank. Evaluating with them would make the reduced test errors those of no
-    single model (not of the checkpoint, which holds rank 0's). No-op in a world of one.
-    """
+    """Give every process ``src``'s buffers (BatchNorm running statistics), in place: under DDP each
+    rank updates them from its own shard, and evaluating with them would give the errors of no
+    single model (not of the checkpoint, which holds rank 0's)."""
     if not d.enabled:
         return
     works = [dist.broadcast(b, src, async_op=True) for b in module.buffers()]

@@ -1,14 +1,6 @@
-"""Loaders that yield device tensors ``(images, saliency or None, labels)``.
-
-* :class:`DeviceLoader`: a whole in-memory uint8 set (CIFAR-100, the generated sets) on the
-  model's device, shuffled with ``torch.randperm`` and augmented there in batches (airbench
-  style); it remembers where each batch came from (:class:`BatchPlacement`).
-* :class:`TorchLoader`: a ``DataLoader`` over :func:`saliencymixplus.data.build_dataset`
-  (per-image transforms in worker processes), for sets read from files (Oxford-IIIT Pet).
-
-:func:`build_loaders` picks one from the :class:`~.config.Config`; the training split's
-saliency cache must exist (:func:`~.runner.prepare_data` builds or verifies it first). See
-docs/design.md, "Training".
+"""Loaders that yield device tensors ``(images, saliency or None, labels)``: :class:`DeviceLoader`
+for in-memory sets, :class:`TorchLoader` for sets read from files; :func:`build_loaders` picks
+one. The training split's saliency cache must exist. See docs/design.md, "Training".
 """
 
 from __future__ import annotations
@@ -52,13 +44,12 @@ class BatchPlacement(NamedTuple):
 
 
 class DeviceLoader:
-    """A whole in-memory data set on one device, batched augmentation there (airbench style).
+    """A whole in-memory data set on one device, augmented there in batches (airbench style).
 
-    Holds ``images`` as ``uint8[N, 3, H, W]`` and optional ``saliency`` as ``uint8[N, H, W]``
-    on ``device``. Each epoch draws one permutation (same on every rank, each rank takes its
-    ``rank::world`` share), and for training applies, per batch and with masks instead of
-    per-sample Python, a random crop with ``pad`` zero pixels of padding and a horizontal
-    flip, identically to image and saliency.
+    Holds ``images`` as ``uint8[N, 3, H, W]`` and optional ``saliency`` as ``uint8[N, H, W]`` on
+    ``device``. Each epoch draws one permutation (each rank takes its ``rank::world`` share); for
+    training, a random crop with ``pad`` zero pixels of padding and a horizontal flip, identically
+    to image and saliency.
 
     Args:
         images: ``np.uint8[N, H, W, 3]`` RGB.
@@ -104,8 +95,7 @@ class DeviceLoader:
         return min(steps, self.limit) if self.limit else steps
 
     def _augment(self, x: Tensor, s: Optional[Tensor], g: torch.Generator) -> tuple[Tensor, Optional[Tensor]]:
-        """Random padded crop and flip of ``x`` uint8[B, 3, H, W] and ``s`` uint8[B, H, W] alike;
-        the drawn offsets and flips go to :attr:`last_batch`."""
+        """Random padded crop and flip of ``x`` uint8[B, 3, H, W] and ``s`` uint8[B, H, W] alike."""
         B, C, H, W = x.shape
         dev = x.device
         dy = dx = flip = None
@@ -149,12 +139,9 @@ class DeviceLoader:
 
 
 class TorchLoader:
-    """A ``DataLoader`` over :func:`saliencymixplus.data.build_dataset`, moved to ``device``.
-
-    Training uses a ``DistributedSampler`` under DDP (else a seeded shuffle); the test split
-    is sharded ``rank::world`` without padding so that the reduced errors are exact.
-    Yields the same :data:`Batch` triples as :class:`DeviceLoader`: saliency maps travel from
-    the workers as the cache stores them (uint8) and become float32 in [0, 1] on ``device``.
+    """A ``DataLoader`` over :func:`saliencymixplus.data.build_dataset` yielding :data:`Batch` triples
+    on ``device`` (saliency travels from the workers as uint8). Training uses a ``DistributedSampler``
+    under DDP; the test split is sharded ``rank::world`` without padding, so reduced errors are exact.
     """
 
     def __init__(self, dataset, device: torch.device, *, batch_size: int, train: bool,
@@ -203,18 +190,14 @@ class TorchLoader:
 
 
 def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, DeviceLoader | TorchLoader]:
-    """``(train_loader, test_loader)`` for the config; both yield :data:`Batch` triples.
-
-    Raises:
-        FileNotFoundError: the data set or the saliency cache is missing.
-        CacheMismatchError: the saliency cache was built from other data.
-        UsageError: the batch is larger than this process's share of the training split.
-    """
+    """``(train_loader, test_loader)`` for the config; :class:`UsageError` for a batch larger than
+    this process's share of the training split."""
     local_batch = cfg.batch_size // d.world
     download = cfg.download and d.main
     spec = get_spec(cfg.dataset)
     train_raw = spec.load(cfg.data_dir, "train", download=download)  # fails before cache work
     cache = cfg.saliency_cache if cfg.reads_cache else None
+    common = dict(dist_=d, channels_last=cfg.channels_last)
     if cfg.loader == "device":
         if not spec.recipe.batchable:
             raise UsageError(f"--loader device applies a flip to whole batches; {cfg.dataset}'s training "
@@ -225,24 +208,18 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
             sal = SaliencyCache(cache, expect=train_raw).read_all()
             if sal.dtype != np.uint8:  # float caches: to the uint8 the loader keeps
                 sal = quantize(sal, "uint8")
-        train = DeviceLoader(train_raw.images, train_raw.labels, cfg.mean_std, d.device,
-                             batch_size=local_batch, train=True, saliency=sal, dist_=d,
-                             channels_last=cfg.channels_last, flip=spec.recipe.flip)
+        train = DeviceLoader(train_raw.images, train_raw.labels, cfg.mean_std, d.device, batch_size=local_batch,
+                             train=True, saliency=sal, flip=spec.recipe.flip, **common)
         test = DeviceLoader(test_raw.images, test_raw.labels, cfg.mean_std, d.device,
-                            batch_size=max(local_batch, 256), train=False, dist_=d,
-                            channels_last=cfg.channels_last)
+                            batch_size=max(local_batch, 256), train=False, **common)
     else:
-        workers = cfg.workers
-        if workers is None:
-            workers = max(0, min(8, default_workers() // d.world - 1))
+        workers = cfg.workers if cfg.workers is not None else max(0, min(8, default_workers() // d.world - 1))
         sized = dict(image_size=cfg.image_size, mean_std=cfg.mean_std)
-        train_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "train", train=True,
-                                      saliency_cache=cache, download=download, **sized)
+        train_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "train", train=True, saliency_cache=cache,
+                                      download=download, **sized)
         test_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "test", train=False, **sized)
-        train = TorchLoader(train_ds, d.device, batch_size=local_batch, train=True,
-                            workers=workers, dist_=d, channels_last=cfg.channels_last)
-        test = TorchLoader(test_ds, d.device, batch_size=local_batch, train=False,
-                           workers=workers, dist_=d, channels_last=cfg.channels_last)
+        train = TorchLoader(train_ds, d.device, batch_size=local_batch, train=True, workers=workers, **common)
+        test = TorchLoader(test_ds, d.device, batch_size=local_batch, train=False, workers=workers, **common)
     train.limit, test.limit = cfg.limit_train_batches, cfg.limit_test_batches
     if len(train) == 0:
         raise UsageError(f"--batch_size {cfg.batch_size} is larger than the training split "

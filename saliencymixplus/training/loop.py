@@ -1,16 +1,7 @@
-"""One training epoch (with the mixing step), one evaluation pass, and ``--saliency refresh``.
-
-Every epoch reseeds its random streams from ``(seed, epoch, rank)``, so that a resumed run
-replays the interrupted epoch exactly. The per-step totals stay on the device; the only host
-syncs are the progress bar's (every ``LOG_EVERY`` steps) and the end of the epoch, where a
-non-finite loss or weight stops the run (:class:`NonFiniteLossError`).
-
-``--saliency refresh`` has two strategies, one per loader: :class:`InPlaceRefresh` writes the
-saliency of each unmixed step's input gradient into the device loader's maps, through the
-batch's flips and crop; :class:`PassRefresh` (sets read from files, where the workers' crops
-are unknown here) recomputes every map in a batched pass every ``--refresh-every`` epochs.
-Both save the maps in the run folder after every epoch that changed them and restore them on
-``--resume``. See docs/design.md, "Saliency that learns".
+"""One training epoch (with the mixing step), one evaluation pass, and ``--saliency refresh`` as
+two strategies, one per loader (:class:`InPlaceRefresh`, :class:`PassRefresh`). The per-step
+totals stay on the device; the host syncs only for the progress bar and the NaN check. See
+docs/design.md, "Training" and "Saliency that learns".
 """
 
 from __future__ import annotations
@@ -59,10 +50,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _check_finite(epoch: int, step: int, loss_sum: float, net: Optional[nn.Module] = None) -> None:
-    """Raise :class:`NonFiniteLossError` when the loss total seen by ``step`` is NaN or inf, or
-    when a parameter or buffer of ``net`` is (checked at the end of the epoch, before the
-    checkpoint that would save the weights: a step's loss is computed before its update, so it
-    can be finite while the update was not; one host sync)."""
+    """:class:`NonFiniteLossError` when the loss total seen by ``step`` is NaN or inf, or a parameter
+    or buffer of ``net`` is (after the epoch: a step's loss is computed before its update)."""
     if not math.isfinite(loss_sum):
         raise NonFiniteLossError(f"the training loss is {loss_sum} in epoch {epoch + 1} (seen by step {step + 1})",
                                  epoch)
@@ -78,9 +67,7 @@ def _check_finite(epoch: int, step: int, loss_sum: float, net: Optional[nn.Modul
 
 
 def build_mixer(cfg: Config) -> Optional[Mixer]:
-    """The mixer of the config (``prob=--mix_prob``), or ``None`` for ``--mix_aug none``. The
-    loop asks its :meth:`~saliencymixplus.mix.CutMix.coin` first (so that online saliency is
-    computed only for mixed batches), then calls ``mix(..., mixed=True)``."""
+    """The mixer of the config, or ``None`` for ``--mix_aug none``."""
     common = dict(alpha=cfg.alpha, prob=cfg.mix_prob, label_smoothing=cfg.label_smoothing, lam_mode=cfg.lam_mode)
     if cfg.mix_aug == "none":
         return None
@@ -92,12 +79,11 @@ def build_mixer(cfg: Config) -> Optional[Mixer]:
 
 
 def progress(cfg: Config, d: Dist, total: int, desc: str):
-    """A ``tqdm`` bar on stderr, or ``None`` (``--no-progress``, or not rank 0)."""
-    if not (cfg.progress and d.main):
-        return None
+    """A ``tqdm`` bar on stderr, disabled (``bar.disable``) by ``--no-progress`` and on ranks but 0."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, file=sys.stderr)
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, file=sys.stderr,
+                disable=not (cfg.progress and d.main))
 
 
 def _autocast(cfg: Config, device: torch.device):
@@ -121,8 +107,7 @@ def _err(correct: float, n: float) -> float:
 
 
 def _reduce(d: Dist, tot: Tensor, n: int) -> tuple[float, float, float, float]:
-    """Sum ``(loss * n, top-1 hits, top-5 hits)`` and the image count ``n`` over ranks;
-    the count is at least 1."""
+    """Sum ``(loss * n, top-1 hits, top-5 hits)`` and the image count ``n`` (at least 1) over ranks."""
     tot = torch.cat([tot, tot.new_tensor([float(n)])])
     if d.enabled:
         dist.all_reduce(tot)
@@ -132,18 +117,11 @@ def _reduce(d: Dist, tot: Tensor, n: int) -> tuple[float, float, float, float]:
 
 def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, loader, mixer: Optional[Mixer],
                     optimizer: torch.optim.Optimizer, scaler, epoch: int, refresh=None) -> dict[str, float]:
-    """One pass over ``loader``. ``model`` is what is trained (maybe DDP/compiled), ``net``
-    the plain module (for online saliency, and the weights check); ``refresh``: an
-    :class:`InPlaceRefresh` or :class:`PassRefresh` (``--saliency refresh``) or ``None``.
-    Returns the epoch's train loss, top-1/top-5 error (%, of the trained images against their
-    own labels, as published), images/s.
-
-    Raises:
-        NonFiniteLossError: the loss was NaN or infinite, or the weights are after the epoch;
-            the loss is checked where the loop reads its totals anyway (the progress bar every
-            ``LOG_EVERY`` steps in one process; on a CPU, where a read costs nothing, every
-            ``LOG_EVERY`` steps regardless) and at the end of the epoch, on the totals reduced
-            over ranks (so every rank stops together)."""
+    """One pass over ``loader``. ``model`` is what is trained (maybe DDP/compiled), ``net`` the plain
+    module; ``refresh`` the ``--saliency refresh`` strategy or ``None``. Returns the epoch's train
+    loss, top-1/top-5 error (%, of the trained images against their own labels, as published) and
+    images/s. The loss is checked (:class:`NonFiniteLossError`) where the totals are read anyway
+    (the progress bar, or every ``LOG_EVERY`` steps on a CPU) and on the totals reduced over ranks."""
     model.train()
     coin = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0) + 1)  # same on all ranks
     mix_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, d.rank) + 2)
@@ -153,9 +131,8 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
     online = cfg.saliency == "online" and cfg.mix_aug in SALIENCY_MIXES
     tot = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, top-1 hits, top-5 hits
     seen = 0
-    bar = progress(cfg, d, len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
     t0 = time.perf_counter()
-    with bar if bar is not None else contextlib.nullcontext():
+    with progress(cfg, d, len(loader), f"epoch {epoch + 1}/{cfg.epochs}") as bar:
         for step, (x, s, y) in enumerate(loader):
             mixed = mixer is not None and mixer.coin(coin)
             if mixed:
@@ -185,12 +162,12 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
                 c1, c5 = _topk_correct(logits.detach(), y)
                 tot += torch.stack([loss.detach().double() * n, c1.double(), c5.double()])
                 seen += n
-            if (bar is not None or (dev.type == "cpu" and not d.enabled)) and \
+            if (not bar.disable or (dev.type == "cpu" and not d.enabled)) and \
                     (step % LOG_EVERY == LOG_EVERY - 1 or step == len(loader) - 1):
                 loss_sum, hits, _ = tot.tolist()
                 if not d.enabled:  # under DDP: the reduced check below, so that every rank stops together
                     _check_finite(epoch, step, loss_sum)
-                if bar is None:
+                if bar.disable:
                     continue
                 el = time.perf_counter() - t0
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", err=f"{100 - 100 * hits / seen:.1f}",
@@ -205,11 +182,8 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
 
 @torch.no_grad()
 def evaluate(cfg: Config, d: Dist, model: nn.Module, loader) -> dict[str, float]:
-    """Top-1/top-5 error (%) and mean cross-entropy on ``loader``, reduced exactly over ranks.
-
-    Every rank first takes rank 0's buffers (BatchNorm running statistics, which DDP lets
-    drift apart during training), so that the result is exactly that of rank 0's model, the
-    one the checkpoint holds, evaluated on the whole split."""
+    """Top-1/top-5 error (%) and mean cross-entropy on ``loader`` of rank 0's model (the checkpoint's:
+    :func:`~.distributed.broadcast_buffers`), reduced exactly over ranks."""
     broadcast_buffers(d, model)
     model.eval()
     tot = torch.zeros(3, dtype=torch.float64, device=d.device)  # loss sum, top-1 hits, top-5 hits
@@ -238,10 +212,8 @@ def refresh_file(epoch: int) -> str:
 
 
 class _Refresh:
-    """What both strategies share: the per-epoch files in the run folder (:meth:`_save`,
-    :meth:`record`, :meth:`prune`) and ``--resume`` (:meth:`restore`). Every rank holds one;
-    only rank 0 writes files. A strategy adds :meth:`end_epoch` and :meth:`_use` (and, to
-    refresh during the step, :meth:`track` and :meth:`write_back`)."""
+    """What both strategies share: the per-epoch files in the run folder and ``--resume``. Every
+    rank holds one; only rank 0 writes files. A strategy adds :meth:`end_epoch` and :meth:`_use`."""
 
     def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
         self.cfg, self.d, self.loader, self.out = cfg, d, train_loader, Path(out)
@@ -268,8 +240,7 @@ class _Refresh:
         raise NotImplementedError
 
     def _save(self, epoch: int, maps: Tensor) -> Path:
-        """Rank 0 writes ``maps`` (``uint8[N, h, w]``, the same on every rank) as the epoch's
-        file; every rank records it."""
+        """Rank 0 writes ``maps`` (``uint8[N, h, w]``, the same on every rank) as the epoch's file."""
         name, host = refresh_file(epoch), maps.cpu().numpy()
         if self.d.main:
             save_refreshed(self.out / name, host, like=self.like, epoch=epoch,
@@ -287,8 +258,7 @@ class _Refresh:
         return {**self.current, "best_file": self.best_file}
 
     def prune(self) -> None:
-        """``--refresh-keep last``: delete the run folder's refreshed maps that neither the last
-        nor the best checkpoint names (rank 0, after both are saved)."""
+        """``--refresh-keep last``: delete the refreshed maps neither checkpoint names (rank 0)."""
         if self.cfg.refresh_keep == "all" or not self.d.main or self.current is None:
             return
         keep = {self.current["file"], self.best_file}
@@ -297,12 +267,8 @@ class _Refresh:
                 p.unlink(missing_ok=True)
 
     def restore(self, ck: dict, ckpt_path: Path) -> None:
-        """``--resume``: train on the maps the checkpoint names (from its folder), exactly. A
-        checkpoint without refreshed maps leaves the cache's.
-
-        Raises:
-            CheckpointFileError: the file is missing or is not the one the checkpoint names.
-        """
+        """``--resume``: train on the maps the checkpoint names (from its folder), if any; a missing
+        or other file is a :class:`CheckpointFileError`."""
         rec = ck.get(REFRESH_KEY)
         if not rec:
             log(self.d, f"--resume: {ckpt_path} holds no refreshed saliency; refreshing from {self.source['source']}")
@@ -321,11 +287,8 @@ class _Refresh:
 
 
 class InPlaceRefresh(_Refresh):
-    """The device loader's strategy: its maps (``DeviceLoader.saliency``, ``uint8[N, H, W]`` on
-    the device) take the saliency of every unmixed step's input gradient, carried back through
-    the batch's flips and crop (``DeviceLoader.last_batch``), in place, so mixed steps read the
-    freshest maps. Under DDP each rank refreshes the images it trains on and the ranks exchange
-    their updates at the end of the epoch."""
+    """The device loader's strategy: its maps (``uint8[N, H, W]`` on the device) take the saliency
+    of every unmixed step's input gradient, in place, through the batch's flips and crop."""
 
     def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
         super().__init__(cfg, d, train_loader, out)
@@ -372,11 +335,8 @@ class _StoredFrameImages(torch.utils.data.Dataset):
 
 
 class PassRefresh(_Refresh):
-    """The ``DataLoader``'s strategy (sets read from files): the workers' random crops are not
-    known here, so every ``--refresh-every`` epochs a batched pass computes the gradient
-    saliency of the current model over the training split, each image resized to the stored
-    maps' resolution (the frame the maps are stored in), on the model's device (each rank its
-    share); the next epoch's workers read the new file."""
+    """The ``DataLoader``'s strategy: every ``--refresh-every`` epochs a batched pass computes the
+    gradient saliency over the training split in the stored frame; the next epoch reads the file."""
 
     def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
         super().__init__(cfg, d, train_loader, out)
@@ -398,8 +358,7 @@ class PassRefresh(_Refresh):
         """Gradient saliency of ``net`` over the training split at the stored resolution,
         ``uint8[N, h, w]`` on the device, the same on every rank."""
         cfg, d = self.cfg, self.d
-        spec = get_spec(cfg.dataset)
-        raw = spec.load(cfg.data_dir, "train")
+        raw = get_spec(cfg.dataset).load(cfg.data_dir, "train")
         n = len(raw)
         maps = torch.zeros((n, *self.resolution), dtype=torch.uint8, device=d.device)
         store = SaliencyRefresh(maps, postprocess=cfg.refresh_postprocess)
@@ -408,12 +367,10 @@ class PassRefresh(_Refresh):
                                          num_workers=self.loader.loader.num_workers,
                                          pin_memory=d.device.type == "cuda")
         normalize = Normalize(*cfg.mean_std)
-        bar = progress(cfg, d, len(dl), "refresh saliency")
-        with bar if bar is not None else contextlib.nullcontext():
+        with progress(cfg, d, len(dl), "refresh saliency") as bar:
             for img, y, idx in dl:
                 x = normalize(img.to(d.device, non_blocking=True))
                 store.update_maps(idx.to(d.device), gradient_saliency(net, x, y.to(d.device)))
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
         store.synchronize()
         return maps

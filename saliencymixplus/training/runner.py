@@ -1,26 +1,7 @@
-"""``train.py`` from start to end: :func:`main` (the command line and its exit codes), :func:`run`
-(one run, from the start or ``--resume`` to its summary), the checkpoints and the files a run
-leaves in its folder, and :func:`evaluate_checkpoint`.
-
-Before any training :func:`run` checks, in this order, what can fail cheaply: that the outputs
-can be written (creating nothing yet), that the ``--resume`` checkpoint is valid and belongs
-to this run, that the data is there; then it takes the run folder (one run at a time, and
-never over another run's checkpoint), checks that no image file is truncated and that the
-saliency cache is undamaged (every byte is hashed) or builds it, and that a resumed run
-continues on the cache it trained on. ``last.pt`` is written atomically after every epoch, so
-``--resume`` replays an interrupted epoch exactly. Exit codes of :func:`main`:
-
-* 0: success (or nothing left to train);
-* 1: the run diverged (a NaN or infinite training loss; ``last.pt`` keeps the last good epoch),
-  or an output could not be written (a full disk: the message names the file);
-* 2: a usage or data error, before any training: bad flags, missing data, an output folder
-  that cannot be written or that another run uses or holds, a ``--resume`` file that is not a
-  checkpoint of this run, image files that cannot be decoded, a saliency cache that does not
-  match or is damaged;
-* 130: Ctrl-C.
-
-Each error is one line on stderr (the image error: one line per file), never a traceback.
-See docs/design.md, "Training".
+"""``train.py`` from start to end: :func:`main` (the command line), :func:`run` (one run, from the
+start or ``--resume`` to its summary), the checkpoints and the files a run leaves in its folder,
+and :func:`evaluate_checkpoint`. The run folder, ``--resume`` rules and exit codes are those of
+docs/design.md, "Training"; :func:`run` checks what can fail cheaply before any training.
 """
 
 from __future__ import annotations
@@ -60,11 +41,8 @@ __all__ = ["main", "run", "evaluate_checkpoint", "load_checkpoint", "check_outpu
 OUTPUT_FILES = ("log.csv", "summary.json", "curves.png", "last.pt", "best.pt")
 CSV_FIELDS = ("epoch", "lr", "train_loss", "train_top1_err", "train_top5_err",
               "test_top1_err", "test_top5_err", "images_per_s", "time_s")
-#: Config keys that may change on ``--resume``: how far to train, where things are and what
-#: runs them, and the method a cache is built with (the cache itself is identified by its
-#: content hash, :data:`CACHE_KEY`). Every other key (mix, seed, optimiser, loader, ...) must be
-#: the checkpoint's, or the continued run would not be the run it continues (the optimiser and
-#: scheduler states would also silently override a new ``--lr`` or ``--milestones``).
+#: Config keys that may change on ``--resume`` (docs/design.md, "Training"); the cache is identified
+#: by its content hash, :data:`CACHE_KEY`.
 RESUME_MAY_DIFFER = ("epochs", "out_dir", "resume", "progress", "workers", "device", "download", "data_dir",
                      "saliency_cache", "saliency_method", "compile", "channels_last", "limit_test_batches", "paper")
 #: The checkpoint entry that holds the ``content_sha256`` of the saliency cache the run trained on.
@@ -72,8 +50,7 @@ CACHE_KEY = "saliency_cache_sha256"
 
 
 class CacheBuildInterrupted(KeyboardInterrupt):
-    """Ctrl-C while ``train.py`` built the training split's cache (``path``): its finished
-    blocks are kept, and the same command continues the build."""
+    """Ctrl-C while ``train.py`` built the training split's cache (``path``)."""
 
     def __init__(self, path):
         super().__init__(str(path))
@@ -82,9 +59,12 @@ class CacheBuildInterrupted(KeyboardInterrupt):
 
 # ----------------------------------------------------------------------------- files of a run folder
 
-def _write(path: Path, write: Callable[[Path], None]) -> None:
-    """:func:`~saliencymixplus.files.atomic_write`; an ``OSError`` (a full disk) names ``path``,
-    not its temporary file, nor nothing."""
+def _write(path: Path, dump: Callable[[Any], None], mode: str = "w") -> None:
+    """``dump(file)`` into ``path`` atomically; an ``OSError`` (a full disk) names ``path``, not its temporary file."""
+    def write(tmp: Path) -> None:
+        with open(tmp, mode, newline=None if "b" in mode else "") as f:
+            dump(f)
+
     try:
         atomic_write(path, write)
     except OSError as e:
@@ -94,8 +74,7 @@ def _write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 class _RecordingFile:
-    """A file for ``torch.save`` that keeps the first ``OSError`` of a write: torch reports a
-    failed write (a full disk) as an unrelated ``RuntimeError``."""
+    """A file for ``torch.save`` that keeps its first ``OSError`` (torch reports it as a ``RuntimeError``)."""
 
     def __init__(self, f):
         self.f, self.error = f, None
@@ -113,43 +92,35 @@ class _RecordingFile:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save(state)`` to ``path`` atomically."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            sink = _RecordingFile(f)
-            try:
-                torch.save(state, sink)
-            except RuntimeError:
-                if sink.error is None:
-                    raise
-                raise sink.error from None
+    def dump(f) -> None:
+        sink = _RecordingFile(f)
+        try:
+            torch.save(state, sink)
+        except RuntimeError:
+            if sink.error is None:
+                raise
+            raise sink.error from None
 
-    _write(path, write)
+    _write(path, dump, "wb")
 
 
 def write_json(path: Path, data: dict) -> None:
-    """``data`` as indented JSON."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-
-    _write(path, write)
+    _write(path, lambda f: json.dump(data, f, indent=2))
 
 
 def write_csv(path: Path, history: list[dict]) -> None:
     """One row per epoch, the columns of :data:`CSV_FIELDS`, floats to 6 significant digits."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            for row in history:
-                w.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
+    def dump(f) -> None:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for row in history:
+            w.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
 
-    _write(path, write)
+    _write(path, dump)
 
 
 def plot_curves(path: Path, history: list[dict], title: str) -> None:
-    """Loss and error curves per epoch as a PNG, with a marker on every epoch (so that a
-    one-epoch run shows its point); nothing without matplotlib."""
+    """Loss and error curves per epoch as a PNG, a marker on every epoch; nothing without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -167,15 +138,14 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     try:
-        _write(path, lambda tmp: fig.savefig(tmp, dpi=100))
+        _write(path, lambda f: fig.savefig(f, format="png", dpi=100), "wb")
     finally:
         plt.close(fig)
 
 
 def summarize(cfg: Config, history: list[dict], best: Optional[dict], wall: float, status: str) -> dict:
-    """``summary.json``'s content: best and last errors (None before the first epoch), speed,
-    wall time, ``status`` ("finished", "interrupted", "diverged": stopped at a non-finite
-    loss, or "failed": stopped by another error) and the config."""
+    """``summary.json``'s content: best and last errors (None before the first epoch), speed, wall time,
+    ``status`` ("finished", "interrupted", "diverged": a non-finite loss, "failed": another error), config."""
     last = history[-1] if history else None
     pick = lambda r, k: (r[k] if r else None)
     return {
@@ -215,44 +185,24 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
     ``optimizer``, ``scheduler``, ``scaler`` (or None), ``epoch`` (epochs completed), ``rng``,
     ``config`` (dict), ``history`` (list of per-epoch rows), ``best`` (the best row or None),
     ``wall_time_s``; :data:`CACHE_KEY` and :data:`~.loop.REFRESH_KEY` when the run used them.
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointFileError: cut, not a checkpoint, refused by ``weights_only``, or lacking the
-            keys ``--resume`` needs (one line saying which).
+    :class:`CheckpointFileError` (one line) for a file that is not such a checkpoint.
     """
     return read_checkpoint(path, map_location, need=RESUME_KEYS, label="")
 
 
-def checkpoint_state(cfg: Config, net: nn.Module, optimizer, scheduler, scaler, epoch: int,
-                     history: list[dict], best: Optional[dict], wall_time_s: float) -> dict[str, Any]:
-    """What :func:`load_checkpoint` returns, after ``epoch`` completed epochs."""
-    return {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch, "rng": rng_state(), "config": cfg.to_dict(),
-            "history": history, "best": best, "wall_time_s": wall_time_s}
-
-
-def _differences(old: dict, now: dict) -> list[tuple[str, Any, Any]]:
-    """``(key, old value, new value)`` of the config keys that define a run (all but
-    :data:`RESUME_MAY_DIFFER`) and differ."""
+def _differences(old: dict, now: dict, form: str) -> str:
+    """The config keys that define a run (all but :data:`RESUME_MAY_DIFFER`) and differ, each as ``form``."""
     norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
-    return [(k, old[k], now[k]) for k in now
-            if k not in RESUME_MAY_DIFFER and k in old and norm(old[k]) != norm(now[k])]
+    return "; ".join(form.format(k=k, a=old[k], b=now[k]) for k in now
+                     if k not in RESUME_MAY_DIFFER and k in old and norm(old[k]) != norm(now[k]))
 
 
 def read_resume(cfg: Config, d: Dist) -> Optional[tuple[Path, dict[str, Any]]]:
-    """Read and check the ``--resume`` checkpoint before any other work: ``(path, checkpoint)``
-    loaded on the CPU, or ``None`` when there is nothing to resume (no flag, or a bare
-    ``--resume`` and no ``<out-dir>/last.pt`` yet).
+    """The checked ``--resume`` checkpoint ``(path, checkpoint)`` on the CPU, or ``None`` when there
+    is nothing to resume (no flag, or a bare ``--resume`` and no ``<out-dir>/last.pt`` yet).
 
     Raises:
-        FileNotFoundError: ``--resume CKPT`` does not exist.
-        CheckpointFileError: a folder, or not a readable checkpoint; an ``epoch`` that is not the number of
-            epochs its history holds; written by a run with other settings (every
-            :class:`Config` key but :data:`RESUME_MAY_DIFFER` must match); or it has already
-            done more epochs than ``--epochs``.
+        FileNotFoundError, CheckpointFileError: one line saying what is wrong with the file.
     """
     if cfg.resume is None:
         return None
@@ -269,18 +219,17 @@ def read_resume(cfg: Config, d: Dist) -> Optional[tuple[Path, dict[str, Any]]]:
     except CheckpointFileError as e:
         raise CheckpointFileError(f"--resume {e}") from None
     done, history = ck["epoch"], ck.get("history")
+    damaged = f"the file is damaged or was not written by {PROG}"
     if isinstance(done, bool) or done < 0:
         raise CheckpointFileError(f"--resume {p}: its epoch is {done!r}, expected the number of epochs it has done "
-                                  f"(an integer >= 0); the file is damaged or was not written by {PROG}")
+                                  f"(an integer >= 0); {damaged}")
     if history is not None and (not isinstance(history, list) or len(history) != done):
         n = len(history) if isinstance(history, list) else type(history).__name__
-        raise CheckpointFileError(f"--resume {p}: its epoch is {done} but its history has {n} epochs; the file is "
-                                  f"damaged or was not written by {PROG}")
-    diffs = _differences(ck["config"], cfg.to_dict())
+        raise CheckpointFileError(f"--resume {p}: its epoch is {done} but its history has {n} epochs; {damaged}")
+    diffs = _differences(ck["config"], cfg.to_dict(), "{k}: checkpoint {a!r}, now {b!r}")
     if diffs:
         raise CheckpointFileError(
-            f"--resume {p}: this command differs from the run it would continue "
-            f"({'; '.join(f'{k}: checkpoint {a!r}, now {b!r}' for k, a, b in diffs)}). Repeat that run's flags "
+            f"--resume {p}: this command differs from the run it would continue ({diffs}). Repeat that run's flags "
             f"(its config.json lists them) to continue it, or drop --resume and choose another --out-dir to start "
             f"a new run")
     if done > cfg.epochs:
@@ -290,12 +239,7 @@ def read_resume(cfg: Config, d: Dist) -> Optional[tuple[Path, dict[str, Any]]]:
 
 
 def restore(ck: dict[str, Any], path: Path, net: nn.Module, optimizer, scheduler, scaler) -> None:
-    """Load checkpoint ``ck`` (from :func:`read_resume`) into the model, optimizer, scheduler,
-    scaler and the RNGs.
-
-    Raises:
-        CheckpointFileError: the saved states do not fit this model or optimizer.
-    """
+    """Load ``ck`` into the model, optimizer, scheduler, scaler and RNGs (CheckpointFileError when they do not fit)."""
     try:
         net.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -311,12 +255,7 @@ def restore(ck: dict[str, Any], path: Path, net: nn.Module, optimizer, scheduler
 # ----------------------------------------------------------------------------- before training
 
 def _check_writable(folder: Path, what: str) -> None:
-    """Check, creating nothing, that files can be written in ``folder``: in it when it exists,
-    else in its nearest existing parent, where it would be created.
-
-    Raises:
-        OutputPathError: one line saying what (``what``) and where.
-    """
+    """Creating nothing, :class:`OutputPathError` unless files can be written in ``folder`` (or where it would be)."""
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -332,13 +271,8 @@ def _check_writable(folder: Path, what: str) -> None:
 
 
 def check_outputs(cfg: Config) -> None:
-    """Before any work, and creating nothing: ``--out-dir`` is (or can be made) a writable folder
-    whose output files are not folders, and a saliency cache that must be built can be written
-    where it goes.
-
-    Raises:
-        OutputPathError: one line saying what and where.
-    """
+    """Before any work, creating nothing: :class:`OutputPathError` unless ``--out-dir`` and the files
+    in it, and a saliency cache that must be built, can be written."""
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"--out-dir {out} is a file, not a folder")
@@ -375,22 +309,17 @@ def _held_run(cfg: Config, out: Path) -> str:
     done, status = summary.get("epochs_done"), summary.get("status")
     what = f"{'an' if status == 'interrupted' else 'a'} {status + ' ' if status else ''}run"
     what += f" of {done} epoch{'s' if done != 1 else ''}" if done is not None else ""
-    diffs = _differences(summary.get("config") or read("config.json"), cfg.to_dict())
+    diffs = _differences(summary.get("config") or read("config.json"), cfg.to_dict(), "{k}: {a!r} there, {b!r} now")
     if diffs:
-        return (f"--out-dir {out} already holds {what} with other settings "
-                f"({'; '.join(f'{k}: {a!r} there, {b!r} now' for k, a, b in diffs)}): pick another --out-dir "
+        return (f"--out-dir {out} already holds {what} with other settings ({diffs}): pick another --out-dir "
                 f"for this run")
     return (f"--out-dir {out} already holds {what} of these settings: add --resume to continue it (with more "
             f"--epochs to train further), or pick another --out-dir (or remove {out}) to start again")
 
 
 def _take_run_folder(cfg: Config, resumed: Optional[tuple[Path, dict]]) -> FileLock:
-    """Create the run folder and lock it for this run (rank 0, once the data is found).
-
-    Raises:
-        BusyError: another run writes the folder. UsageError: it holds the checkpoint of a run
-            this one does not continue. OutputPathError: it cannot be created.
-    """
+    """Create and lock the run folder (rank 0, once the data is found); :class:`UsageError` when it
+    holds the checkpoint of a run this one does not continue."""
     out = ensure_writable_dir(cfg.out_dir, "--out-dir")
     lock = FileLock(out, lock_path=out / ".lock",
                     busy="--out-dir {target} is in use by another train.py (pid {pid}); wait for it to end or "
@@ -406,12 +335,7 @@ def _take_run_folder(cfg: Config, resumed: Optional[tuple[Path, dict]]) -> FileL
 
 
 def _build_cache(cfg: Config, d: Dist, bad_test: list) -> list:
-    """Build the missing training cache; return ``bad_test`` plus the training images the build
-    could not decode (an :class:`ImageDecodeError` with other errors is re-raised).
-
-    Raises:
-        CacheBuildInterrupted: Ctrl-C during the build.
-    """
+    """Build the missing training cache; return ``bad_test`` plus the training images it could not decode."""
     from ..precompute import build_cache  # OpenCV and worker pools: only when building
 
     log(d, f"saliency cache {cfg.saliency_cache} not found: building it ({cfg.saliency_method}) ...")
@@ -428,18 +352,9 @@ def _build_cache(cfg: Config, d: Dist, bad_test: list) -> list:
 
 
 def prepare_data(cfg: Config, d: Dist, train_raw, test_raw) -> Optional[dict]:
-    """Rank 0 checks the data before training: every image file of both splits looks whole
-    (:meth:`~saliencymixplus.rawdata.RawSplit.find_bad_images`), and the saliency cache is
-    undamaged and matches the training split (:func:`~saliencymixplus.cache.verify_cache`), or
-    is built when missing (waiting while another process builds it; building decodes every
-    training image). Every bad image found is named in one error.
-
-    Returns:
-        the cache's attributes (``method``, ``content_sha256``, ...), or ``None`` without one.
-
-    Raises:
-        ImageDecodeError: image files that cannot be decoded.
-        CacheMismatchError / CacheCorruptError: the cache does not match or is damaged.
+    """Rank 0, before training: every image file of both splits looks whole, and the saliency cache
+    is verified against the training split or built; every bad image is named in one
+    :class:`ImageDecodeError`. Returns the cache's attributes, or ``None`` without one.
     """
     bad = test_raw.find_bad_images() if test_raw is not train_raw else []
     build = cfg.reads_cache and not Path(cfg.saliency_cache).exists()
@@ -456,41 +371,14 @@ def prepare_data(cfg: Config, d: Dist, train_raw, test_raw) -> Optional[dict]:
     return dict(cache.attrs)
 
 
-def _same_cache(cfg: Config, resumed: tuple[Path, dict], sha: str) -> None:
-    """A resumed run continues on the cache it trained on.
-
-    Raises:
-        CheckpointFileError: the cache's content hash is not the one the checkpoint recorded.
-    """
-    path, ck = resumed
-    want = ck.get(CACHE_KEY)
-    if want and want != sha:
-        raise CheckpointFileError(
-            f"--resume {path}: the run trained on a saliency cache with content_sha256 {want[:16]}..., but "
-            f"--saliency-cache {cfg.saliency_cache} has {sha[:16]}...: continue with the run's own cache, or "
-            f"start a new run (another --out-dir) on this one")
-
-
 # ----------------------------------------------------------------------------- a run
 
 def run(cfg: Config) -> dict:
-    """Train (or continue) one run and return its summary (``summary.json``'s content).
+    """Train (or continue) one run and return its summary (``summary.json``'s content); with
+    ``--resume`` of a checkpoint that has done ``--epochs`` epochs, the checkpoint's, writing nothing.
 
-    With ``--resume`` of a checkpoint that has done ``--epochs`` epochs already, nothing is
-    trained or written: the summary is the checkpoint's.
-
-    Raises:
-        UsageError, CheckpointFileError, FileNotFoundError, OutputPathError, BusyError,
-            DataFileError (ImageDecodeError), CacheMismatchError (CacheCorruptError): bad flags,
-            a bad ``--resume`` file, missing data, unwritable outputs, a run folder in use or
-            holding another run, bad data files, a cache built from other data or damaged (all
-            before any training).
-        NonFiniteLossError: the training loss became NaN or infinite; raised before that
-            epoch's checkpoint is written (``last.pt`` holds the last good epoch, the summary
-            says "diverged"); ``e.epochs_done`` is the number of good epochs.
-        KeyboardInterrupt: after saving the summary, when interrupted (``last.pt`` holds the
-            last completed epoch); :class:`CacheBuildInterrupted` while the cache was built.
-        OSError: an output could not be written (its ``filename`` is the output's path).
+    Raises the errors of :data:`EXITS`, those with exit code 2 before any training;
+    :class:`NonFiniteLossError` (``e.epochs_done`` good epochs) before that epoch's checkpoint.
     """
     d = setup_distributed(cfg)
     if cfg.num_classes is None:  # a folder set: its class folders, before the checkpoint is compared
@@ -524,8 +412,12 @@ def run(cfg: Config) -> dict:
             cache = prepare_data(cfg, d, train_raw, test_raw)
             if cache is not None:
                 cfg.saliency_method, cache_sha = str(cache["method"]), str(cache["content_sha256"])
-                if resumed is not None:
-                    _same_cache(cfg, resumed, cache_sha)
+                want = resumed and resumed[1].get(CACHE_KEY)
+                if want and want != cache_sha:
+                    raise CheckpointFileError(
+                        f"--resume {resumed[0]}: the run trained on a saliency cache with content_sha256 {want[:16]}"
+                        f"..., but --saliency-cache {cfg.saliency_cache} has {cache_sha[:16]}...: continue with the "
+                        f"run's own cache, or start a new run (another --out-dir) on this one")
         barrier(d)
         return _train(cfg, d, out, resumed, cache_sha)
     finally:
@@ -548,14 +440,11 @@ def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]]
     if cfg.saliency == "refresh":
         strategy = InPlaceRefresh if isinstance(train_loader, DeviceLoader) else PassRefresh
         refresh = strategy(cfg, d, train_loader, out)
-    history: list[dict] = []
-    best: Optional[dict] = None
-    start_epoch, wall_before = 0, 0.0
+    history, best, start_epoch, wall_before = [], None, 0, 0.0
     if resumed is not None:
         ckpt_path, ck = resumed
         restore(ck, ckpt_path, net, optimizer, scheduler, scaler)
-        start_epoch = ck["epoch"]
-        history, best = list(ck.get("history") or []), ck.get("best")
+        start_epoch, history, best = ck["epoch"], list(ck.get("history") or []), ck.get("best")
         wall_before = float(ck.get("wall_time_s", 0.0))
         if refresh is not None:
             refresh.restore(ck, ckpt_path)
@@ -593,8 +482,10 @@ def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]]
             if is_best:
                 best = row
             if d.main:
-                ck = checkpoint_state(cfg, net, optimizer, scheduler, scaler, epoch + 1, history, best,
-                                      wall_before + time.perf_counter() - t_start)
+                ck = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),  # see load_checkpoint
+                      "scheduler": scheduler.state_dict(), "scaler": None if scaler is None else scaler.state_dict(),
+                      "epoch": epoch + 1, "rng": rng_state(), "config": cfg.to_dict(), "history": history,
+                      "best": best, "wall_time_s": wall_before + time.perf_counter() - t_start}
                 if cache_sha is not None:
                     ck[CACHE_KEY] = cache_sha
                 if refresh is not None:
@@ -608,19 +499,13 @@ def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]]
                 log(d, f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.4g}  loss {row['train_loss']:.4f}  "
                        f"train err {row['train_top1_err']:.2f}  test err {row['test_top1_err']:.2f} / "
                        f"{row['test_top5_err']:.2f}  {row['images_per_s']:.0f} img/s  {row['time_s']:.1f} s")
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except NonFiniteLossError as e:  # stopped before this epoch's checkpoint: last.pt is the last good one
-        status = "diverged"
-        e.epochs_done = len(history)
-        raise
-    except BaseException:
-        status = "failed"
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        if isinstance(e, NonFiniteLossError):  # stopped before this epoch's checkpoint: last.pt is the last good one
+            status, e.epochs_done = "diverged", len(history)
         raise
     finally:
-        wall = wall_before + time.perf_counter() - t_start
-        summary = summarize(cfg, history, best, wall, status)
+        summary = summarize(cfg, history, best, wall_before + time.perf_counter() - t_start, status)
         if d.main and out.exists():
             try:
                 write_json(out / "summary.json", summary)
@@ -648,9 +533,31 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data_dir: Optional[str] = No
 
 # ----------------------------------------------------------------------------- the command line
 
-def _message(e: BaseException) -> str:
-    """``e``'s message; for an error re-raised from a ``DataLoader`` worker, its last line (the
-    original error) instead of the worker's traceback."""
+#: Usage and data errors, found before any training (exit code 2).
+USAGE_ERRORS = (UsageError, CheckpointFileError, FileNotFoundError, OutputPathError, DataFileError, BusyError,
+                DiskFullError)
+#: How :func:`main` reports what :func:`run` raises: ``(types, exit code, stderr line)``, the first
+#: that matches; ``{m}`` is :func:`_message`. The codes are those of docs/design.md, "Training".
+EXITS = (
+    (CacheCorruptError, 2, "{p}: saliency cache damaged: {m} (or delete it: train.py builds a missing cache)"),
+    (CacheMismatchError, 2, "{p}: saliency cache mismatch: {m} (delete it to rebuild, or pass another "
+                            "--saliency-cache)"),
+    (USAGE_ERRORS, 2, "{p}: error: {m}"),
+    (NonFiniteLossError, 1, "{p}: error: {m}"),
+    (OSError, 1, "{p}: error: {m}"),  # a full disk, a folder removed mid-run: what and where
+    (KeyboardInterrupt, 130, "\n{p}: {m}"),
+)
+
+
+def _message(e: BaseException, cfg: Config) -> str:
+    """``e``'s message in one line (one per file for bad images); for an error re-raised from a
+    ``DataLoader`` worker, the original error instead of the worker's traceback."""
+    if isinstance(e, NonFiniteLossError):
+        return _diverged(e, cfg)
+    if isinstance(e, KeyboardInterrupt):
+        return _interrupted(e, cfg)
+    if isinstance(e, OSError) and not isinstance(e, USAGE_ERRORS):
+        return f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''} ({type(e).__name__})"
     text = str(e).strip()
     if "Original Traceback" in text:
         last = [ln for ln in text.splitlines() if ln.strip()][-1]
@@ -683,7 +590,7 @@ def _interrupted(e: KeyboardInterrupt, cfg: Config) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Command-line entry point; returns the exit status (see the module docstring)."""
+    """Command-line entry point; returns the exit status (:data:`EXITS`)."""
     try:
         cfg = parse_config(argv)
     except UsageError as e:
@@ -692,33 +599,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     is_main = int(os.environ.get("RANK", "0")) == 0
     try:
         summary = run(cfg)
-    except (UsageError, CheckpointFileError, FileNotFoundError, CacheMismatchError, OutputPathError, DataFileError,
-            BusyError, DiskFullError) as e:
-        msg = _message(e)
-        if isinstance(e, CacheCorruptError):
-            what = "saliency cache damaged"
-            msg += " (or delete it: train.py builds a missing cache)"
-        elif isinstance(e, CacheMismatchError):
-            what = "saliency cache mismatch"
-            msg += " (delete it to rebuild, or pass another --saliency-cache)"
-        else:
-            what = "error"
+    except BaseException as e:
+        code, line = next(((code, line) for types, code, line in EXITS if isinstance(e, types)), (None, None))
+        if code is None:
+            raise
         if is_main:
-            print(f"{PROG}: {what}: {msg}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        if is_main:
-            print(f"{PROG}: error: {_diverged(e, cfg)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as e:
-        if is_main:
-            print(f"\n{PROG}: {_interrupted(e, cfg)}", file=sys.stderr)
-        return 130
-    except OSError as e:  # a full disk, a folder removed mid-run: what and where, in one line
-        if is_main:
-            print(f"{PROG}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}"
-                  f" ({type(e).__name__})", file=sys.stderr)
-        return 1
+            print(line.format(p=PROG, m=_message(e, cfg)), file=sys.stderr)
+        return code
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
