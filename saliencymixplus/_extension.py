@@ -1,8 +1,6 @@
-"""Loads the compiled ops (``saliencymixplus._C``) and says which kernels they have.
-
-The ops live in ``torch.ops.saliencymixplus``; ``ops.py`` is their Python face and registers
-their fake (meta) kernels. Without the compiled module the package still works on the
-pure-PyTorch references in ``ops.py``.
+"""Loads the compiled ops (``saliencymixplus._C``, registered as ``torch.ops.saliencymixplus``) and
+says which kernels they have; :mod:`saliencymixplus.ops` is their Python face, with the references
+that serve without them.
 """
 
 from __future__ import annotations

@@ -166,10 +166,8 @@ class _Mixer:
             labels: ``LongTensor[B]`` in ``[0, num_classes)`` on the same device.
             saliency: ``Tensor[B, H, W]``, float (finite, ``>= 0``) or uint8, on the same device;
                 needed by the saliency mixers, ignored by :class:`CutMix`.
-            generator: a ``torch.Generator`` (CPU, or on the batch's device) for this call's
-                draws, instead of the mixer's own.
-            mixed: the answer of :meth:`coin`, tossed beforehand by the caller; ``None`` (the
-                default) tosses it here, from ``generator``.
+            generator: this call's generator, instead of the mixer's own.
+            mixed: the answer of :meth:`coin`, tossed beforehand by the caller; ``None``: toss it here.
         """
         if self.needs_saliency and saliency is None:
             raise ValueError(f"{type(self).__name__} needs saliency: call it as mixer(images, labels, saliency)")

@@ -12,15 +12,8 @@ import torchvision.models as tvm
 
 __all__ = ["MODELS", "build_model", "TinyResNet"]
 
-_TORCHVISION = {
-    "resnet18": tvm.resnet18,
-    "resnet34": tvm.resnet34,
-    "resnet50": tvm.resnet50,
-    "resnet101": tvm.resnet101,
-    "resnet152": tvm.resnet152,
-    "wide_resnet50_2": tvm.wide_resnet50_2,
-    "wide_resnet101_2": tvm.wide_resnet101_2,
-}
+_TORCHVISION = {name: getattr(tvm, name) for name in
+                ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_resnet101_2")}
 
 #: Names accepted by :func:`build_model`.
 MODELS: tuple[str, ...] = ("resnet_tiny", *_TORCHVISION)
