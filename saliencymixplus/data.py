@@ -8,6 +8,8 @@ with its cache, for your own loops. See docs/design.md, "Data sets".
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from torch.utils.data import Dataset
 
@@ -80,7 +82,7 @@ def _folder_split_of(dataset, attrs: dict):
     (``root``, ``samples``, ``classes``) named as the cache says, so that its fingerprint can be
     compared; ``None`` when ``dataset`` is not one or the cache is not of a folder set."""
     from .datasets import SPECS
-    from .folders import FolderSplit
+    from .folders import FOLDERS, FolderSplit
 
     samples, root, classes = (getattr(dataset, k, None) for k in ("samples", "root", "classes"))
     spec = SPECS.get(attrs.get("dataset"))
@@ -88,7 +90,10 @@ def _folder_split_of(dataset, attrs: dict):
         return None
     paths = [p for p, _ in samples]
     labels = np.asarray([y for _, y in samples], np.int64)
-    return FolderSplit(spec.name, attrs["split"], paths, labels, root, classes)
+    out = FolderSplit(spec.name, attrs["split"], paths, labels, root, classes)
+    if Path(root).name == FOLDERS.get(out.split):  # DIR/train or DIR/val: messages name DIR
+        out.data_dir = str(Path(root).parent)
+    return out
 
 
 class WithSaliency(Dataset):

@@ -360,8 +360,9 @@ def test_with_saliency_refuses_other_images(tree, tree_cache):
                      tree_cache)
     p = tree / "train" / "b_dog" / "c.png"
     _save(p, _img(5, 5, 1), format="PNG")  # same name, other bytes
-    with pytest.raises(CacheMismatchError, match="fingerprint"):
+    with pytest.raises(CacheMismatchError, match="fingerprint") as e:
         WithSaliency(ImageFolder(str(tree / "train"), allow_empty=True), tree_cache)
+    assert f"--dataset imagefolder --data-dir {tree} --split train" in str(e.value)  # the command that rebuilds it
     with pytest.raises(CacheMismatchError, match="fingerprint"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         WithSaliency(load_split("imagefolder", tree, "train"), tree_cache)
