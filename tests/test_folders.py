@@ -393,3 +393,25 @@ def test_each_ddp_rank_reads_only_its_own_maps(tree, tree_cache, monkeypatch):
         assert sum(len(y) for _, _, y in loader) == 4
     assert len(read[0]) == len(read[1]) == 4
     assert sorted(read[0] + read[1]) == list(range(8))  # each map read once, by one rank
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_train_on_a_tree(tree, tmp_path):
+    import subprocess
+    import sys
+
+    from cli_helpers import subprocess_env
+
+    from saliencymixplus.training import load_checkpoint
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(root / "train.py"), "--dataset", "imagefolder", "--data-dir", str(tree), "--epochs", "1",
+           "--model", "resnet_tiny", "--image-size", "32", "--batch_size", "4", "--limit-train-batches", "1",
+           "--limit-test-batches", "1", "--workers", "0", "--no-progress", "--out-dir", str(tmp_path / "run")]
+    r = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "on 2 x cpu" in r.stdout
+    assert (tree / "imagefolder-train-fine_grained.h5").is_file()  # built once, by rank 0, beside the tree
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["config"]["num_classes"] == 3 and ck["model"]["fc.weight"].shape[0] == 3
