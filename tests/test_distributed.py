@@ -68,7 +68,7 @@ class ShardedBatchNorm(nn.Module):
 
 def config() -> Config:
     return Config(dataset="demo", mix_aug="none", batch_size=GLOBAL_BATCH, learning_rate=0.1, seed=5,
-                  epochs=1, progress=False, num_classes=K, image_size=8)
+                  epochs=1, progress=False, num_classes=K)
 
 
 def train(d: Dist, batchnorm: bool, sharded_bn: bool = False) -> nn.Module:
