@@ -148,6 +148,22 @@ def test_gradient_shards_equal_one_process(cifar_dir, tmp_path, fake_models):
     assert SaliencyCache(tmp_path / "g.h5").read_all().tobytes() == SaliencyCache(one).read_all().tobytes()
 
 
+def test_a_killed_shard_build_resumes_from_its_finished_blocks(cifar_dir, single, tmp_path):
+    out = tmp_path / "c.h5"
+    hooked = [sys.executable, str(ROOT / "tests" / "precompute_with_hooks.py"), "--stop-after", "1"]
+    p = subprocess.run([*hooked, *args(cifar_dir, out, "--shard", "1/2")], env=subprocess_env(), timeout=300)
+    assert p.returncode == -9  # SIGKILLed after its first block
+    partial = Path(str(shard_path(out, 1, 2)) + ".partial")
+    assert partial.is_file() and not shard_path(out, 1, 2).exists()
+    p = subprocess.run([sys.executable, str(TOOL), *args(cifar_dir, out, "--shard", "1/2", "--resume")],
+                       env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert f"resuming {partial}: 1 of 3 blocks already written" in p.stdout
+    assert precompute_main(args(cifar_dir, out, "--shard", "0/2")) == 0
+    assert precompute_main(args(cifar_dir, out, "--join", "2")) == 0
+    assert SaliencyCache(out).read_all().tobytes() == SaliencyCache(single).read_all().tobytes()
+
+
 def test_torchrun_two_ranks_equal_one_process(cifar_dir, single, tmp_path):
     """``torchrun --nproc_per_node 2``: each rank builds its shard, rank 0 joins after the gloo barrier."""
     out = tmp_path / "t.h5"
