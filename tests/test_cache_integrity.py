@@ -446,7 +446,7 @@ def test_a_partial_file_whose_finished_blocks_lack_maps_is_resumed_from_what_is_
     out = tmp_path / "c.h5"
     maps = SaliencyCache(built).read_all()
     with CacheWriter(out, dataset="cifar100", split="train", count=len(raw), fingerprint=raw.fingerprint(),
-                     method="fine_grained", resolution=(32, 32), block_size=8,
+                     method="fine_grained", resolution=(32, 32), block_size=8, item_stamps=raw.item_stamps(),
                      extra_attrs={"postprocess": SaliencyCache(built).attrs["postprocess"]}) as w:
         w.write(0, maps[:8])
         w.write(8, maps[8:16])
