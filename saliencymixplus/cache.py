@@ -514,7 +514,8 @@ def verify_cache(path, *, expect=None, method: str | None = None) -> "SaliencyCa
         if got != cache.attrs[HASH_ATTR]:
             raise CacheCorruptError(cache._fail(
                 f"is damaged: its content no longer matches the hash written when it was joined "
-                f"({HASH_ATTR} {str(cache.attrs[HASH_ATTR])[:16]}..., content {got[:16]}...)", cache.attrs, expect, method))
+                f"({HASH_ATTR} {str(cache.attrs[HASH_ATTR])[:16]}..., content {got[:16]}...)",
+                cache.attrs, expect, method))
         for part in cache._parts:
             if part._signature is not None and _file_signature(part.path) == part._signature:
                 _VERIFIED[part._signature[0]] = part._signature

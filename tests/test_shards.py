@@ -322,3 +322,16 @@ def test_a_joined_cache_is_a_cache_for_training(joined, cifar_dir, tmp_path, cap
     assert rc == 0, capsys.readouterr().err
     assert precompute_main(args(cifar_dir, joined, "--resume")) == 0  # a complete cache: nothing to do
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_an_edited_joined_file_fails_its_own_hash_and_is_joined_again(joined, cifar_dir):
+    raw = load_split("cifar100", cifar_dir["root"], "train")
+    with h5py.File(joined, "r+") as f:
+        f.attrs["note"] = "edited"  # not a shard's business: only the joined file's hash covers it
+    SaliencyCache(joined, expect=raw)  # the structure is intact
+    with pytest.raises(CacheCorruptError, match="no longer matches the hash written when it was joined") as e:
+        verify_cache(joined, expect=raw)
+    cmd = command_after(str(e.value), "Rebuild it with: ")
+    assert cmd.endswith("--join 2") and "--shard" not in cmd
+    assert run_printed(cmd) == 0
+    verify_cache(joined, expect=raw)
