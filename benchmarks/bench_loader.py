@@ -232,18 +232,18 @@ def step_table(data_dir: Path, cache_path: Path, args) -> list[str]:
     plain = SaliencyDataset(raw, tf)
     cached = SaliencyDataset(raw, tf, mem)
     cached_disk = SaliencyDataset(raw, tf, disk)
-    disk.raw(0), checked.raw(0)  # open the handles, as a worker does on its first item
+    disk.stored(0), checked.stored(0)  # open the handles, as a worker does on its first item
 
     steps = {
         "decode JPEG (`raw.image`)": lambda i: raw.image(i),
         "image: resize, crop, flip (`apply_image`)": lambda i: tf.apply_image(images[i]),
         "image: to float, normalise": lambda i: tf.normalize(uint8_images[i]),
-        "map: read (in memory)": lambda i: mem.raw(i),
-        "map: read (HDF5, each chunk's checksum)": lambda i: checked.raw(i),
-        "map: read (HDF5, raw chunk after `verify_cache`)": lambda i: disk.raw(i),
-        "map: cut and resize (`resample_saliency`)": lambda i: resample_saliency(mem.raw(i), geos[i]),
+        "map: read (in memory)": lambda i: mem.stored(i),
+        "map: read (HDF5, each chunk's checksum)": lambda i: checked.stored(i),
+        "map: read (HDF5, direct chunk read after `verify_cache`)": lambda i: disk.stored(i),
+        "map: cut and resize (`resample_saliency`)": lambda i: resample_saliency(mem.stored(i), geos[i]),
         "map: the old path, for reference (to image size, 256, crop 224, flip)":
-            lambda i: _two_step_map(images[i].shape[:2], mem.raw(i), geos[i]),
+            lambda i: _two_step_map(images[i].shape[:2], mem.stored(i), geos[i]),
         "whole item, no cache": lambda i: plain[i],
         "whole item, cache in memory": lambda i: cached[i],
         "whole item, cache HDF5": lambda i: cached_disk[i],

@@ -757,7 +757,7 @@ class SaliencyCache:
     def reads_checked(self) -> bool:
         """Whether each read map passes HDF5's per-chunk checksum. ``False`` once
         :func:`verify_cache` has checked every byte of this unchanged file in this process
-        (or the cache is in memory): then a map is read as its chunk's raw bytes, about 4x faster.
+        (or the cache is in memory): then a map is read as its chunk's bytes, read directly, about 4x faster.
         A joined cache reads each map from its shard file, so this holds for all its shards."""
         if self._parts is not None:
             return self._data is None and any(p.reads_checked for p in self._live)
@@ -766,8 +766,8 @@ class SaliencyCache:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def raw(self, i: int) -> np.ndarray:
-        """Map ``i`` in the storage dtype, ``[h, w]`` (read-only when read as a raw chunk)."""
+    def stored(self, i: int) -> np.ndarray:
+        """Map ``i`` in the storage dtype, ``[h, w]`` (read-only when its chunk is read directly)."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for a cache of {len(self)} maps")
         if self._data is not None:
@@ -775,7 +775,7 @@ class SaliencyCache:
         if self._parts is not None:  # read from its shard file (HDF5 cannot read a virtual dataset's chunks)
             i = i % len(self)
             k = bisect.bisect_right(self._starts, i) - 1
-            return self._live[k].raw(i - self._starts[k])
+            return self._live[k].stored(i - self._starts[k])
         try:
             ds = self._handle()
             if self._direct:
@@ -791,7 +791,7 @@ class SaliencyCache:
 
     def __getitem__(self, i: int) -> np.ndarray:
         """Map ``i`` as ``np.float32[h, w]`` in [0, 1]."""
-        m = self.raw(i)
+        m = self.stored(i)
         if m.dtype == np.uint8:
             return m.astype(np.float32) * np.float32(1 / 255)
         return m.astype(np.float32)

@@ -194,9 +194,9 @@ def test_a_damaged_chunk_fails_its_own_read(built, raw, tmp_path):
         f.seek(info.byte_offset + 100)
         f.write(bytes((b + 1) % 256 for b in old))  # 16 bytes of map 20 changed
     cache = SaliencyCache(path, expect=raw, in_memory=False)
-    np.testing.assert_array_equal(cache.raw(19), SaliencyCache(built).raw(19))
+    np.testing.assert_array_equal(cache.stored(19), SaliencyCache(built).stored(19))
     with pytest.raises(CacheMismatchError, match="cannot be read at map 20"):
-        cache.raw(20)
+        cache.stored(20)
     with pytest.raises(CacheCorruptError, match="is damaged: maps 0..47 cannot be read"):
         verify_cache(path, expect=raw)
 
@@ -225,7 +225,7 @@ def _damage_map(path, i: int, keep_mtime: bool) -> None:
 
 @pytest.mark.parametrize("dtype", ["uint8", "float16"])
 def test_verified_cache_reads_raw_chunks_until_the_file_changes(dtype, tmp_path):
-    """After verify_cache, maps are read as raw chunk bytes (byte-identical to HDF5's checked
+    """After verify_cache, maps are read as their chunks' bytes directly (byte-identical to HDF5's checked
     read); a file changed since (new mtime) is read through the checksums again."""
     maps = np.random.default_rng(3).random((9, 7, 5)).astype(np.float32)
     path = tmp_path / "c.h5"
@@ -238,19 +238,19 @@ def test_verified_cache_reads_raw_chunks_until_the_file_changes(dtype, tmp_path)
     assert not verify_cache(path).reads_checked
     fast = SaliencyCache(path, in_memory=False)
     assert not fast.reads_checked
-    got = np.stack([fast.raw(i) for i in range(9)])
+    got = np.stack([fast.stored(i) for i in range(9)])
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
-    np.testing.assert_array_equal(fast.raw(-2), want[7])
+    np.testing.assert_array_equal(fast.stored(-2), want[7])
     np.testing.assert_allclose(fast[4], want[4].astype(np.float32) / (255 if dtype == "uint8" else 1), rtol=1e-6)
 
     opened = SaliencyCache(path, in_memory=False)  # handle not opened yet
     _damage_map(path, 6, keep_mtime=True)  # same signature: the raw read trusts the verification
-    assert fast.raw(6).tobytes() != want[6].tobytes()
+    assert fast.stored(6).tobytes() != want[6].tobytes()
     _damage_map(path, 6, keep_mtime=False)  # a new mtime: checked reads again, the damage is caught
     for cache in (opened, SaliencyCache(path, in_memory=False)):
-        np.testing.assert_array_equal(cache.raw(5), want[5])
+        np.testing.assert_array_equal(cache.stored(5), want[5])
         with pytest.raises(CacheMismatchError, match="cannot be read at map 6"):
-            cache.raw(6)
+            cache.stored(6)
         assert cache.reads_checked
 
 
@@ -264,10 +264,10 @@ def test_a_file_swapped_in_after_verification_is_read_through_the_checksums(tmp_
     _damage_map(other, 2, keep_mtime=False)
     verify_cache(path)
     fast = SaliencyCache(path, in_memory=False)
-    assert not fast.reads_checked  # it would read raw chunks of the file it was opened on
+    assert not fast.reads_checked  # it would read chunks directly of the file it was opened on
     os.replace(other, path)  # a new inode under the same name, before the first read
     with pytest.raises(CacheMismatchError, match="cannot be read at map 2"):
-        fast.raw(2)
+        fast.stored(2)
     assert fast.reads_checked
 
 

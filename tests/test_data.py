@@ -174,7 +174,7 @@ def test_build_dataset_with_cache(cifar_dir, pet_dir, tmp_path):
     ds = build_dataset("cifar100", cifar_dir["root"], "train", train=False, saliency_cache=str(out))
     x, s, y = ds[2]
     assert x.shape == (3, 32, 32) and s.shape == (32, 32) and s.dtype == torch.uint8  # as stored
-    np.testing.assert_array_equal(s.numpy(), ds.cache.raw(2))  # same size, no flip: the stored map
+    np.testing.assert_array_equal(s.numpy(), ds.cache.stored(2))  # same size, no flip: the stored map
     assert y == int(cifar_dir["train"][1][2])
     out = build_cache("oxford_pet", pet_dir["data_dir"], "train", "spectral_residual", tmp_path / "p.h5",
                       resolution="40x48", workers=0, progress=False, log=lambda *a: None)
@@ -225,7 +225,7 @@ def test_an_on_disk_cache_opens_its_file_once_per_process(cifar_dir, tmp_path, m
             return super().__getitem__(name)
 
     monkeypatch.setattr(cache_mod.h5py, "File", CountingFile)
-    maps = [reader.raw(i) for i in range(len(reader))]
+    maps = [reader.stored(i) for i in range(len(reader))]
     assert opened == [reader.path, "saliency"], opened  # one file, one dataset look-up
     np.testing.assert_array_equal(np.stack(maps), reader.read_all())
     reader.close()

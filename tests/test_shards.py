@@ -118,17 +118,17 @@ def test_sharded_build_equals_one_process_byte_for_byte(n, spans, cifar_dir, sin
     for k in ("dataset", "split", "count", "fingerprint", "method", "resolution", "postprocess", "format_version"):
         assert got.attrs[k] == want.attrs[k], k
     assert got.read_all().tobytes() == want.read_all().tobytes()
-    # Read per map: through the checksums, then (verified) as the shards' raw chunks.
+    # Read per map: through the checksums, then (verified) as the shards' chunks, read directly.
     moved = tmp_path / "moved"
     moved.mkdir()
     for p in [out, *(shard_path(out, k, n) for k in range(n))]:
         shutil.move(p, moved / p.name)  # the folder moves: the shards are found beside the cache
     checked = SaliencyCache(moved / out.name, in_memory=False)
     assert checked.reads_checked
-    assert b"".join(checked.raw(i).tobytes() for i in range(48)) == want.read_all().tobytes()
+    assert b"".join(checked.stored(i).tobytes() for i in range(48)) == want.read_all().tobytes()
     fast = verify_cache(moved / out.name)
     assert not fast.reads_checked and not _direct_reads_possible(moved / out.name)
-    assert b"".join(fast.raw(i).tobytes() for i in range(-48, 0)) == want.read_all().tobytes()
+    assert b"".join(fast.stored(i).tobytes() for i in range(-48, 0)) == want.read_all().tobytes()
 
 
 def test_gradient_shards_equal_one_process(cifar_dir, tmp_path, fake_models):
@@ -264,9 +264,9 @@ def test_a_joined_cache_with_a_missing_shard_is_refused_by_every_reader(joined, 
     keep = tmp_path / "keep.h5"
     opened = SaliencyCache(joined, expect=raw, in_memory=False)
     shutil.move(shard, keep)  # HDF5 would read its maps as zeros
-    np.testing.assert_array_equal(opened.raw(23), SaliencyCache(shard_path(joined, 0, 2)).raw(23))
+    np.testing.assert_array_equal(opened.stored(23), SaliencyCache(shard_path(joined, 0, 2)).stored(23))
     with pytest.raises(CacheMismatchError, match=f"saliency cache {shard} cannot be read at map 6"):
-        opened.raw(30)  # gone since it was opened
+        opened.stored(30)  # gone since it was opened
     for read in (lambda: SaliencyCache(joined, expect=raw), lambda: verify_cache(joined, expect=raw)):
         with pytest.raises(CacheMismatchError, match=f"shard 1 of 2 \\({shard}\\) is missing") as e:
             read()
@@ -288,7 +288,7 @@ def test_a_damaged_shard_is_named_by_verify_and_mended_by_its_command(joined, ci
     _damage_map(shard, 5)  # map 24 + 5 of the split
     opened = SaliencyCache(joined, expect=raw, in_memory=False)  # the structure is intact
     with pytest.raises(CacheMismatchError, match=f"saliency cache {shard} cannot be read at map 5"):
-        opened.raw(29)
+        opened.stored(29)
     with pytest.raises(CacheCorruptError, match=f"shard 1 of 2 \\({shard}\\) is damaged: maps 0..23 cannot be read"
                        ) as e:
         verify_cache(joined, expect=raw)
@@ -313,7 +313,7 @@ def test_a_shard_of_another_build_asks_for_the_join_again(joined, cifar_dir, tmp
     assert cmd.endswith("--join 2")
     assert run_printed(cmd) == 0
     with h5py.File(shard, "r") as f:
-        assert verify_cache(joined, expect=raw).raw(3).tobytes() == f["saliency"][3].tobytes()
+        assert verify_cache(joined, expect=raw).stored(3).tobytes() == f["saliency"][3].tobytes()
 
 
 def test_a_joined_cache_is_a_cache_for_training(joined, cifar_dir, tmp_path, capsys):
