@@ -1,9 +1,6 @@
-"""Torch data sets of the known data sets (:mod:`saliencymixplus.datasets`):
-:func:`build_dataset` loads a split (:func:`~saliencymixplus.rawdata.load_split`) and pairs
-it with its published transforms and, optionally, its saliency cache, so that each item is
-``(image, saliency, label)`` with the two aligned. :class:`WithSaliency` pairs any map-style
-data set in the cache's order (a :class:`RawSplit`, torchvision's ``ImageFolder``, your own)
-with its cache, for your own loops. See docs/design.md, "Data sets".
+"""Torch data sets: :func:`build_dataset` (a known set's split with its recipe and, optionally,
+its saliency cache) and :class:`WithSaliency` (any map-style data set in a cache's order, with
+that cache, for your own loops). See docs/design.md, "Data sets".
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from .cache import CacheMismatchError, SaliencyCache
+from .cache import SaliencyCache
 from .datasets import DATASETS, SPECS, SPLITS
 from .demo import DEMO_CLASSES, DEMO_SIZES, generate_demo, load_demo
 from .rawdata import ArraySplit, FileSplit, RawSplit, load_split
@@ -26,7 +23,7 @@ __all__ = [
 
 
 class SaliencyDataset(Dataset):
-    """A raw split with a joint transform and an optional saliency cache.
+    """A split with a joint transform and an optional saliency cache.
 
     Items: ``(image Tensor[3, H, W] float32, saliency Tensor[H, W], label int)`` with a cache,
     ``(image, label)`` without. The saliency keeps the cache's storage type: ``uint8`` (``0..255``
@@ -38,18 +35,20 @@ class SaliencyDataset(Dataset):
     def __init__(self, raw: RawSplit, transform, cache: SaliencyCache | None = None):
         if cache is not None and len(cache) != len(raw):
             raise ValueError(f"cache has {len(cache)} maps but the split has {len(raw)} images")
-        self.raw, self.transform, self.cache = raw, transform, cache
+        self.dataset, self.transform, self.cache = raw, transform, cache
 
     def __len__(self) -> int:
-        return len(self.raw)
+        return len(self.dataset)
+
+    def _item(self, i: int):
+        return self.dataset.image(i), int(self.dataset.labels[i])
 
     def __getitem__(self, i: int):
-        label = int(self.raw.labels[i])
-        if self.cache is None:
-            x, _ = self.transform(self.raw.image(i), None)
-            return x, label
-        x, s = self.transform(self.raw.image(i), self.cache.raw(i))  # storage dtype: no float copy
-        return x, s, label
+        image, label = self._item(i)
+        saliency = None if self.cache is None else self.cache.stored(i)  # storage dtype: no float copy
+        if self.transform is not None:
+            image, saliency = self.transform(image, saliency)
+        return (image, label) if self.cache is None else (image, saliency, label)
 
 
 def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cache: str | None = None,
@@ -78,10 +77,8 @@ def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cach
 
 
 def _folder_split_of(dataset, attrs: dict):
-    """A :class:`~saliencymixplus.folders.FolderSplit` of a torchvision ``DatasetFolder``
-    (``root``, ``samples``, ``classes``) named as the cache says, so that its fingerprint can be
-    compared; ``None`` when ``dataset`` is not one or the cache is not of a folder set."""
-    from .datasets import SPECS
+    """A torchvision ``DatasetFolder`` as the :class:`~saliencymixplus.folders.FolderSplit` the cache
+    (``attrs``) names, so that fingerprints compare; ``None`` if either is not of a folder set."""
     from .folders import FOLDERS, FolderSplit
 
     samples, root, classes = (getattr(dataset, k, None) for k in ("samples", "root", "classes"))
@@ -90,13 +87,12 @@ def _folder_split_of(dataset, attrs: dict):
         return None
     paths = [p for p, _ in samples]
     labels = np.asarray([y for _, y in samples], np.int64)
-    out = FolderSplit(spec.name, attrs["split"], paths, labels, root, classes)
-    if Path(root).name == FOLDERS.get(out.split):  # DIR/train or DIR/val: messages name DIR
-        out.data_dir = str(Path(root).parent)
-    return out
+    in_tree = Path(root).name == FOLDERS.get(attrs["split"])  # DIR/train or DIR/val: messages name DIR
+    return FolderSplit(spec.name, attrs["split"], paths, labels, root, classes,
+                       data_dir=str(Path(root).parent) if in_tree else None)
 
 
-class WithSaliency(Dataset):
+class WithSaliency(SaliencyDataset):
     """Any map-style data set paired, item by item, with the saliency cache of the same images
     in the same order: items are ``(image, saliency, label)``.
 
@@ -125,35 +121,21 @@ class WithSaliency(Dataset):
     """
 
     def __init__(self, dataset, cache, transform=None):
-        if isinstance(cache, SaliencyCache):
-            self.cache = cache
-        else:
-            self.cache = SaliencyCache(cache, in_memory=False)
-        if len(self.cache) != len(dataset):
-            raise ValueError(f"cache {self.cache.path} has {len(self.cache)} maps but the data set has "
+        if not isinstance(cache, SaliencyCache):
+            cache = SaliencyCache(cache, in_memory=False)
+        if len(cache) != len(dataset):
+            raise ValueError(f"cache {cache.path} has {len(cache)} maps but the data set has "
                              f"{len(dataset)} items: pair a data set with the cache built from it")
-        self.raw = dataset if isinstance(dataset, RawSplit) else _folder_split_of(dataset, self.cache.attrs)
-        if self.raw is not None:
-            want, got = self.cache.attrs.get("fingerprint"), self.raw.fingerprint()
-            if (self.cache.attrs.get("dataset"), self.cache.attrs.get("split")) != (self.raw.name, self.raw.split) \
-                    or want != got:
-                SaliencyCache(self.cache.path, expect=self.raw, in_memory=False)  # raises, saying what differs
-                raise CacheMismatchError(f"saliency cache {self.cache.path} has fingerprint {want}, the data set "
-                                         f"{got}: rebuild the cache from these images")
-        self.dataset, self.transform = dataset, transform
+        raw = dataset if isinstance(dataset, RawSplit) else _folder_split_of(dataset, cache.attrs)
+        if raw is not None and (cache.attrs.get("dataset"), cache.attrs.get("split"),
+                                cache.attrs.get("fingerprint")) != (raw.name, raw.split, raw.fingerprint()):
+            SaliencyCache(cache.path, expect=raw, in_memory=False)  # raises CacheMismatchError, saying what differs
+        super().__init__(dataset, transform, cache)
 
-    def __len__(self) -> int:
-        return len(self.cache)
-
-    def __getitem__(self, i: int):
+    def _item(self, i: int):
         if isinstance(self.dataset, RawSplit):
-            image, label = self.dataset.image(i), int(self.dataset.labels[i])
-        else:
-            image, label = self.dataset[i]
-            if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
-                image = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        saliency = self.cache.raw(i)
-        if self.transform is None:
-            return image, saliency, label
-        image, saliency = self.transform(image, saliency)
-        return image, saliency, label
+            return super()._item(i)
+        image, label = self.dataset[i]
+        if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+            image = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return image, label

@@ -1,11 +1,6 @@
-"""The data sets the library knows, one :class:`DatasetSpec` each, in one table (:data:`SPECS`).
-
-A spec holds every fact about a set that the rest of the package needs: its classes, its
-normalisation, the published augmentation (:class:`Recipe`), the training defaults of
-``train.py`` (:class:`TrainDefaults`), the resolution its saliency cache stores, how a split is
-loaded and where the data comes from. Adding a data set is one entry here (and its loader).
-This module imports nothing heavy (the cache reader uses it to spell rebuild commands);
-loaders are named as ``"module:function"`` and imported when a split is loaded. See
+"""The data sets the library knows, one :class:`DatasetSpec` each, in one table (:data:`SPECS`):
+every fact about a set that the rest of the package needs. Imports nothing heavy (the cache
+reader spells rebuild commands with it); loaders are imported when a split is loaded. See
 docs/design.md, "Data sets".
 """
 

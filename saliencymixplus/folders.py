@@ -1,15 +1,8 @@
-"""Image folder trees as data sets: torchvision's ``ImageFolder`` convention (``--dataset
-imagefolder``) and the ILSVRC-2012 folders (``--dataset imagenet``).
-
-A tree is ``DIR/train/<class>/...`` and ``DIR/val/<class>/...``; the project's ``"test"`` split
-reads ``val/``. Classes are the sorted names of the folders in ``train/`` (labels ``0 ..
-K - 1``); every file under a class folder, nested folders included, whose extension is one of
-:data:`IMG_EXTENSIONS` (any case) is an image of that class. Images are ordered as
-``torchvision.datasets.ImageFolder(DIR/train, allow_empty=True)`` orders its ``samples``, so a
-cache built here pairs with such a data set item for item
-(:class:`saliencymixplus.data.WithSaliency`). A class folder with no image stays a class (its
-label is kept, a warning names it), as with torchvision's ``allow_empty=True``. Like
-:mod:`saliencymixplus.rawdata`, this module needs no torch. See docs/design.md, "Data sets".
+"""Image folder trees as data sets: torchvision's ``ImageFolder`` layout (``--dataset imagefolder``)
+and the ILSVRC-2012 folders (``--dataset imagenet``), read in the order of
+``torchvision.datasets.ImageFolder(DIR/train, allow_empty=True)``'s ``samples``, so that a cache
+built here pairs with such a data set item for item. No torch. The layout's rules are in
+docs/design.md, "Data sets", and README's table.
 """
 
 from __future__ import annotations
@@ -21,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import SPLITS, get_spec
-from .rawdata import FileSplit, _check_choice
+from .rawdata import DataFileError, FileSplit, _check_choice
 
 __all__ = ["IMG_EXTENSIONS", "FOLDERS", "IMAGENET_CLASSES", "FolderSplit", "find_classes", "count_classes",
            "load_imagefolder", "load_imagenet"]
@@ -44,22 +37,17 @@ IMAGENET_HOWTO = (
 
 
 class FolderSplit(FileSplit):
-    """A split read from a folder tree: ``paths[i]`` is image ``i``'s file, ``labels[i]`` its
-    class index, ``classes[k]`` the folder name of class ``k``.
+    """A split read from a folder tree (:class:`~saliencymixplus.rawdata.FileSplit`).
 
     Attributes:
         classes: the class folder names, sorted (``len(classes) == num_classes``).
         empty_classes: names of the class folders of this split that hold no image.
         root: the split's folder (``DIR/train`` or ``DIR/val``); ``ids`` are relative to it.
-
-    Its fingerprint covers the ids, labels and each file's size and modification time
-    (:class:`~saliencymixplus.rawdata.FileSplit`), so that a cache notices files replaced under
-    the same name.
     """
 
     def __init__(self, name: str, split: str, paths: list[str], labels: np.ndarray, root: Path,
-                 classes: list[str], empty_classes: list[str] = ()):
-        super().__init__(name, split, paths, labels, root)
+                 classes: list[str], empty_classes: list[str] = (), **kw):
+        super().__init__(name, split, paths, labels, root, **kw)
         self.classes = list(classes)
         self.num_classes = len(self.classes)
         self.empty_classes = list(empty_classes)
@@ -84,8 +72,7 @@ def find_classes(folder) -> list[str]:
 
 
 def _scan(root: Path, classes: list[str]) -> tuple[list[str], list[int], list[str]]:
-    """``(paths, labels, empty classes)`` of the images under ``root/<class>/`` for each class,
-    in torchvision's order (classes sorted, ``os.walk`` roots sorted, file names sorted)."""
+    """``(paths, labels, empty classes)`` under ``root/<class>/``, in torchvision's order."""
     paths: list[str] = []
     labels: list[int] = []
     empty: list[str] = []
@@ -104,11 +91,7 @@ def _scan(root: Path, classes: list[str]) -> tuple[list[str], list[int], list[st
 
 
 def _split_root(data_dir, split: str, title: str, howto: str) -> Path:
-    """``DIR/train`` or ``DIR/val`` (for ``"test"``).
-
-    Raises:
-        FileNotFoundError: ``data_dir`` is ``None`` or the folder is missing (``howto`` is the last sentence).
-    """
+    """``DIR/train`` or ``DIR/val`` (for ``"test"``); FileNotFoundError ending in ``howto`` when missing."""
     _check_choice("split", split, SPLITS)
     if data_dir is None:
         raise FileNotFoundError(f"{title} needs --data-dir DIR (DIR/train/<class>/ and DIR/val/<class>/). {howto}")
@@ -119,31 +102,32 @@ def _split_root(data_dir, split: str, title: str, howto: str) -> Path:
     return root
 
 
-def _load_tree(name: str, data_dir, split: str, howto: str, expect_classes: int | None = None) -> FolderSplit:
-    """One split of a tree. Classes come from ``DIR/train`` for both splits.
-
-    Raises:
-        FileNotFoundError: a folder is missing, ``train/`` has no class folder, or the split has no image.
-        DataFileError: ``val/`` has class folders that ``train/`` has not, or (``expect_classes``)
-            ``train/`` has another number of class folders.
-    """
-    from .rawdata import DataFileError
-
-    title = get_spec(name).title
-    root = _split_root(data_dir, split, title, howto)
+def _train_classes(title: str, data_dir, howto: str) -> tuple[Path, list[str]]:
+    """``(DIR/train, its class folder names)``; FileNotFoundError when there is none."""
     train_root = _split_root(data_dir, "train", title, howto)
     classes = find_classes(train_root)
     if not classes:
         raise FileNotFoundError(f"{title}: {train_root} holds no class folder; expected {train_root}/<class>/<images>")
+    return train_root, classes
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _load_tree(name: str, data_dir, split: str, howto: str, expect_classes: int | None = None) -> FolderSplit:
+    """One split of a tree, its classes those of ``DIR/train``; see :func:`load_imagefolder` for the errors."""
+    title = get_spec(name).title
+    root = _split_root(data_dir, split, title, howto)
+    train_root, classes = _train_classes(title, data_dir, howto)
     if expect_classes is not None and len(classes) != expect_classes:
         raise DataFileError(f"{title}: {train_root} holds {len(classes)} class folders, expected {expect_classes} "
                             f"(one per class). {howto}")
     if root != train_root:
         extra = sorted(set(find_classes(root)) - set(classes))
         if extra:
-            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
-            raise DataFileError(f"{title}: {root} has class folders that {train_root} has not ({shown}); the classes "
-                                f"are {train_root}'s folders, so every class of {root} needs one there")
+            raise DataFileError(f"{title}: {root} has class folders that {train_root} has not ({_listed(extra)}); "
+                                f"the classes are {train_root}'s folders, so every class of {root} needs one there")
         if extra := [e.name for e in os.scandir(root) if e.is_file() and _is_image(e.name)][:3]:
             raise DataFileError(f"{title}: {root} holds images outside class folders (e.g. {', '.join(extra)}): sort "
                                 f"them into {root}/<class>/ folders. {howto}")
@@ -152,13 +136,10 @@ def _load_tree(name: str, data_dir, split: str, howto: str, expect_classes: int 
         raise FileNotFoundError(f"{title}: no image under {root}/<class>/ (extensions: {', '.join(IMG_EXTENSIONS)}, "
                                 f"any case)")
     if empty:
-        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
         warnings.warn(f"{title}/{split}: {len(empty)} class folder{'s' if len(empty) != 1 else ''} of {root} "
-                      f"hold{'s' if len(empty) == 1 else ''} no image ({shown}); kept as classes with no "
+                      f"hold{'s' if len(empty) == 1 else ''} no image ({_listed(empty)}); kept as classes with no "
                       f"{split} images", stacklevel=3)
-    out = FolderSplit(name, split, paths, np.asarray(labels, np.int64), root, classes, empty)
-    out.data_dir = str(data_dir)
-    return out
+    return FolderSplit(name, split, paths, np.asarray(labels, np.int64), root, classes, empty, data_dir=str(data_dir))
 
 
 FOLDER_HOWTO = ("Arrange the images as torchvision's ImageFolder: DIR/train/<class>/* and DIR/val/<class>/* "
@@ -186,11 +167,7 @@ def count_classes(data_dir) -> int:
     Raises:
         FileNotFoundError: no ``DIR/train`` or no class folder in it.
     """
-    root = _split_root(data_dir, "train", get_spec("imagefolder").title, FOLDER_HOWTO)
-    n = len(find_classes(root))
-    if n == 0:
-        raise FileNotFoundError(f"image folder: {root} holds no class folder; expected {root}/<class>/<images>")
-    return n
+    return len(_train_classes(get_spec("imagefolder").title, data_dir, FOLDER_HOWTO)[1])
 
 
 def load_imagenet(data_dir, split: str, *, download: bool = False) -> FolderSplit:

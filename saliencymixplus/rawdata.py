@@ -1,15 +1,14 @@
-"""Data sets as they are on disk: a :class:`RawSplit` holds one split's images as stored
-(``np.uint8[H, W, 3]`` RGB), its labels and a fingerprint of both, which the saliency cache
-records. Readers for CIFAR-100's pickles and Oxford-IIIT Pet's folders, image decoding with
-errors that name every bad file, Pet trimaps. What each data set is (classes, loader, where to
-get it) is its spec in :mod:`saliencymixplus.datasets`; this module needs only numpy and
-OpenCV (no torch), so that the saliency precompute workers start fast. See docs/design.md,
-"Data sets".
+"""Data sets as they are on disk: :class:`RawSplit` (one split's images as stored, its labels,
+its fingerprint), the CIFAR-100 and Oxford-IIIT Pet readers, image decoding with errors that
+name every bad file, Pet trimaps. Needs numpy and OpenCV, not torch (the precompute workers
+start fast). What each set is lives in :mod:`saliencymixplus.datasets`; the rules (fingerprint,
+annotation lists) in docs/design.md, "Data sets".
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import pickle
 from pathlib import Path
@@ -44,10 +43,9 @@ class RawSplit:
     """
 
     in_memory = False
-    data_dir: str | None = None
 
-    def __init__(self, name: str, split: str, labels: np.ndarray, ids: list[str]):
-        self.name = name
+    def __init__(self, name: str, split: str, labels: np.ndarray, ids: list[str], *, data_dir: str | None = None):
+        self.name, self.data_dir = name, data_dir
         self.split = split
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
         self.num_classes = get_spec(name, "name").num_classes
@@ -68,24 +66,20 @@ class RawSplit:
         return None
 
     def find_bad_images(self) -> list[tuple[str, str]]:
-        """``(file, reason)`` of every image file that is unreadable, empty or truncated, found
-        by a quick look at each file's first and last bytes (see :func:`image_file_problem`);
-        ``[]`` for in-memory sets."""
+        """``(file, reason)`` of every image file :func:`image_file_problem` finds; ``[]`` in memory."""
         return []
 
     def _hash_content(self, h) -> None:
-        """Add what identifies the images' content to the hash ``h``."""
         for i in range(len(self)):
             h.update(self._content(i))
 
     def _content(self, i: int):
-        """Bytes that identify image ``i``'s content."""
+        """Bytes that identify image ``i``'s content (docs/design.md, "Data sets")."""
         raise NotImplementedError
 
     def item_stamps(self) -> np.ndarray:
-        """``np.uint64[N]``: a hash per image of its id, label and content (what
-        :meth:`fingerprint` covers, image by image), so that a resumed cache build computes
-        again only the blocks whose images changed."""
+        """``np.uint64[N]``: a hash per image of its id, label and content (:meth:`fingerprint`
+        image by image), so that a resumed cache build recomputes only the changed blocks."""
         out = np.empty(len(self), np.uint64)
         for i in range(len(self)):
             h = hashlib.blake2b(f"{self.ids[i]}\0{int(self.labels[i])}\0".encode(), digest_size=8)
@@ -94,9 +88,7 @@ class RawSplit:
         return out
 
     def fingerprint(self) -> str:
-        """16 hex digits of a SHA-256 of the data set name, split, ordered ids, labels and the
-        images' content (:meth:`_hash_content`: the pixels of a split held in memory, each
-        file's size and modification time for image files), computed once."""
+        """16 hex digits of a SHA-256 of the split, as docs/design.md "Data sets" states; computed once."""
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(f"{self.name}\0{self.split}\0{len(self)}\0".encode())
@@ -115,8 +107,8 @@ class ArraySplit(RawSplit):
 
     in_memory = True
 
-    def __init__(self, name, split, images: np.ndarray, labels, ids, masks: np.ndarray | None = None):
-        super().__init__(name, split, labels, ids)
+    def __init__(self, name, split, images: np.ndarray, labels, ids, masks: np.ndarray | None = None, **kw):
+        super().__init__(name, split, labels, ids, **kw)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be np.uint8[N, H, W, 3], got {images.dtype}{list(images.shape)}")
         if len(images) != len(self.labels):
@@ -141,25 +133,18 @@ class ArraySplit(RawSplit):
 class FileSplit(RawSplit):
     """A split of image files decoded on demand; ``paths[i]`` is the file of image ``i``."""
 
-    def __init__(self, name, split, paths: list[Path], labels, root: Path):
+    def __init__(self, name, split, paths: list[Path], labels, root: Path, **kw):
         ids = [str(Path(p).relative_to(root)) for p in paths]
-        super().__init__(name, split, labels, ids)
+        super().__init__(name, split, labels, ids, **kw)
         self.paths = [str(p) for p in paths]
 
     def image(self, i: int) -> np.ndarray:
         return read_rgb(self.paths[i])
 
     def find_bad_images(self) -> list[tuple[str, str]]:
-        bad = []
-        for p in self.paths:
-            why = image_file_problem(p)
-            if why is not None:
-                bad.append((p, why))
-        return bad
+        return [(p, why) for p in self.paths if (why := image_file_problem(p)) is not None]
 
     def _content(self, i: int) -> bytes:
-        """The file's size and modification time (ns): an image replaced under its name changes
-        them, and they cost a ``stat``, not a read of every file."""
         st = os.stat(self.paths[i])
         return f"{st.st_size} {st.st_mtime_ns}\n".encode()
 
@@ -231,32 +216,30 @@ def image_file_problem(path) -> str | None:
         return None
     else:
         return _undecodable(path, head)
-    if whole:
+    if whole or (error := _pil_error(path)) is None:
         return None
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            im.load()
-    except Exception as e:  # noqa: BLE001 - PIL raises many types; the reason is what counts
-        return f"truncated or damaged {kind} (no end marker; {_one_line(e)})"
-    return None
+    return f"truncated or damaged {kind} (no end marker; {error})"
 
 
 def _undecodable(path, head: bytes) -> str | None:
     """``None`` when OpenCV or PIL decodes the file, else why not."""
     import cv2
 
-    if cv2.imread(str(path), cv2.IMREAD_COLOR) is not None:
+    if cv2.imread(str(path), cv2.IMREAD_COLOR) is not None or (error := _pil_error(path)) is None:
         return None
+    return f"not an image file OpenCV or PIL can decode (starts with {head[:8]!r}; {error})"
+
+
+def _pil_error(path) -> str | None:
+    """``None`` when PIL decodes the whole file (strictly), else its error in one line."""
     try:
         from PIL import Image
 
         with Image.open(path) as im:
             im.load()
-        return None
-    except Exception as e:  # noqa: BLE001
-        return f"not an image file OpenCV or PIL can decode (starts with {head[:8]!r}; {_one_line(e)})"
+    except Exception as e:  # noqa: BLE001 - PIL raises many types; the reason is what counts
+        return _one_line(e)
+    return None
 
 
 def _one_line(e: BaseException) -> str:
@@ -291,19 +274,15 @@ def read_rgb(path: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- CIFAR-100
 
-def _need_data_dir(name: str, data_dir) -> None:
+def _check_args(name: str, data_dir, split: str) -> None:
+    _check_choice("split", split, SPLITS)
     if data_dir is None:
         raise FileNotFoundError(f"{name} needs --data-dir: {get_spec(name).data_dir_holds}")
 
 
 def _find_root(name: str, data_dir, find, download: bool, fetch, *, by_hand: str, missing: str) -> Path:
-    """``find(data_dir)``, after ``fetch(data_dir)`` (a torchvision download) when nothing is
-    there and ``download``.
-
-    Raises:
-        FileNotFoundError: the download failed (``by_hand`` says what to do instead), or
-            nothing is found (``missing``).
-    """
+    """``find(data_dir)``, after ``fetch(data_dir)`` when nothing is there and ``download``;
+    FileNotFoundError ending in ``by_hand`` (the download failed) or ``missing`` (nothing found)."""
     root = find(data_dir)
     if root is None and download:
         try:
@@ -317,18 +296,20 @@ def _find_root(name: str, data_dir, find, download: bool, fetch, *, by_hand: str
     return root
 
 
+def _torchvision_fetch(cls: str, **kwargs):
+    """``fetch(data_dir)``: torchvision's data set class ``cls`` downloads the set into ``data_dir``."""
+    def fetch(data_dir: str) -> None:
+        getattr(importlib.import_module("torchvision.datasets"), cls)(data_dir, download=True, **kwargs)
+
+    return fetch
+
+
 def _cifar_root(data_dir) -> Path | None:
     d = Path(data_dir)
     for cand in (d / "cifar-100-python", d):
         if (cand / "train").is_file() and (cand / "test").is_file():
             return cand
     return None
-
-
-def _fetch_cifar100(data_dir: str) -> None:
-    from torchvision.datasets import CIFAR100
-
-    CIFAR100(data_dir, train=True, download=True)
 
 
 def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit:
@@ -341,11 +322,10 @@ def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit
         FileNotFoundError: no such folder (the message says how to get it).
         DataFileError: a pickle without uint8 ``data[N, 3072]``.
     """
-    _check_choice("split", split, SPLITS)
-    _need_data_dir("cifar100", data_dir)
+    _check_args("cifar100", data_dir, split)
     url = get_spec("cifar100").urls[0]
     untar = f"tar xzf cifar-100-python.tar.gz -C {data_dir}"
-    root = _find_root("cifar100", data_dir, _cifar_root, download, _fetch_cifar100,
+    root = _find_root("cifar100", data_dir, _cifar_root, download, _torchvision_fetch("CIFAR100", train=True),
                       by_hand=f"Download {url} by hand and extract it there ({untar})",
                       missing=f"CIFAR-100 not found: expected {Path(data_dir) / 'cifar-100-python'}/"
                               f"{{train,test,meta}} (the pickled python version). Pass download=True "
@@ -360,9 +340,7 @@ def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit
     names = entry.get("filenames")
     ids = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None \
         else [f"{split}/{i}" for i in range(len(labels))]
-    out = ArraySplit("cifar100", split, images, labels, ids)
-    out.data_dir = str(data_dir)
-    return out
+    return ArraySplit("cifar100", split, images, labels, ids, data_dir=str(data_dir))
 
 
 # ----------------------------------------------------------------------------- Oxford-IIIT Pet
@@ -377,18 +355,8 @@ def find_oxford_pet_root(data_dir) -> Path | None:
     return None
 
 
-def _fetch_oxford_pet(data_dir: str) -> None:
-    from torchvision.datasets import OxfordIIITPet
-
-    OxfordIIITPet(data_dir, split="trainval", download=True)
-
-
 def _text_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file (a byte-order mark at its start is not part of the text).
-
-    Raises:
-        DataFileError: bytes that are not UTF-8 (the message names the file and line).
-    """
+    """The lines of a UTF-8 text file (a leading byte-order mark skipped); DataFileError naming the line if not."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig").splitlines()
@@ -409,11 +377,11 @@ def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSpli
             get the set).
         DataFileError: a list line that is malformed, has a class id outside 1..37 or is not UTF-8.
     """
-    _check_choice("split", split, SPLITS)
-    _need_data_dir("oxford_pet", data_dir)
+    _check_args("oxford_pet", data_dir, split)
     spec, d = get_spec("oxford_pet"), Path(data_dir)
     get = f"{spec.fetch_command} {data_dir}"
-    root = _find_root("oxford_pet", data_dir, find_oxford_pet_root, download, _fetch_oxford_pet,
+    root = _find_root("oxford_pet", data_dir, find_oxford_pet_root, download,
+                      _torchvision_fetch("OxfordIIITPet", split="trainval"),
                       by_hand=f"Run {get} when online",
                       missing=f"Oxford-IIIT Pet not found: expected {d}/images/*.jpg and {d}/annotations/"
                               f"trainval.txt, test.txt (or the same under {d / 'oxford-iiit-pet'}). Get them "
@@ -442,9 +410,7 @@ def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSpli
         labels.append(cls - 1)
     if not paths:
         raise DataFileError(f"{ann} lists no images")
-    out = FileSplit("oxford_pet", split, paths, np.asarray(labels, np.int64), root)
-    out.data_dir = str(data_dir)
-    return out
+    return FileSplit("oxford_pet", split, paths, np.asarray(labels, np.int64), root, data_dir=str(data_dir))
 
 
 #: Values of an Oxford-IIIT Pet trimap (``annotations/trimaps/<name>.png``): 1 pet, 2 background,
@@ -490,20 +456,17 @@ def load_split(name: str, data_dir, split: str, *, download: bool = False) -> Ra
         name: a key of :data:`~saliencymixplus.datasets.SPECS`.
         data_dir: folder of the data (``None`` for a generated set).
         split: ``"train"`` or ``"test"``.
-        download: fetch missing files (cifar100, oxford_pet) when online.
+        download: fetch missing files when online (sets that can be downloaded).
 
     Returns:
-        a :class:`RawSplit`; sets held in memory (``cifar100``, the generated ones) are
-        :class:`ArraySplit` (``.images`` ``np.uint8[N, H, W, 3]``); generated ones also have
-        ``.masks`` ``np.uint8[N, H, W]``.
+        a :class:`RawSplit`; a set held in memory is an :class:`ArraySplit` (``.images``
+        ``np.uint8[N, H, W, 3]``; a generated set also ``.masks`` ``np.uint8[N, H, W]``).
 
     Raises:
         FileNotFoundError: the files are missing (the message says where and how to get them).
         DataFileError: a file of the set is malformed.
     """
-    spec = get_spec(name, "name")
-    _check_choice("split", split, SPLITS)
-    return spec.load(data_dir, split, download=download)
+    return get_spec(name, "name").load(data_dir, split, download=download)
 
 
 def generated_split(name: str, split: str, arrays, version: int, seed: int) -> ArraySplit:

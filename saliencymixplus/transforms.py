@@ -1,15 +1,7 @@
-"""Joint image + saliency transforms: a data set's published pipeline (its spec's
-:class:`~saliencymixplus.datasets.Recipe`) applied to the image, and the same geometry to its
-saliency map, so that the two stay aligned.
-
-The image goes through the ``torchvision.transforms.v2`` functional ops (random draws from the
-global torch RNG). The map does not replay them: the steps are composed into one
-:class:`Geometry` (the rectangle of the raw image the output shows, the output size, a mirror
-flag), that rectangle is mapped into the stored map's own frame (a cache stores a fixed
-resolution that covers the whole image) and the map is cut and resized there in one bilinear
-step (:func:`resample_saliency`), in its storage dtype. :class:`Normalize` is the one
-normalisation (per item, device loader, :func:`normalize_batch`). See docs/design.md, "The
-saliency cache".
+"""Joint image + saliency transforms: a data set's recipe (:class:`~saliencymixplus.datasets.Recipe`)
+run on the image with the ``torchvision.transforms.v2`` functionals, and the same steps, composed
+into one :class:`Geometry`, applied to its stored map in one resize (:func:`resample_saliency`);
+:class:`Normalize`, the one normalisation. See docs/design.md, "The saliency cache".
 """
 
 from __future__ import annotations
@@ -65,12 +57,13 @@ class Normalize:
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean}, std={self.std})"
 
+
 #: The geometric steps :class:`JointTransform` can compose (all axis-aligned).
 SUPPORTED_STEPS = (v2.Resize, v2.RandomResizedCrop, v2.RandomHorizontalFlip, v2.CenterCrop)
 
 #: Above this many stored pixels per output pixel (in an axis), the map is area-averaged along
-#: it, where bilinear sampling would skip pixels (alias). The Pet default (256x256 maps, crops
-#: of at most 256 -> 224, 1.14) stays below it: one bilinear resize.
+#: it, where bilinear sampling would skip pixels (alias); a crop of at most 256 -> 224 (1.14)
+#: stays below it: one bilinear resize.
 AREA_ABOVE = 1.2
 _EPS = 1e-6  # box edges this close to a whole map pixel are on it (float rounding of the fractions)
 
@@ -155,7 +148,7 @@ def resample_saliency(saliency, geometry: Geometry) -> torch.Tensor:
         array, never a view of ``saliency``. Output pixel ``(y, x)`` is the map sampled
         bilinearly at raw-image fraction ``(top + (y + 0.5) / H * (bottom - top), ...)`` (the
         pixel-centre convention of torchvision and OpenCV). When the box's edges fall on whole
-        map pixels (the Pet default: 256x256 maps, crops drawn in the 256x256 frame) the map is
+        map pixels (a map stored at the size the recipe resizes to before cropping) the map is
         cropped, then resized, as torchvision's ``resized_crop`` treats the image: samples repeat
         the crop's edge pixels; otherwise they repeat the map's. Where an axis has more than
         :data:`AREA_ABOVE` map pixels per output pixel, the map is area-averaged along it first.
@@ -177,7 +170,7 @@ def resample_saliency(saliency, geometry: Geometry) -> torch.Tensor:
             out = cv2.resize(out, (W, H), interpolation=cv2.INTER_LINEAR)
         out = cv2.flip(out, 1) if geometry.flip else (crop.copy() if out is crop else out)
     else:
-        if fy > AREA_ABOVE or fx > AREA_ABOVE:  # area-average the box, and a pixel around it, to about the output's pitch
+        if fy > AREA_ABOVE or fx > AREA_ABOVE:  # area-average the box and a pixel around it to the output's pitch
             y0, y1 = _window(t, b, h, fy > AREA_ABOVE)
             x0, x1 = _window(l, r, w, fx > AREA_ABOVE)
             ny = max(1, round((y1 - y0) / fy)) if fy > AREA_ABOVE else y1 - y0
@@ -202,16 +195,12 @@ class JointTransform:
     """``(image, saliency or None) -> (Tensor[3, H, W] float32 normalised, Tensor[H, W] or None)``.
 
     Args:
-        geometric: v2 transforms from :data:`SUPPORTED_STEPS` (``Resize``, ``RandomResizedCrop``,
-            ``RandomHorizontalFlip``, ``CenterCrop`` no larger than the image), applied in order to the image; the saliency map gets the
-            composition of the same steps, in one resize (:func:`resample_saliency`).
+        geometric: v2 transforms from :data:`SUPPORTED_STEPS` (a ``CenterCrop`` no larger than
+            the image), applied in order to the image; the map gets their composition in one
+            resize (:func:`resample_saliency`, whose ``saliency`` and return this one's are).
         mean, std: per-channel normalisation of the image (in [0, 1] units, :class:`Normalize`).
 
-    ``image`` is ``np.uint8[H, W, 3]`` RGB (or a uint8 tensor ``[H, W, 3]``/``[3, H, W]``);
-    ``saliency`` is an ``[h, w]`` map of the whole image at any resolution, ``uint8``
-    (``0..255``, the cache's storage) or float in [0, 1]. The saliency comes back in its
-    own kind: ``uint8`` for a uint8 map (convert it on the device: ``s.float() / 255``), else
-    ``float32`` in [0, 1].
+    ``image`` is ``np.uint8[H, W, 3]`` RGB (or a uint8 tensor ``[H, W, 3]``/``[3, H, W]``).
 
     Raises:
         TypeError: a geometric step of another kind.
@@ -262,18 +251,17 @@ class JointTransform:
 
 
 def _sized(spec, image_size: int | None) -> int | None:
-    """The side an ImageNet-style recipe (``crop_pct``) crops to: ``image_size`` or its default."""
+    """The crop side of an ImageNet-style recipe (``crop_pct``): ``image_size`` or its default; else ``None``."""
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     return (image_size or spec.recipe.crop) if spec.recipe.crop_pct else None
 
 
 def train_transform(name: str, image_size: int | None = None, mean_std=None) -> JointTransform:
-    """The published training pipeline of data set ``name`` (its spec's recipe).
+    """The training pipeline of data set ``name``: its spec's :class:`~saliencymixplus.datasets.Recipe`.
 
-    ``image_size``: the random-resized crop's side for ImageNet-style recipes (``crop_pct``;
-    default the recipe's ``crop``, 224); fixed recipes ignore it. ``mean_std``: ``(mean, std)``
-    instead of the spec's."""
+    ``image_size``: the crop side of an ImageNet-style recipe (``crop_pct``; default its ``crop``);
+    fixed recipes ignore it. ``mean_std``: ``(mean, std)`` instead of the spec's."""
     spec = get_spec(name, "name")
     r = spec.recipe
     crop = _sized(spec, image_size) or r.crop
@@ -284,10 +272,8 @@ def train_transform(name: str, image_size: int | None = None, mean_std=None) -> 
 
 
 def eval_transform(name: str, image_size: int | None = None, mean_std=None) -> JointTransform:
-    """The published evaluation pipeline of data set ``name`` (its spec's recipe: Pet resizes
-    to 224x224; ImageNet-style recipes resize the shorter side to ``round(size / crop_pct)``
-    (256 for 224) and centre-crop ``size`` = ``image_size`` (default the recipe's ``crop``);
-    the others take the image as it is). ``mean_std`` as in :func:`train_transform`."""
+    """The evaluation pipeline of data set ``name`` (its recipe's ``test_resize`` or ``crop_pct``);
+    ``image_size`` and ``mean_std`` as in :func:`train_transform`."""
     spec = get_spec(name, "name")
     size = _sized(spec, image_size)
     if size:

@@ -1,27 +1,9 @@
 """A saliency map as a ``torchvision.transforms.v2`` input: ``pipeline(image, Saliency(map))``.
 
-:class:`Saliency` is a :class:`torchvision.tv_tensors.TVTensor` whose kernels are registered
-with the v2 geometric functionals (resize, resized_crop, crop, center_crop, pad, horizontal_flip,
-vertical_flip, affine, rotate, perspective, elastic, five_crop, ten_crop) and with ``to_dtype``,
-so any ``v2.Compose`` of crops, resizes, flips and affine steps moves the map with its image.
-Each kernel runs the image kernel on the map with a channel dimension added, and:
-
-* always resamples bilinearly, whatever interpolation the step asks for the image
-  (``tv_tensors.Mask`` takes nearest); the step's ``antialias`` is kept;
-* fills with 0 (saliency outside the image is 0), whatever ``fill`` the step carries; a
-  ``padding_mode`` other than ``"constant"`` is kept (reflected pixels keep their saliency);
-* keeps the dtype: a ``uint8`` map (``0..255``, as caches store it) is rounded back to ``uint8``,
-  a float map stays float.
-
-Colour steps (``ColorJitter``, ``Normalize``, ``GaussianBlur``, ``RandomErasing``, ...) have no
-kernel for it, so v2 transforms pass it through unchanged.
-
-A map may cover its image at another resolution (a cache's 256x256 map of a 375x500 image):
-``Saliency(map, canvas_size=(375, 500))``. A ``resize`` then resizes the map straight to the
-output size and a ``resized_crop`` (``RandomResizedCrop``) cuts the crop's rectangle out of the
-map and resizes it in one step (``torchvision.ops.roi_align``, bilinear samples averaged over
-each output pixel's footprint); any other step first resizes the map to ``canvas_size``. After
-any geometric step the map has the image's size.
+:class:`Saliency` is a ``TVTensor`` whose kernels, registered with the v2 geometric functionals
+and ``to_dtype``, move the map with its image (always bilinear, fill 0, dtype kept; colour steps
+pass it through); a map stored at another resolution carries ``canvas_size``. The rules are in
+docs/design.md, "The saliency cache" ("Your own v2 pipeline").
 """
 
 from __future__ import annotations
@@ -125,12 +107,13 @@ def _wrap(x: torch.Tensor) -> Saliency:
 def _register_image_kernel(functional, image_kernel) -> None:
     """``functional(Saliency)`` = ``image_kernel`` on the map at its canvas size, bilinear, fill 0."""
 
-    def kernel(s: Saliency, *args, **kwargs) -> Saliency:
+    def kernel(s: Saliency, *args, **kwargs):
         if "interpolation" in kwargs:
             kwargs["interpolation"] = _BILINEAR
         if "fill" in kwargs:
             kwargs["fill"] = 0
-        return _wrap(image_kernel(_at_canvas(s), *args, **kwargs))
+        out = image_kernel(_at_canvas(s), *args, **kwargs)
+        return tuple(map(_wrap, out)) if isinstance(out, tuple) else _wrap(out)  # five_crop, ten_crop: a tuple
 
     kernel.__name__ = f"_{functional.__name__}_saliency"
     register_kernel(functional, Saliency)(kernel)
@@ -146,6 +129,8 @@ for _functional, _image_kernel in [
     (F.rotate, F.rotate_image),
     (F.perspective, F.perspective_image),
     (F.elastic, F.elastic_image),
+    (F.five_crop, F.five_crop_image),
+    (F.ten_crop, F.ten_crop_image),
 ]:
     _register_image_kernel(_functional, _image_kernel)
 
@@ -187,16 +172,6 @@ def _resized_crop_saliency(s: Saliency, top, left, height, width, size, interpol
     box = (top * h / H, left * w / W, (top + height) * h / H, (left + width) * w / W)
     out_size = _compute_resized_output_size((height, width), size=size)
     return _wrap(_crop_resample(x, box, out_size).unsqueeze(-3))
-
-
-@register_kernel(F.five_crop, Saliency)
-def _five_crop_saliency(s: Saliency, size) -> tuple[Saliency, ...]:
-    return tuple(_wrap(c) for c in F.five_crop_image(_at_canvas(s), size))
-
-
-@register_kernel(F.ten_crop, Saliency)
-def _ten_crop_saliency(s: Saliency, size, vertical_flip: bool = False) -> tuple[Saliency, ...]:
-    return tuple(_wrap(c) for c in F.ten_crop_image(_at_canvas(s), size, vertical_flip=vertical_flip))
 
 
 @register_kernel(F.to_dtype, Saliency)

@@ -1,10 +1,5 @@
-"""What defines a run: the :class:`Config`, and the command line that fills it.
-
-Each setting is declared once, as a field of :class:`Config` with its default; the parser
-takes its defaults from there, and a field left ``None`` takes the data set's default
-(:class:`~saliencymixplus.datasets.TrainDefaults`) or the mixing method's (:data:`METHOD_DEFAULTS`,
-:data:`PAPER` with ``--paper``). The published flag spellings (``--batch_size``) and dashed
-aliases (``--batch-size``) are both accepted. See docs/design.md, "Training".
+"""What defines a run: the :class:`Config` (every default once) and the command line derived
+from it. See docs/design.md, "Training".
 """
 
 from __future__ import annotations
@@ -43,10 +38,10 @@ class UsageError(ValueError):
 class Config:
     """Everything that defines a run; ``to_dict()`` goes into checkpoints and summary.json.
 
-    A field left ``None`` is filled in when the config is made: the data set's training
-    defaults (model, epochs, batch size, LR, milestones, image size, data folder, number of
-    classes), the method's (box, pairing, saliency), the training split's cache path and the
-    run folder.
+    A field left ``None`` is filled in when the config is made: from the data set's spec
+    (:class:`~saliencymixplus.datasets.TrainDefaults`, classes, mean/std), the method's
+    (:data:`METHOD_DEFAULTS`, :data:`PAPER` with ``paper``), the training split's cache path
+    and the run folder.
 
     Raises:
         UsageError: a combination of settings that cannot run (when the config is made).
@@ -145,11 +140,7 @@ class Config:
 
 
 def _channels(flag: str, values, positive: bool = False) -> tuple[float, float, float]:
-    """3 finite floats (``> 0`` if ``positive``).
-
-    Raises:
-        UsageError: another count, a value that is not a finite number, or not > 0.
-    """
+    """3 finite floats (``> 0`` if ``positive``), else UsageError naming ``flag``."""
     try:
         v = tuple(float(x) for x in values)
     except (TypeError, ValueError):
@@ -173,10 +164,9 @@ def _per_set(key: str) -> str:
 # ----------------------------------------------------------------------------- flag types
 
 def _flag(convert: Callable[[str], Any], rule: str = "", ok: Callable[[Any], bool] | None = None):
-    """An argparse ``type``: ``convert(text)``, which must give a finite number if it is a float,
-    then ``ok(value)``. Errors read "expected an integer (a number), got 'x'" when ``int``
-    (``float``) cannot convert, ``convert``'s own message otherwise, and "must be RULE, got x"
-    when ``ok`` refuses the value."""
+    """An argparse ``type``: ``convert(text)`` (a float must be finite), then ``ok(value)``, which
+    refuses with "must be RULE, got x"; ``convert``'s ValueError is its message (``int``/``float``:
+    "expected an integer (a number), got 'x'")."""
     noun = {int: "an integer", float: "a number"}.get(convert)
 
     def parse(text: str):
