@@ -66,9 +66,8 @@ def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cach
             (:func:`~saliencymixplus.transforms.train_transform`); ``None``: the spec's.
 
     Returns:
-        a :class:`SaliencyDataset` yielding ``(image float32[3, H, W] normalised, saliency [H, W]
-        (uint8 0..255, or float32 in [0, 1] from a float16 cache), label int)`` with a cache,
-        ``(image, label)`` without.
+        a :class:`SaliencyDataset` (its items: ``(image, saliency, label)`` with a cache,
+        ``(image, label)`` without).
     """
     raw = load_split(name, data_dir, split, download=download)
     cache = SaliencyCache(saliency_cache, expect=raw) if saliency_cache is not None else None
@@ -77,9 +76,9 @@ def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cach
 
 
 def _folder_split_of(dataset, attrs: dict):
-    """A torchvision ``DatasetFolder`` as the :class:`~saliencymixplus.folders.FolderSplit` the cache
-    (``attrs``) names, so that fingerprints compare; ``None`` if either is not of a folder set."""
-    from .folders import FOLDERS, FolderSplit
+    """A torchvision ``DatasetFolder`` as the :class:`FileSplit` the cache (``attrs``) names, so
+    that fingerprints compare; ``None`` if either is not of a folder set."""
+    from .folders import FOLDERS
 
     samples, root, classes = (getattr(dataset, k, None) for k in ("samples", "root", "classes"))
     spec = SPECS.get(attrs.get("dataset"))
@@ -88,8 +87,8 @@ def _folder_split_of(dataset, attrs: dict):
     paths = [p for p, _ in samples]
     labels = np.asarray([y for _, y in samples], np.int64)
     in_tree = Path(root).name == FOLDERS.get(attrs["split"])  # DIR/train or DIR/val: messages name DIR
-    return FolderSplit(spec.name, attrs["split"], paths, labels, root, classes,
-                       data_dir=str(Path(root).parent) if in_tree else None)
+    return FileSplit(spec.name, attrs["split"], paths, labels, root, classes=classes,
+                     data_dir=str(Path(root).parent) if in_tree else None)
 
 
 class WithSaliency(SaliencyDataset):

@@ -16,8 +16,7 @@ import numpy as np
 from .datasets import SPLITS, get_spec
 from .rawdata import DataFileError, FileSplit, _check_choice
 
-__all__ = ["IMG_EXTENSIONS", "FOLDERS", "IMAGENET_CLASSES", "FolderSplit", "find_classes", "count_classes",
-           "load_imagefolder", "load_imagenet"]
+__all__ = ["IMG_EXTENSIONS", "FOLDERS", "find_classes", "count_classes", "load_imagefolder", "load_imagenet"]
 
 #: File extensions read as images, compared in lower case: torchvision's
 #: ``torchvision.datasets.folder.IMG_EXTENSIONS``.
@@ -26,32 +25,11 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 #: The folder of each split under ``DIR``.
 FOLDERS = {"train": "train", "test": "val"}
 
-#: ILSVRC-2012 has this many classes (one ``n########`` WordNet-id folder each).
-IMAGENET_CLASSES = 1000
-
 IMAGENET_HOWTO = (
     "ImageNet (ILSVRC-2012) is not downloaded by this tool: register at https://image-net.org, download "
     "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar, extract the training archive into DIR/train/<wnid>/ "
     "(one tar per class) and the validation images into DIR/val/, then sort DIR/val/ into <wnid> folders "
     "(e.g. with the well-known valprep.sh, run inside DIR/val/)")
-
-
-class FolderSplit(FileSplit):
-    """A split read from a folder tree (:class:`~saliencymixplus.rawdata.FileSplit`).
-
-    Attributes:
-        classes: the class folder names, sorted (``len(classes) == num_classes``).
-        empty_classes: names of the class folders of this split that hold no image.
-        root: the split's folder (``DIR/train`` or ``DIR/val``); ``ids`` are relative to it.
-    """
-
-    def __init__(self, name: str, split: str, paths: list[str], labels: np.ndarray, root: Path,
-                 classes: list[str], empty_classes: list[str] = (), **kw):
-        super().__init__(name, split, paths, labels, root, **kw)
-        self.classes = list(classes)
-        self.num_classes = len(self.classes)
-        self.empty_classes = list(empty_classes)
-        self.root = str(root)
 
 
 def _is_image(name: str) -> bool:
@@ -115,7 +93,7 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
-def _load_tree(name: str, data_dir, split: str, howto: str, expect_classes: int | None = None) -> FolderSplit:
+def _load_tree(name: str, data_dir, split: str, howto: str, expect_classes: int | None = None) -> FileSplit:
     """One split of a tree, its classes those of ``DIR/train``; see :func:`load_imagefolder` for the errors."""
     title = get_spec(name).title
     root = _split_root(data_dir, split, title, howto)
@@ -139,14 +117,15 @@ def _load_tree(name: str, data_dir, split: str, howto: str, expect_classes: int 
         warnings.warn(f"{title}/{split}: {len(empty)} class folder{'s' if len(empty) != 1 else ''} of {root} "
                       f"hold{'s' if len(empty) == 1 else ''} no image ({_listed(empty)}); kept as classes with no "
                       f"{split} images", stacklevel=3)
-    return FolderSplit(name, split, paths, np.asarray(labels, np.int64), root, classes, empty, data_dir=str(data_dir))
+    return FileSplit(name, split, paths, np.asarray(labels, np.int64), root, classes=classes, empty_classes=empty,
+                     data_dir=str(data_dir))
 
 
 FOLDER_HOWTO = ("Arrange the images as torchvision's ImageFolder: DIR/train/<class>/* and DIR/val/<class>/* "
                 f"(extensions {', '.join(IMG_EXTENSIONS)}, any case; sub-folders count as their class)")
 
 
-def load_imagefolder(data_dir, split: str, *, download: bool = False) -> FolderSplit:
+def load_imagefolder(data_dir, split: str, *, download: bool = False) -> FileSplit:
     """A torchvision ``ImageFolder`` tree (``"train"``: ``DIR/train``, ``"test"``: ``DIR/val``).
 
     ``download`` is refused: a user's own tree has nowhere to come from.
@@ -170,9 +149,9 @@ def count_classes(data_dir) -> int:
     return len(_train_classes(get_spec("imagefolder").title, data_dir, FOLDER_HOWTO)[1])
 
 
-def load_imagenet(data_dir, split: str, *, download: bool = False) -> FolderSplit:
+def load_imagenet(data_dir, split: str, *, download: bool = False) -> FileSplit:
     """ILSVRC-2012 as torchvision and timm users keep it: ``DIR/train/<wnid>/*.JPEG`` and
-    ``DIR/val/<wnid>/*.JPEG`` (``"test"`` reads ``val/``), exactly :data:`IMAGENET_CLASSES` wnid folders.
+    ``DIR/val/<wnid>/*.JPEG`` (``"test"`` reads ``val/``), one wnid folder per class.
 
     Raises:
         FileNotFoundError: the folders are missing, or ``download`` (the message says where to get ImageNet).
@@ -180,5 +159,5 @@ def load_imagenet(data_dir, split: str, *, download: bool = False) -> FolderSpli
     """
     if download:
         raise FileNotFoundError(f"--download: {IMAGENET_HOWTO}")
-    return _load_tree("imagenet", data_dir, split, IMAGENET_HOWTO, expect_classes=IMAGENET_CLASSES)
+    return _load_tree("imagenet", data_dir, split, IMAGENET_HOWTO, expect_classes=get_spec("imagenet").num_classes)
 

@@ -45,8 +45,7 @@ class RawSplit:
     in_memory = False
 
     def __init__(self, name: str, split: str, labels: np.ndarray, ids: list[str], *, data_dir: str | None = None):
-        self.name, self.data_dir = name, data_dir
-        self.split = split
+        self.name, self.split, self.data_dir = name, split, data_dir
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
         self.num_classes = get_spec(name, "name").num_classes
         self.ids = list(ids)
@@ -131,12 +130,24 @@ class ArraySplit(RawSplit):
 
 
 class FileSplit(RawSplit):
-    """A split of image files decoded on demand; ``paths[i]`` is the file of image ``i``."""
+    """A split of image files decoded on demand.
 
-    def __init__(self, name, split, paths: list[Path], labels, root: Path, **kw):
+    Attributes:
+        paths: ``paths[i]`` is the file of image ``i``; ``ids`` are the paths relative to ``root``.
+        root: the folder of the images (a folder tree's split folder, ``DIR/train`` or ``DIR/val``).
+        classes: a folder tree's class folder names, sorted (``num_classes`` is their number);
+            ``None`` for a set whose classes its spec gives.
+        empty_classes: names of the class folders of this split that hold no image.
+    """
+
+    def __init__(self, name, split, paths: list[Path], labels, root: Path, *, classes: list[str] | None = None,
+                 empty_classes: list[str] = (), **kw):
         ids = [str(Path(p).relative_to(root)) for p in paths]
         super().__init__(name, split, labels, ids, **kw)
-        self.paths = [str(p) for p in paths]
+        self.paths, self.root = [str(p) for p in paths], str(root)
+        self.classes, self.empty_classes = (None if classes is None else list(classes)), list(empty_classes)
+        if classes is not None:
+            self.num_classes = len(self.classes)
 
     def image(self, i: int) -> np.ndarray:
         return read_rgb(self.paths[i])
@@ -257,10 +268,10 @@ def read_rgb(path: str) -> np.ndarray:
     import cv2
 
     why = image_file_problem(path)
-    if why is not None:
-        raise ImageDecodeError(f"cannot decode image {path}: {why}", [(str(path), why)])
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:  # a few Pet files are GIF/PNG under a .jpg name: let PIL try
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR) if why is None else None
+    if bgr is not None:
+        return np.ascontiguousarray(bgr[:, :, ::-1])
+    if why is None:  # a few Pet files are GIF/PNG under a .jpg name: let PIL try
         try:
             from PIL import Image
 
@@ -268,8 +279,7 @@ def read_rgb(path: str) -> np.ndarray:
                 return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
         except Exception as e:  # noqa: BLE001 - say which file
             why = f"not an image file OpenCV or PIL can decode ({_one_line(e)})"
-            raise ImageDecodeError(f"cannot decode image {path}: {why}", [(str(path), why)]) from e
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    raise ImageDecodeError(f"cannot decode image {path}: {why}", [(str(path), why)])
 
 
 # ----------------------------------------------------------------------------- CIFAR-100

@@ -376,13 +376,13 @@ def test_each_ddp_rank_reads_only_its_own_maps(tree, tree_cache, monkeypatch):
 
     read: dict[int, list[int]] = {}
     rank = [0]
-    original = SaliencyCache.raw
+    original = SaliencyCache.stored
 
     def spy(self, i):
         read.setdefault(rank[0], []).append(int(i))
         return original(self, i)
 
-    monkeypatch.setattr(SaliencyCache, "raw", spy)
+    monkeypatch.setattr(SaliencyCache, "stored", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = build_dataset("imagefolder", tree, "train", train=True, saliency_cache=str(tree_cache), image_size=16)
