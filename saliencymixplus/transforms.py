@@ -1,7 +1,7 @@
 """Joint image + saliency transforms: a data set's recipe (:class:`~saliencymixplus.datasets.Recipe`)
 run on the image with the ``torchvision.transforms.v2`` functionals, and the same steps, composed
 into one :class:`Geometry`, applied to its stored map in one resize (:func:`resample_saliency`);
-:class:`Normalize`, the one normalisation. See docs/design.md, "The saliency cache".
+:class:`Normalize`, the one normalisation (per item, device loader). See docs/design.md, "The saliency cache".
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 from .datasets import get_spec
 
 __all__ = ["JointTransform", "Geometry", "Normalize", "resample_saliency", "train_transform", "eval_transform",
-           "random_flip_batch", "normalize_batch"]
+           "random_flip_batch"]
 
 
 class Normalize:
@@ -310,11 +310,3 @@ def random_flip_batch(images: torch.Tensor, saliency: torch.Tensor | None = None
     if saliency is not None:
         saliency = torch.where(flip[:, None, None], saliency.flip(-1), saliency)
     return (images, saliency, flip) if return_flips else (images, saliency)
-
-
-def normalize_batch(images: torch.Tensor, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``Tensor[B, 3, H, W]`` uint8 -> float normalised with data set ``name``'s mean and std."""
-    mean_std = get_spec(name, "name").mean_std
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be Tensor[B, 3, H, W], got {list(images.shape)}")
-    return Normalize(*mean_std)(images, dtype)

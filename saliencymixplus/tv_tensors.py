@@ -31,9 +31,8 @@ class Saliency(TVTensor):
     Args:
         data: anything :func:`torch.as_tensor` takes, at least 2-D.
         canvas_size: ``(H, W)`` of the image the map covers, when the map is stored at another
-            resolution; default: the map's own ``(H, W)``. torchvision reads the crop sizes from
-            the image alone, so nothing can check this: a map of another size passed without it
-            is moved as if its image were its own size.
+            resolution (unchecked: a map passed without it moves as if its image were its size);
+            default: the map's own ``(H, W)``.
         dtype, device, requires_grad: as for ``tv_tensors.Mask``.
 
     ``v2.ToDtype(torch.float32, scale=True)`` converts images only; ``v2.ToDtype({tv_tensors.Image:
@@ -143,10 +142,8 @@ def _resize_saliency(s: Saliency, size, interpolation=_BILINEAR, max_size=None, 
 
 
 def _crop_resample(x: torch.Tensor, box: tuple[float, float, float, float], out_size) -> torch.Tensor:
-    """Cut ``box`` ``(top, left, bottom, right)`` (pixel edges, inside the map) out of ``x[..., h, w]``
-    and resize it to ``out_size`` ``(H, W)`` in one step: ``roi_align`` (aligned) averages
-    ``ceil(box side / output side)`` bilinear samples per output pixel and axis (one sample,
-    plain bilinear, when enlarging). Returns ``Tensor[..., H, W]`` of ``x``'s dtype (integers rounded)."""
+    """``box`` ``(top, left, bottom, right)`` (pixel edges) of ``x[..., h, w]`` resized to ``out_size`` by
+    ``roi_align``, in ``x``'s dtype (integers rounded)."""
     lead, (h, w) = x.shape[:-2], x.shape[-2:]
     work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     t, l, b, r = box
@@ -161,8 +158,7 @@ def _crop_resample(x: torch.Tensor, box: tuple[float, float, float, float], out_
 @register_kernel(F.resized_crop, Saliency)
 def _resized_crop_saliency(s: Saliency, top, left, height, width, size, interpolation=_BILINEAR,
                            antialias=True) -> Saliency:
-    """At the canvas size, ``resized_crop_image`` (bilinear); stored at another size and the crop
-    inside the canvas, the crop's rectangle cut from the stored map and resized in one step."""
+    """Stored at another size and the crop inside the canvas: the crop cut from the stored map in one step."""
     x = s.as_subclass(torch.Tensor)
     (h, w), (H, W) = x.shape[-2:], s.canvas_size
     inside = 0 <= top and 0 <= left and top + height <= H and left + width <= W

@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from saliencymixplus.datasets import SPECS
-from saliencymixplus.transforms import (AREA_ABOVE, Geometry, JointTransform, Normalize, eval_transform, normalize_batch,
+from saliencymixplus.transforms import (AREA_ABOVE, Geometry, JointTransform, Normalize, eval_transform,
                                         random_flip_batch, resample_saliency, train_transform)
 
 MEAN_STD = {name: spec.mean_std for name, spec in SPECS.items()}
@@ -128,7 +128,7 @@ def test_eval_transform_is_deterministic_and_normalises():
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in MEAN_STD["cifar100"])
     want = (torch.from_numpy(img).permute(2, 0, 1).float() / 255 - mean) / std
     torch.testing.assert_close(x, want)
-    batch = normalize_batch(torch.from_numpy(img).permute(2, 0, 1)[None], "cifar100")
+    batch = Normalize(*MEAN_STD["cifar100"])(torch.from_numpy(img).permute(2, 0, 1)[None])
     torch.testing.assert_close(batch[0], want)
 
 
