@@ -85,6 +85,7 @@ class Config:
     progress: bool = True
     limit_train_batches: Optional[int] = None
     limit_test_batches: Optional[int] = None
+    train_size: Optional[int] = None
     num_classes: Optional[int] = None
     image_size: Optional[int] = None
     mean: Optional[tuple] = None
@@ -131,6 +132,20 @@ class Config:
         """Whether the run reads the training split's saliency cache (``--saliency cache``, and
         ``--saliency refresh``, which starts from it)."""
         return self.saliency_cache is not None and self.saliency in ("cache", "refresh")
+
+    def train_count(self, split_size: int) -> int:
+        """How many images of the training split (of ``split_size``) the run trains on: the first
+        ``train_size``, or all of them when it is ``None``.
+
+        Raises:
+            UsageError: ``train_size`` above ``split_size``.
+        """
+        if self.train_size is None:
+            return split_size
+        if self.train_size > split_size:
+            raise UsageError(f"--train-size must be at most the {self.dataset} training split's {split_size} "
+                             f"images, got {self.train_size}")
+        return self.train_size
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -268,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most this many training steps per epoch (smoke tests)")
     g.add_argument("--limit-test-batches", dest="limit_test_batches", type=POSITIVE_INT,
                    help="at most this many test batches per evaluation")
+    g.add_argument("--train-size", "--train_size", dest="train_size", type=POSITIVE_INT,
+                   help="train on the first N images of the training split, the same N for every mixer and seed "
+                        "(default: all; the saliency cache still covers the whole split)")
 
     g = p.add_argument_group("mixing")
     g.add_argument("--saliency", choices=("cache", "online", "refresh"),

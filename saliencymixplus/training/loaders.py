@@ -56,6 +56,8 @@ class DeviceLoader:
         labels: ``[N]`` integer class indices.
         mean_std: per-channel ``(mean, std)`` in [0, 1] units.
         saliency: ``np.uint8[N, h, w]`` (resized bilinearly to ``H x W`` when it differs).
+        size: draw from the first ``size`` images only (all ``N`` are held, so rows stay those of
+            the stored maps); ``None``: all.
 
     Yields :data:`Batch` triples.
     """
@@ -63,12 +65,13 @@ class DeviceLoader:
     def __init__(self, images: np.ndarray, labels: np.ndarray, mean_std, device: torch.device, *,
                  batch_size: int, train: bool, saliency: Optional[np.ndarray] = None,
                  pad: int = 0, flip: bool = True, dist_: Dist = Dist(), drop_last: bool = True,
-                 channels_last: bool = False):
+                 channels_last: bool = False, size: Optional[int] = None):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be np.uint8[N, H, W, 3], got {images.dtype}{list(images.shape)}")
         self.device = device
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(np.asarray(labels, np.int64)).to(device)
+        self.size = len(self.labels) if size is None else size
         self.saliency = None
         if saliency is not None:
             s = torch.from_numpy(np.ascontiguousarray(saliency))
@@ -90,7 +93,7 @@ class DeviceLoader:
         self.seed, self.epoch = seed, epoch
 
     def __len__(self) -> int:
-        n = len(range(self.dist.rank, len(self.labels), self.dist.world))
+        n = len(range(self.dist.rank, self.size, self.dist.world))
         steps = n // self.batch_size if (self.train and self.drop_last) else math.ceil(n / self.batch_size)
         return min(steps, self.limit) if self.limit else steps
 
@@ -116,7 +119,7 @@ class DeviceLoader:
         return x, s
 
     def __iter__(self) -> Iterator[Batch]:
-        n = len(self.labels)
+        n = self.size
         shard = slice(self.dist.rank, n, self.dist.world)
         if self.train:
             g_cpu = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))  # same on all ranks
@@ -145,9 +148,13 @@ class TorchLoader:
     """
 
     def __init__(self, dataset, device: torch.device, *, batch_size: int, train: bool,
-                 workers: int, dist_: Dist = Dist(), channels_last: bool = False):
+                 workers: int, dist_: Dist = Dist(), channels_last: bool = False, size: Optional[int] = None):
         from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+        #: The whole split's data set (with its cache), whatever ``size`` and sharding take of it.
+        self.dataset = dataset
+        if size is not None and size < len(dataset):
+            dataset = Subset(dataset, range(size))
         self.device, self.train, self.dist, self.channels_last = device, train, dist_, channels_last
         self.generator = torch.Generator()
         self.sampler = None
@@ -196,6 +203,7 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
     download = cfg.download and d.main
     spec = get_spec(cfg.dataset)
     train_raw = spec.load(cfg.data_dir, "train", download=download)  # fails before cache work
+    size = cfg.train_count(len(train_raw))
     cache = cfg.saliency_cache if cfg.reads_cache else None
     common = dict(dist_=d, channels_last=cfg.channels_last)
     if cfg.loader == "device":
@@ -209,7 +217,7 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
             if sal.dtype != np.uint8:  # float caches: to the uint8 the loader keeps
                 sal = quantize(sal, "uint8")
         train = DeviceLoader(train_raw.images, train_raw.labels, cfg.mean_std, d.device, batch_size=local_batch,
-                             train=True, saliency=sal, flip=spec.recipe.flip, **common)
+                             train=True, saliency=sal, flip=spec.recipe.flip, size=size, **common)
         test = DeviceLoader(test_raw.images, test_raw.labels, cfg.mean_std, d.device,
                             batch_size=max(local_batch, 256), train=False, **common)
     else:
@@ -218,10 +226,11 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
         train_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "train", train=True, saliency_cache=cache,
                                       download=download, **sized)
         test_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "test", train=False, **sized)
-        train = TorchLoader(train_ds, d.device, batch_size=local_batch, train=True, workers=workers, **common)
+        train = TorchLoader(train_ds, d.device, batch_size=local_batch, train=True, workers=workers, size=size,
+                            **common)
         test = TorchLoader(test_ds, d.device, batch_size=local_batch, train=False, workers=workers, **common)
     train.limit, test.limit = cfg.limit_train_batches, cfg.limit_test_batches
     if len(train) == 0:
-        raise UsageError(f"--batch_size {cfg.batch_size} is larger than the training split "
+        raise UsageError(f"--batch_size {cfg.batch_size} is larger than the {size} training images "
                          f"({d.world} process(es)): no full batch to train on")
     return train, test

@@ -340,7 +340,7 @@ class PassRefresh(_Refresh):
 
     def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
         super().__init__(cfg, d, train_loader, out)
-        self.dataset = train_loader.loader.dataset
+        self.dataset = train_loader.dataset
         if getattr(self.dataset, "cache", None) is None:
             raise UsageError("--saliency refresh: the training loader has no saliency cache to refresh")
 

@@ -407,6 +407,7 @@ def run(cfg: Config) -> dict:
         if d.main:
             spec = get_spec(cfg.dataset)
             train_raw = spec.load(cfg.data_dir, "train", download=cfg.download)  # missing data: nothing made yet
+            cfg.train_count(len(train_raw))  # a bad --train-size: nothing made yet
             test_raw = train_raw if train_raw.in_memory else spec.load(cfg.data_dir, "test", download=cfg.download)
             lock = _take_run_folder(cfg, resumed)
             cache = prepare_data(cfg, d, train_raw, test_raw)
