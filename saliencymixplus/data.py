@@ -12,14 +12,11 @@ from torch.utils.data import Dataset
 
 from .cache import SaliencyCache
 from .datasets import DATASETS, SPECS, SPLITS
-from .demo import DEMO_CLASSES, DEMO_SIZES, generate_demo, load_demo
 from .rawdata import ArraySplit, FileSplit, RawSplit, load_split
 from .transforms import eval_transform, train_transform
 
-__all__ = [
-    "DATASETS", "SPECS", "SPLITS", "RawSplit", "ArraySplit", "FileSplit", "load_split",
-    "build_dataset", "SaliencyDataset", "WithSaliency", "DEMO_CLASSES", "DEMO_SIZES", "generate_demo", "load_demo",
-]
+__all__ = ["DATASETS", "SPECS", "SPLITS", "RawSplit", "ArraySplit", "FileSplit", "load_split", "build_dataset",
+           "SaliencyDataset", "WithSaliency"]
 
 
 class SaliencyDataset(Dataset):
@@ -27,9 +24,8 @@ class SaliencyDataset(Dataset):
 
     Items: ``(image Tensor[3, H, W] float32, saliency Tensor[H, W], label int)`` with a cache,
     ``(image, label)`` without. The saliency keeps the cache's storage type: ``uint8`` (``0..255``
-    for ``0..1``; convert it on the device, as :class:`~saliencymixplus.training.loaders.TorchLoader`
-    does) for the default caches, ``float32`` in [0, 1] for ``float16`` ones. It is read as stored
-    and cut and resized with its image's crop in one step (:func:`~saliencymixplus.transforms.resample_saliency`).
+    for ``0..1``; convert it on the device) for the default caches, ``float32`` in [0, 1] for
+    ``float16`` ones (:func:`~saliencymixplus.transforms.resample_saliency`).
     """
 
     def __init__(self, raw: RawSplit, transform, cache: SaliencyCache | None = None):

@@ -17,6 +17,12 @@ RGB = tuple[float, float, float]
 IMAGENET_MEAN_STD: tuple[RGB, RGB] = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
+def _function(ref: str):
+    """The function a ``"module:function"`` names, its module imported now."""
+    module, _, function = ref.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The published augmentation of one data set.
@@ -120,15 +126,11 @@ class DatasetSpec:
         Raises:
             FileNotFoundError: the data is not there.
         """
-        if self.num_classes is not None:
-            return self.num_classes
-        module, _, function = self.class_counter.partition(":")
-        return getattr(importlib.import_module(module), function)(data_dir)
+        return self.num_classes if self.num_classes is not None else _function(self.class_counter)(data_dir)
 
     def load(self, data_dir, split: str, *, download: bool = False):
         """One split (:class:`~saliencymixplus.rawdata.RawSplit`) through :attr:`loader`."""
-        module, _, function = self.loader.partition(":")
-        return getattr(importlib.import_module(module), function)(data_dir, split, download=download)
+        return _function(self.loader)(data_dir, split, download=download)
 
     def unreadable_advice(self, split: str | None = None, *, resume: bool = False) -> str:
         """What to do about image files of ``split`` (``None``: any split) that cannot be

@@ -291,12 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--saliency", choices=("cache", "online", "refresh"),
                    help="'cache': precomputed maps; 'online': gradient saliency of the current model each "
                         "mixed step, as published; 'refresh': the cache, refreshed with the model's input "
-                        "gradient from the unmixed steps' own backward pass (default: cache)")
+                        f"gradient from the unmixed steps' own backward pass (default: {METHOD_DEFAULTS['saliency']})")
     g.add_argument("--box", choices=BOXES,
-                   help="SaliencyMix+ box: most salient window, or centred on the peak as published (default: window)")
+                   help=f"SaliencyMix+ box: most salient window, or centred on the peak as published "
+                        f"(default: {METHOD_DEFAULTS['box']})")
     g.add_argument("--pairing", choices=PAIRINGS,
                    help="'full': every image receives a patch; 'half': first half receives from the second, "
-                        "only the first half is trained on (default: full)")
+                        f"only the first half is trained on (default: {METHOD_DEFAULTS['pairing']})")
     g.add_argument("--lam-mode", "--lam_mode", dest="lam_mode", choices=LAM_MODES,
                    help="one mixing ratio per batch or per sample")
     g.add_argument("--alpha", type=POSITIVE_FLOAT, help="Beta(alpha, alpha) of the mix ratio")
@@ -304,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    type=_flag(float, "in [0, 1) (1 would leave no label)", lambda v: 0 <= v < 1),
                    help="label smoothing of the (soft) targets, in [0, 1)")
     g.add_argument("--paper", action="store_true",
-                   help="the published method: --box peak --pairing half --saliency online (explicit flags still win)")
+                   help=f"the published method: {' '.join(f'--{k} {v}' for k, v in PAPER.items())} (explicit flags "
+                        f"still win)")
 
     g = p.add_argument_group("--saliency refresh")
     g.add_argument("--refresh-postprocess", "--refresh_postprocess", dest="refresh_postprocess",
