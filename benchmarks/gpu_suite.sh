@@ -6,7 +6,8 @@
 #      2^31 elements, the shared-memory limit, ties, odd values, streams, fresh processes, a
 #      first call inside a CUDA-graph capture), against the references and a brute force; the
 #      mixers under torch.cuda.set_sync_debug_mode("error"); a mixer call captured and replayed;
-#   3. compute-sanitizer memcheck and racecheck on one small case each (skipped without the tool);
+#   3. compute-sanitizer memcheck, racecheck, synccheck and initcheck on one small case each
+#      (skipped without the tool);
 #   4. benchmarks/bench_ops.py on the GPU (fused op vs the bandwidth floor, torchvision's CutMix);
 #   5. benchmarks/bench_step.py on the GPU (bf16 autocast, channels-last, pipelined steps).
 # Logs and the Markdown tables go to OUT_DIR; a summary is printed at the end. Each step has
@@ -68,7 +69,7 @@ export SMP_REQUIRE_EXTENSION=1 SMP_REQUIRE_CUDA_KERNELS=1 SMP_REQUIRE_GPU=1 PYTH
 step "CUDA tests" 300 "$out/cuda_tests.log" \
   "$python" -m pytest tests -q -m cuda -k "not compute_sanitizer" -p no:cacheprovider --durations=15
 tail -n 3 "$out/cuda_tests.log" | tee -a "$summary"
-step "compute-sanitizer (memcheck, racecheck)" 200 "$out/sanitizer.log" \
+step "compute-sanitizer (memcheck, racecheck, synccheck, initcheck)" 200 "$out/sanitizer.log" \
   "$python" -m pytest tests/test_cuda.py -q -rs -k compute_sanitizer -p no:cacheprovider
 tail -n 3 "$out/sanitizer.log" | tee -a "$summary"
 

@@ -12,14 +12,18 @@ worked out by hand. Ops are called through
 What is covered: the paste over dtypes, layouts, storage offsets 0-8 (odd and unaligned
 addresses), widths 1-33; grids past their limits (70,000 images); tensors of more than 2^31
 elements where memory allows; uint8 maps either side of the shared-memory limit the device
-reports; ties; every saliency dtype, with float maps whose sums are exact in any order and maps
-whose sums are not; odd values; a side stream and a second device; fresh processes that call
-the ops in either order, or whose first call is inside a CUDA-graph capture; compute-sanitizer's
-memcheck and racecheck where the tool is installed.
+reports, and which kernel ran on each side (the profiler); one image of more than 2^31 paste
+granules; non-contiguous saliency, perm, boxes and box sizes; ties; every saliency dtype, with
+float maps whose sums are exact in any order (the CUDA kernel adds them in a tree) and maps whose
+sums are not (one thread adds them in row-major order), told apart on the CPU by the kernel's own
+rule; odd values; a side stream and a second device; fresh processes that call the ops in either
+order, or whose first call is inside a CUDA-graph capture; compute-sanitizer's memcheck,
+racecheck, synccheck and initcheck where the tool is installed.
 """
 
 import math
 import os
+import struct
 import shutil
 import subprocess
 import sys
@@ -64,12 +68,18 @@ def on_cuda(*tensors, device="cuda"):
 
 
 def make_maps(b, h, w, dtype, kind, seed):
-    """Saliency ``Tensor[b, h, w]`` of ``dtype``: "rand" (float sums exact in any order on
-    both devices), "wide" (values over many binades: ordered float sums), "ints" (many ties),
+    """Saliency ``Tensor[b, h, w]`` of ``dtype``. "rand": uniform in [0, 1), drawn in float64
+    and cast, so float64 maps keep up to 53 significant bits and their sums are exact only in
+    row-major order (see ``sums_exact_in_any_order``); float32 ones mostly pass that rule at
+    these sizes, nothing guarantees it. "rounded": multiples of 2^-20 in [0, 1), whose sums are
+    exact in any order in every float dtype for maps of up to 2^25 values. "wide": values over
+    many binades (float64 and float32 sums exact only in row-major order). "ints" (many ties),
     "zeros", "constant", "odd" (NaN, inf, negative values)."""
     g = torch.Generator().manual_seed(seed)
-    if kind == "rand":
+    if kind in ("rand", "rounded"):
         s = torch.rand(b, h, w, generator=g, dtype=torch.float64)
+        if kind == "rounded":
+            s = torch.floor(s * 2**20) / 2**20
     elif kind == "wide":
         s = torch.exp(torch.randn(b, h, w, generator=g, dtype=torch.float64) * 12)
     elif kind == "ints":
@@ -90,6 +100,53 @@ def make_maps(b, h, w, dtype, kind, seed):
             return torch.randint(0, 256, (b, h, w), generator=g, dtype=torch.uint8)
         return (s / max(s.max().item(), 1e-300) * 255).round().to(torch.uint8)
     return s.to(dtype)
+
+
+# The map shapes (B, H, W) of test_search_and_weights_equal_the_cpu_kernels, whose maps have seed B * H + W.
+SEARCH_SHAPES = [(1, 1, 1), (3, 1, 17), (4, 13, 1), (5, 9, 13), (6, 31, 17), (4, 32, 32), (2, 64, 48)]
+
+
+def sums_exact_in_any_order(m):
+    """Whether the CUDA label-weight kernel adds the values of the float map ``m``
+    (``Tensor[H, W]``) in a tree: kernels.cu's rule (block_map_sums). The values that count
+    (finite, > 0) are all multiples of 2^low and below 2^top; the sums of H * W of them are
+    exact in any order when top + ceil(log2(H * W)) - low <= 53. Otherwise one thread adds them
+    in row-major order."""
+    values = [v for v in m.double().reshape(-1).tolist() if 0 < v < math.inf]
+    if not values:
+        return True
+    biased = (struct.unpack("<Q", struct.pack("<d", max(values)))[0] >> 52) & 0x7FF
+    top = max(biased, 1) - 1022  # max(values) < 2^top
+
+    def lowest_bit(v):  # v is a multiple of 2^lowest_bit(v)
+        numerator, denominator = v.as_integer_ratio()
+        if denominator > 1:
+            return 1 - denominator.bit_length()
+        return (numerator & -numerator).bit_length() - 1
+
+    low = min(lowest_bit(v) for v in values)
+    ceil_log2 = (m.numel() - 1).bit_length()  # the least c with 2^c >= H * W
+    return top + ceil_log2 - low <= 53
+
+
+def test_which_float_maps_the_cuda_kernel_sums_in_a_tree():
+    """On the CPU: the rule of ``sums_exact_in_any_order`` by hand, and which kind of map of
+    ``make_maps`` takes which of the CUDA kernel's two ways of summing."""
+    f64 = torch.float64
+    assert sums_exact_in_any_order(torch.tensor([[0.5, 0.25], [0.75, 1.0]], dtype=f64))  # 1 + 2 - (-2) <= 53
+    assert sums_exact_in_any_order(torch.tensor([[1 + 2**-52]], dtype=f64))  # 1 + 0 + 52 = 53
+    assert not sums_exact_in_any_order(torch.tensor([[1 + 2**-52, 1.0]], dtype=f64))  # 54: 2 + 2^-52 rounds
+    assert sums_exact_in_any_order(torch.tensor([[2.0**60, 2.0**20]], dtype=f64))  # 61 + 1 - 20 = 42
+    assert not sums_exact_in_any_order(torch.tensor([[2.0**60, 2.0**7]], dtype=f64))  # 61 + 1 - 7 = 55
+    assert sums_exact_in_any_order(torch.tensor([[float("nan"), -3.0, float("inf"), 0.0]], dtype=f64))
+    for b, h, w in SEARCH_SHAPES + [(3, 240, 240)]:
+        for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+            maps = make_maps(b, h, w, dtype, "rounded", seed=b * h + w)
+            assert all(sums_exact_in_any_order(m) for m in maps), (dtype, h, w)
+        if h * w > 1:
+            for dtype, kind in ((torch.float64, "rand"), (torch.float64, "wide"), (torch.float32, "wide")):
+                maps = make_maps(b, h, w, dtype, kind, seed=b * h + w)
+                assert not any(sums_exact_in_any_order(m) for m in maps), (dtype, kind, h, w)
 
 
 def size_tensors(b, h, w, kind, seed):
@@ -292,9 +349,12 @@ def test_paste_boxes_out_of_the_image_and_perm_out_of_range():
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", SALIENCY_DTYPES, ids=str)
-@pytest.mark.parametrize("kind", ["rand", "wide", "ints", "zeros", "constant"])
+@pytest.mark.parametrize("kind", ["rand", "rounded", "wide", "ints", "zeros", "constant"])
 def test_search_and_weights_equal_the_cpu_kernels(dtype, kind):
-    for b, h, w in [(1, 1, 1), (3, 1, 17), (4, 13, 1), (5, 9, 13), (6, 31, 17), (4, 32, 32), (2, 64, 48)]:
+    """The label weights of "rounded" float maps come from the CUDA kernel's tree sums, those of
+    float64 "rand" and float64 and float32 "wide" maps of more than one value from its row-major
+    sums (test_which_float_maps_the_cuda_kernel_sums_in_a_tree checks these maps on the CPU)."""
+    for b, h, w in SEARCH_SHAPES:
         s = make_maps(b, h, w, dtype, kind, seed=b * h + w)
         for sizes in ("random", "full", "zero", "clamped"):
             box_h, box_w = size_tensors(b, h, w, sizes, seed=h)
@@ -400,6 +460,32 @@ def test_saliency_of_more_than_2_31_elements():
     assert_same(kernels.label_weights(d_s, d_perm, boxes.cuda()), kernels.label_weights(s, perm, boxes))
 
 
+@needs_gpu
+def test_one_image_of_more_than_2_31_paste_granules():
+    """uint8 images of 46,341 x 46,341 (2^31 + 4,633 bytes each) one element into their storage:
+    an odd address, so granules of 1 byte, more than 2^31 - 1 of them in one image (the kernel's
+    64-bit indices). Image 0 receives from image 1 a box over its last 3,000 rows from an odd
+    x1, whose last row ends past the image's byte 2^31; image 1 all of image 0."""
+    side = 46_341
+    shape = (2, 1, side, side)
+    n = math.prod(shape)
+    assert side * side > 2**31
+    device_free, host_free = free_bytes()
+    if device_free < 2 * n + 2**30 or host_free < 3 * n + 2**30:  # in and out; in, out and out's copy
+        pytest.skip(f"needs {2 * n / 1e9:.1f} GB on the GPU and {3 * n / 1e9:.1f} GB of host memory")
+    base = torch.empty(n + 1, dtype=torch.uint8).random_(generator=torch.Generator().manual_seed(32))
+    images, d_images = base[1:].view(shape), base.cuda()[1:].view(shape)
+    assert d_images.data_ptr() % 2 == 1
+    perm = torch.tensor([1, 0])
+    boxes = torch.tensor([[side - 3_000, 3, side, side - 2], [0, 0, side, side]])
+    expected = kernels.paste(images, perm, boxes)
+    assert torch.equal(expected[0, :, side - 3_000:, 3:side - 2], images[1, :, side - 3_000:, 3:side - 2])
+    assert torch.equal(expected[1], images[0])
+    got = kernels.paste(d_images, perm.cuda(), boxes.cuda())
+    del d_images, base
+    assert torch.equal(got.cpu(), expected)
+
+
 # ----------------------------------------------------------- the shared-memory limit
 
 
@@ -410,20 +496,55 @@ def shared_memory_optin(device=0):
     return optin
 
 
+# window_on_chip_kernel's static shared memory (csrc/cuda/kernels.cu, kThreads = 256): block_best's
+# double values[256] and int64_t indices[256], block_reduce<int64_t>'s int64_t values[256].
+ON_CHIP_STATIC_BYTES = 256 * (8 + 8) + 256 * 8
+
+
+def on_chip_boundary(optin):
+    """(side, width): the largest square uint8 maps, side x side, and 1 x width maps whose int32
+    table ((H + 1) x (W + 1) cells of 4 bytes) fits the shared memory the on-chip kernel may take
+    on a device that opts in to ``optin`` bytes a block: optin less its static shared memory."""
+    cells = (optin - ON_CHIP_STATIC_BYTES) // 4
+    return math.isqrt(cells) - 1, cells // 2 - 1
+
+
+def test_the_shared_memory_boundary_by_hand():
+    """On the CPU. An H100 opts in to 232,448 bytes a block; less 6,144 static bytes, 56,576
+    cells: 237^2 = 56,169 fit (236 x 236 maps), 238^2 = 56,644 do not; 2 x 28,288 = 56,576 fit
+    (1 x 28,287 maps), 2 x 28,289 do not. An A100 (166,912 bytes): 40,192 cells, 200^2 = 40,000
+    fit (199 x 199), 201^2 do not; 2 x 20,096 (1 x 20,095)."""
+    assert on_chip_boundary(232_448) == (236, 28_287)
+    assert on_chip_boundary(166_912) == (199, 20_095)
+
+
+def cuda_kernels_run(fn):
+    """The names of the CUDA kernels that ``fn()`` launches, as torch.profiler records them."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = prof.events()
+    names = {e.name for e in events if e.device_type == DeviceType.CUDA}
+    return names | {kernel.name for e in events for kernel in getattr(e, "kernels", ())}
+
+
 @needs_gpu
 def test_uint8_maps_either_side_of_the_shared_memory_limit():
     """uint8 maps whose int32 table ((H + 1) x (W + 1) x 4 bytes) just fits the device's opt-in
-    shared memory less the kernel's own (a few kB) take the on-chip path, larger ones the
-    float64 tables in global memory; both must give the CPU's boxes and weights. The sizes run
-    over the whole range where the boundary can be (e.g. 236x236 fits on an H100, 237x237 does
-    not; 1 x 28287 fits)."""
-    optin = shared_memory_optin()
-    side = math.isqrt(optin // 4) - 1  # the largest square whose table fits with no static memory
+    shared memory less the on-chip kernel's static shared memory (``on_chip_boundary``: 236 x 236
+    and 1 x 28,287 on an H100) take that kernel, window_on_chip_kernel; one row or column more
+    takes the float64 tables in device memory (row_sums_kernel, then search_kernel and
+    label_weights_kernel): the profiler must see which ran. Over sizes around the boundary both
+    give the CPU's boxes and weights."""
+    side, widest = on_chip_boundary(shared_memory_optin())
     for size in range(side - 9, side + 2):
         s = make_maps(3, size, size, torch.uint8, "rand", seed=size)
         box_h, box_w = size_tensors(3, size, size, "random", seed=size + 1)
         check_search_ops(s, torch.tensor([1, 2, 0]), box_h, box_w)
-    widest = optin // 8 - 1  # 1 x W: (1 + 1) x (W + 1) x 4 bytes
     for width in range(widest - 1600, widest + 2):
         s = make_maps(2, 1, width, torch.uint8, "rand", seed=width)
         box_h, box_w = torch.tensor([1, 0]), torch.tensor([width // 3, width])
@@ -436,6 +557,74 @@ def test_uint8_maps_either_side_of_the_shared_memory_limit():
         got = kernels.saliency_mix_plus(*on_cuda(images, s, perm, box_h, box_w), "window")
         for a, b in zip(got, expected):
             assert_same(a, b, width)
+    for h, w, on_chip in [(side, side, True), (side + 1, side + 1, False), (1, widest, True), (1, widest + 1, False)]:
+        s = make_maps(3, h, w, torch.uint8, "rand", seed=h + w)
+        box_h, box_w = size_tensors(3, h, w, "random", seed=h + w + 1)
+        d = on_cuda(torch.rand(3, 1, h, w), s, torch.tensor([2, 0, 1]), box_h, box_w)
+        calls = {"window_search": lambda: kernels.window_search(d[1], d[3], d[4]),
+                 "saliency_mix_plus": lambda: kernels.saliency_mix_plus(*d, "window")}
+        for op, call in calls.items():
+            names = cuda_kernels_run(call)
+            ran = (any("window_on_chip_kernel" in n for n in names), any("row_sums_kernel" in n for n in names))
+            assert ran == (on_chip, not on_chip), (
+                f"{op} on {h} x {w} uint8 maps: expected the {'on-chip' if on_chip else 'device-memory'} path, "
+                f"got kernels {sorted(names)} (is window_on_chip_kernel's static shared memory still "
+                f"{ON_CHIP_STATIC_BYTES} bytes?)")
+
+
+# ---------------------------------------------------------------- non-contiguous inputs
+
+
+def strided_views(s, perm, box_h, box_w, boxes, device):
+    """The values of the tensors given, on ``device``, as non-contiguous views: the square maps
+    ``s`` as the transpose of their transpose, perm and the box sizes as every other element of
+    a tensor twice as long (-5 between), boxes as columns 1-4 of a ``Tensor[B, 7]``."""
+    def every_other(t):
+        base = torch.full((2 * t.numel(),), -5, dtype=t.dtype, device=device)
+        base[::2] = t.to(device)
+        return base[::2]
+
+    wide = torch.full((boxes.shape[0], 7), -5, dtype=boxes.dtype, device=device)
+    wide[:, 1:5] = boxes.to(device)
+    views = (s.transpose(1, 2).contiguous().to(device).transpose(1, 2), every_other(perm), every_other(box_h),
+             every_other(box_w), wide[:, 1:5])
+    assert not any(v.is_contiguous() for v in views)
+    return views
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", SALIENCY_DTYPES, ids=str)
+def test_non_contiguous_inputs_equal_the_cpu_kernels(dtype):
+    """Every op on non-contiguous saliency, perm, box sizes, boxes and images (every other
+    column of a wider tensor, 3 elements into its storage) equals the CPU kernel on the same
+    views, which equals the CPU kernel on contiguous copies."""
+    b, n = 6, 20
+    s = make_maps(b, n, n, dtype, "rand", seed=27)
+    perm = torch.randperm(b, generator=torch.Generator().manual_seed(28))
+    box_h, box_w = size_tensors(b, n, n, "random", seed=29)
+    boxes = random_boxes(b, n, n, seed=30)
+    images, d_images = offset_images((b, 2, n, n), torch.float32, "strided", 3, seed=31)
+    c_s, c_perm, c_h, c_w, c_boxes = strided_views(s, perm, box_h, box_w, boxes, "cpu")
+    d_s, d_perm, d_h, d_w, d_boxes = strided_views(s, perm, box_h, box_w, boxes, "cuda")
+    pairs = [
+        ("window_search", kernels.window_search(d_s, d_h, d_w), kernels.window_search(c_s, c_h, c_w),
+         kernels.window_search(s, box_h, box_w)),
+        ("peak_boxes", kernels.peak_boxes(d_s, d_h, d_w), kernels.peak_boxes(c_s, c_h, c_w),
+         kernels.peak_boxes(s, box_h, box_w)),
+        ("label_weights", kernels.label_weights(d_s, d_perm, d_boxes), kernels.label_weights(c_s, c_perm, c_boxes),
+         kernels.label_weights(s, perm, boxes)),
+        ("paste", kernels.paste(d_images, d_perm, d_boxes), kernels.paste(images, c_perm, c_boxes),
+         kernels.paste(images.contiguous(), perm, boxes)),
+    ]
+    for box in ("window", "peak"):
+        got = kernels.saliency_mix_plus(d_images, d_s, d_perm, d_h, d_w, box)
+        expected = kernels.saliency_mix_plus(images, c_s, c_perm, c_h, c_w, box)
+        contiguous = kernels.saliency_mix_plus(images.contiguous(), s, perm, box_h, box_w, box)
+        pairs += [(f"saliency_mix_plus {box} {name}", *r) for name, *r in zip(("mixed", "boxes", "lam"), got,
+                                                                             expected, contiguous)]
+    for what, got, expected, contiguous in pairs:
+        assert torch.equal(bits(expected), bits(contiguous)), what
+        assert_same(got, expected, what)
 
 
 # ---------------------------------------------------------- streams and devices
@@ -544,14 +733,19 @@ def sanitizer():
 
 
 SANITIZED_CASE = """
-    for dtype, size in ((torch.uint8, 24), (torch.uint8, 120), (torch.float32, 17), (torch.float64, 9)):
-        x, s, p, h, w = inputs(5, size, size, seed=size, dtype=dtype)
+    import os
+
+    cases = [inputs(5, size, size, seed=size, dtype=dtype)
+             for dtype, size in ((torch.uint8, 24), (torch.uint8, 120), (torch.float32, 17), (torch.float64, 9))]
+    x, s, p, h, w = inputs(5, 9, 9, seed=10, dtype=torch.float64)
+    cases.append((x, torch.load(os.environ["SANITIZED_WIDE_MAPS"]), p, h, w))
+    for x, s, p, h, w in cases:
         d = [t.cuda() for t in (x, s, p, h, w)]
         for box in ("window", "peak"):
             for a, b in zip(k.saliency_mix_plus(*d, box), k.saliency_mix_plus(x, s, p, h, w, box)):
-                same(a, b, (dtype, size, box))
+                same(a, b, (s.dtype, s.shape, box))
         boxes = k.window_search(s, h, w)
-        same(k.label_weights(d[1], d[2], boxes.cuda()), k.label_weights(s, p, boxes), (dtype, size))
+        same(k.label_weights(d[1], d[2], boxes.cuda()), k.label_weights(s, p, boxes), (s.dtype, s.shape))
     base = torch.rand(32 * 6 * 7 * 9 + 1).half()  # one element in: an unaligned address
     x, xd = base[1:].view(32, 6, 7, 9), base.cuda()[1:].view(32, 6, 7, 9)
     p = torch.randperm(32)
@@ -562,10 +756,23 @@ SANITIZED_CASE = """
 
 
 @needs_gpu
-@pytest.mark.parametrize("tool", ["memcheck", "racecheck"])
-def test_compute_sanitizer(tool):
+@pytest.mark.parametrize("tool", ["memcheck", "racecheck", "synccheck", "initcheck"])
+def test_compute_sanitizer(tool, tmp_path):
+    """Each kernel on small cases under compute-sanitizer's ``tool``: uint8 maps on chip (24 x 24)
+    and beyond the default 48 KiB (120 x 120, after the grant), float32 and float64 maps from
+    torch.rand in float32 (multiples of 2^-24: the label weights' tree sums) and float64 maps
+    over many binades (one thread's row-major sums), the paste from an unaligned address."""
+    found = sanitizer()
+    listed = subprocess.run([found, "--help"], capture_output=True, text=True, timeout=60)
+    listed = listed.stdout + listed.stderr
+    if tool not in listed:
+        pytest.skip(f"this compute-sanitizer has no --tool {tool}")
+    wide = make_maps(5, 9, 9, torch.float64, "wide", seed=33)
+    assert not any(sums_exact_in_any_order(m) for m in wide)
+    torch.save(wide, tmp_path / "wide.pt")
     out = run_fresh(SANITIZED_CASE, timeout=600,
-                    prefix=(sanitizer(), "--tool", tool, "--error-exitcode", "3", "--print-limit", "20"),
-                    env={"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"})  # one allocation per tensor: exact bounds
+                    prefix=(found, "--tool", tool, "--error-exitcode", "3", "--print-limit", "20"),
+                    env={"PYTORCH_NO_CUDA_MEMORY_CACHING": "1",  # one allocation per tensor: exact bounds
+                         "SANITIZED_WIDE_MAPS": str(tmp_path / "wide.pt")})
     assert "sanitized case done" in out
     assert "ERROR SUMMARY: 0 errors" in out or "RACECHECK SUMMARY: 0 hazards" in out, out[-3000:]

@@ -429,14 +429,17 @@ int64_t on_chip_limit() {
 // largest that divides a row and the base addresses) of out[b] is read from image b, or
 // from its source inside the box, and written once. The box's part of a row is the byte
 // range [x1 * per_x_bytes, x2 * per_x_bytes) in both layouts; a granule across its edge is
-// blended byte by byte. Grid: x over the granules of one image, y over the images.
-template <typename G>
+// blended byte by byte. Grid: x over the granules of one image, y over the images. I, the
+// type of a granule's index in its image (row, place in the row), is int32_t where an image
+// has at most 2^31 - 1 granules (so its rows and height fit too), else int64_t.
+template <typename G, typename I>
 __global__ void paste_kernel(const char* __restrict__ in, char* __restrict__ out, const int64_t* __restrict__ perm,
-                             const int64_t* __restrict__ boxes, int64_t batch, int32_t rows, int32_t height,
-                             int32_t width, int32_t row_granules, int64_t row_bytes, int64_t per_x_bytes) {
-  constexpr int32_t kBytes = sizeof(G);
+                             const int64_t* __restrict__ boxes, int64_t batch, int64_t rows, int64_t height,
+                             int64_t width, int64_t row_granules, int64_t row_bytes, int64_t per_x_bytes) {
+  constexpr int64_t kBytes = sizeof(G);
   const int64_t image_bytes = rows * row_bytes;
-  const int64_t granules = static_cast<int64_t>(rows) * row_granules;
+  const int64_t granules = rows * row_granules;
+  const I per_row = static_cast<I>(row_granules), image_height = static_cast<I>(height);
   for (int64_t b = blockIdx.y; b < batch; b += gridDim.y) {
     int64_t box[4];
     clamp_box(boxes + 4 * b, height, width, box);
@@ -446,10 +449,11 @@ __global__ void paste_kernel(const char* __restrict__ in, char* __restrict__ out
     char* to = out + b * image_bytes;
     for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < granules;
          k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-      const int64_t row = k / row_granules;
-      const int64_t start = (k - row * row_granules) * kBytes;  // in the row
-      const int64_t offset = row * row_bytes + start;
-      const int64_t y = row % height;
+      const I index = static_cast<I>(k);  // k < granules: fits I
+      const I row = index / per_row;
+      const int64_t start = static_cast<int64_t>(index - row * per_row) * kBytes;  // in the row
+      const int64_t offset = static_cast<int64_t>(row) * row_bytes + start;
+      const I y = row % image_height;
       const bool box_row = y >= box[0] && y < box[2];
       G value;
       if (!box_row || start + kBytes <= lo || start >= hi) {
@@ -550,20 +554,18 @@ void paste(const at::Tensor& in, at::Tensor& out, const at::Tensor& perm, const 
   while (granule > 1 && (row_bytes % granule || in_address % granule || out_address % granule)) {
     granule /= 2;
   }
-  const int64_t granules = rows * (row_bytes / granule);
-  TORCH_CHECK_VALUE(
-      granules < std::numeric_limits<int32_t>::max() && height < std::numeric_limits<int32_t>::max() &&
-          width < std::numeric_limits<int32_t>::max(),
-      "images must have fewer than 2^31 rows and pieces of up to 16 bytes per image, got shape ", in.sizes());
+  const int64_t row_granules = row_bytes / granule, granules = rows * row_granules;
+  // An image's rows and height are at most its granules: int32 indices where those fit.
+  const bool narrow = granules <= std::numeric_limits<int32_t>::max();
   const dim3 grid(static_cast<unsigned>(blocks_for(granules)), static_cast<unsigned>(std::min<int64_t>(batch, 65535)));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   auto launch = [&](auto tag) {
     using G = decltype(tag);
-    paste_kernel<G><<<grid, kThreads, 0, stream>>>(
-        static_cast<const char*>(in.const_data_ptr()), static_cast<char*>(out.data_ptr()),
-        perm.const_data_ptr<int64_t>(), boxes.const_data_ptr<int64_t>(), batch, static_cast<int32_t>(rows),
-        static_cast<int32_t>(height), static_cast<int32_t>(width), static_cast<int32_t>(row_bytes / granule),
-        row_bytes, per_x_bytes);
+    auto kernel = narrow ? paste_kernel<G, int32_t> : paste_kernel<G, int64_t>;
+    kernel<<<grid, kThreads, 0, stream>>>(static_cast<const char*>(in.const_data_ptr()),
+                                          static_cast<char*>(out.data_ptr()), perm.const_data_ptr<int64_t>(),
+                                          boxes.const_data_ptr<int64_t>(), batch, rows, height, width, row_granules,
+                                          row_bytes, per_x_bytes);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
   switch (granule) {
