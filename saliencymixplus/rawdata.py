@@ -377,15 +377,15 @@ def _text_lines(path: Path) -> list[str]:
 
 
 def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSplit:
-    """Oxford-IIIT Pet: ``images/*.jpg`` and ``annotations/{trainval,test}.txt`` (37 breeds).
+    """Oxford-IIIT Pet: ``images/*.jpg`` and the spec's ``file_lists`` (``annotations/{trainval,test}.txt``).
 
-    ``split="train"`` reads ``trainval.txt``. Each annotation line is
-    ``<image name> <class id 1..37> <species> <breed id>``; ``#`` lines are skipped.
+    Each list line is ``<image name> <class id 1..K> <species> <breed id>`` (K: the spec's
+    ``num_classes``); ``#`` lines are skipped.
 
     Raises:
         FileNotFoundError: no such folder, list or image (the message says which and how to
             get the set).
-        DataFileError: a list line that is malformed, has a class id outside 1..37 or is not UTF-8.
+        DataFileError: a list line that is malformed, has a class id outside 1..K or is not UTF-8.
     """
     _check_args("oxford_pet", data_dir, split)
     spec, d = get_spec("oxford_pet"), Path(data_dir)
