@@ -455,11 +455,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_args(parser: argparse.ArgumentParser, args) -> None:
     """What argparse cannot check alone; ``parser.error`` exits with status 2."""
-    if args.resolution is not None:
+    parsed = (("--resolution: {}", parse_resolution, args.resolution), ("--postprocess: {}", parse_postprocess,
+              args.postprocess), ("--{}", parse_shard, args.shard))
+    for message, parse, value in parsed:
         try:
-            parse_resolution(args.resolution)
+            if value is not None:
+                parse(value)
         except ValueError as e:
-            parser.error(f"--resolution: {e}")
+            parser.error(message.format(e))
     if args.workers is not None and args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     if args.block_size is not None and args.block_size < 1:
@@ -468,17 +471,8 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
         parser.error("--checkpoint is required with --method gradient")
     if args.method != "gradient" and args.checkpoint is not None:
         parser.error(f"--checkpoint is only used with --method gradient, not {args.method}")
-    try:
-        parse_postprocess(args.postprocess)
-    except ValueError as e:
-        parser.error(f"--postprocess: {e}")
     if not get_spec(args.dataset).generated and args.data_dir is None:
         parser.error(f"--data-dir is required for --dataset {args.dataset}")
-    if args.shard is not None:
-        try:
-            parse_shard(args.shard)
-        except ValueError as e:
-            parser.error(f"--{e}")
     if args.join is not None and args.join < 1:
         parser.error(f"--join must be the number of shards, >= 1, got {args.join}")
     if args.join is not None and args.shard is not None:

@@ -9,6 +9,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+TOOL = ROOT / "tools" / "precompute_saliency.py"
+#: ``build_cache`` keyword arguments for a silent build.
+QUIET = dict(progress=False, log=lambda *a: None)
+#: ``train.py`` flags for a run of a few steps.
+TINY_RUN = ["--limit-train-batches", "2", "--limit-test-batches", "1", "--batch_size", "16", "--no-progress",
+            "--workers", "0", "--epochs", "1", "--model", "resnet_tiny"]
 
 
 def subprocess_env(**extra) -> dict:

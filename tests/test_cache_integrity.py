@@ -28,14 +28,11 @@ from saliencymixplus.rawdata import load_split
 from saliencymixplus.training import main as train_main
 
 from cli_helpers import exit_code as _call, subprocess_env as _env
+from cli_helpers import QUIET, TOOL, TINY_RUN as TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOL = ROOT / "tools" / "precompute_saliency.py"
-QUIET = dict(progress=False, log=lambda *a: None)
-TINY = ["--limit-train-batches", "2", "--limit-test-batches", "1", "--batch_size", "16", "--no-progress",
-        "--workers", "0", "--epochs", "1", "--model", "resnet_tiny"]
 
 
 @pytest.fixture()
