@@ -93,8 +93,8 @@ def draw(logs: list[dict[str, list[float]]], labels: list[str], out, title: str 
         ax.legend()
     axes[0].set_ylabel("top-1 error (%)")
     last = axes[-1]
-    for log, name in zip(logs, labels):
-        last.plot(log["epoch"], log["test_top1_err"], marker="o", markersize=3, label=name)
+    for k, (log, name) in enumerate(zip(logs, labels)):  # colours unlike the panels' train/test pair
+        last.plot(log["epoch"], log["test_top1_err"], marker="o", markersize=3, label=name, color=f"C{k + 2}")
     last.set_title("test top-1, all runs", fontsize=9)
     last.set_xlabel("epoch")
     last.grid(alpha=0.3)
