@@ -7,10 +7,12 @@
   ``ROOT/oxford-iiit-pet/`` as torchvision lays it out.
 * :func:`write_pet_trimaps`: ``annotations/trimaps/<name>.png`` for such a folder (1 pet,
   2 background, 3 border), as the published annotations hold them.
+* :func:`damage_map`: a saliency cache with one map's bytes changed in place.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -168,3 +170,20 @@ class Batches:
 
     def __iter__(self):
         return iter(self.batches)
+
+
+def damage_map(path, i: int, keep_mtime: bool = False) -> None:
+    """Change 8 bytes of map ``i``'s chunk of the cache ``path`` in place (its checksum then
+    fails); ``keep_mtime`` restores the file's modification time."""
+    import h5py
+
+    st = os.stat(path)
+    with h5py.File(path, "r") as f:
+        info = f["saliency"].id.get_chunk_info_by_coord((i, 0, 0))
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset + 2)
+        old = f.read(8)
+        f.seek(info.byte_offset + 2)
+        f.write(bytes((b + 1) % 256 for b in old))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))

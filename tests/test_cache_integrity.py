@@ -29,6 +29,7 @@ from saliencymixplus.training import main as train_main
 
 from cli_helpers import exit_code as _call, subprocess_env as _env
 from cli_helpers import QUIET, TOOL, TINY_RUN as TINY
+from fixtures_data import damage_map as _damage_map
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -204,20 +205,6 @@ def _write_cache(path, maps: np.ndarray, dtype: str) -> None:
         for a in range(0, len(maps), 4):
             w.write(a, maps[a:a + 4])
         w.finalize()
-
-
-def _damage_map(path, i: int, keep_mtime: bool) -> None:
-    """Change 8 bytes of map ``i``'s chunk in place; optionally restore the file's mtime."""
-    st = os.stat(path)
-    with h5py.File(path, "r") as f:
-        info = f["saliency"].id.get_chunk_info_by_coord((i, 0, 0))
-    with open(path, "r+b") as f:
-        f.seek(info.byte_offset + 2)
-        old = f.read(8)
-        f.seek(info.byte_offset + 2)
-        f.write(bytes((b + 1) % 256 for b in old))
-    if keep_mtime:
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float16"])

@@ -27,6 +27,7 @@ from saliencymixplus.training import main as train_main
 
 from cli_helpers import exit_code as _call, no_traceback, subprocess_env
 from cli_helpers import QUIET, TOOL, TINY_RUN as TINY
+from fixtures_data import damage_map as _damage_map
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -234,17 +235,6 @@ def test_join_refuses_shards_of_another_block_size(cifar_dir, tmp_path, capsys):
     assert precompute_main(args(cifar_dir, out, "--join", 2)) == 2
     err = no_traceback(capsys.readouterr().err)
     assert "shard 1 starts at 16, not 24" in err and "the same --block-size" in err
-
-
-def _damage_map(path, i: int) -> None:
-    """Flip bytes of map ``i``'s chunk in place (a new mtime)."""
-    with h5py.File(path, "r") as f:
-        info = f["saliency"].id.get_chunk_info_by_coord((i, 0, 0))
-    with open(path, "r+b") as f:
-        f.seek(info.byte_offset + 2)
-        old = f.read(8)
-        f.seek(info.byte_offset + 2)
-        f.write(bytes((b + 1) % 256 for b in old))
 
 
 @pytest.fixture()
