@@ -180,8 +180,7 @@ def test_ctrl_c_while_the_cache_is_built_says_to_run_the_same_command_again(tmp_
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     line = proc.stdout.readline()
     assert "building it" in line, line + proc.communicate()[1][-3000:]
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # at once: on a quiet machine the demo set's build takes under a second
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "last.pt" not in err, err
