@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import numpy as np
 
 __all__ = ["OutputPathError", "BusyError", "DiskFullError", "FileLock", "atomic_write", "fsync_path",
-           "ensure_writable_dir", "check_output_file", "is_disk_full", "free_bytes", "format_bytes", "file_sha256",
+           "ensure_writable_dir", "check_writable_dir", "check_output_file", "is_disk_full", "free_bytes", "format_bytes", "file_sha256",
            "arrays_sha256"]
 
 
@@ -75,7 +75,7 @@ def format_bytes(n) -> str:
 
 def ensure_writable_dir(folder, what: str) -> Path:
     """Create ``folder`` (and its parents) if missing and check that a file can be written in it
-    (by writing and removing a small temporary file: this also catches read-only mounts).
+    (:func:`check_writable_dir`).
 
     Raises:
         OutputPathError: one line saying what (``what``) and where.
@@ -85,13 +85,30 @@ def ensure_writable_dir(folder, what: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputPathError(f"cannot create {what} {folder}: {e.strerror or e}") from None
+    check_writable_dir(folder, what)
+    return folder
+
+
+def check_writable_dir(folder, what: str) -> None:
+    """Creating nothing, check that files can be written in ``folder``, or, where it does not exist
+    yet, in its nearest existing parent (by writing and removing a small temporary file: this also
+    catches read-only mounts).
+
+    Raises:
+        OutputPathError: one line saying what (``what``) and where.
+    """
+    folder = probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputPathError(f"cannot create {what} {folder}: {os.strerror(errno.ENOTDIR)}")
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-test-")
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise OutputPathError(f"cannot write in {what} {folder}: {e.strerror or e}") from None
-    return folder
+        raise OutputPathError(f"cannot {'write in' if probe == folder else 'create'} {what} {folder}: "
+                              f"{e.strerror or e}") from None
 
 
 def check_output_file(path, what: str = "--out") -> Path:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import errno
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -25,7 +23,7 @@ from ..cache import CacheCorruptError, CacheMismatchError, SaliencyCache, verify
 from ..checkpoint_file import (RESUME_KEYS, CheckpointFileError, describe_load_error, load_checkpoint_model,
                                read_checkpoint)
 from ..datasets import get_spec
-from ..files import BusyError, DiskFullError, FileLock, OutputPathError, atomic_write, ensure_writable_dir
+from ..files import BusyError, DiskFullError, FileLock, OutputPathError, atomic_write, check_writable_dir, ensure_writable_dir
 from ..models import build_model
 from ..precompute_command import rebuild_command
 from ..rawdata import DataFileError, ImageDecodeError
@@ -254,29 +252,13 @@ def restore(ck: dict[str, Any], path: Path, net: nn.Module, optimizer, scheduler
 
 # ----------------------------------------------------------------------------- before training
 
-def _check_writable(folder: Path, what: str) -> None:
-    """Creating nothing, :class:`OutputPathError` unless files can be written in ``folder`` (or where it would be)."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputPathError(f"cannot create {what} {folder}: {os.strerror(errno.ENOTDIR)}")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise OutputPathError(f"cannot {'write in' if probe == folder else 'create'} {what} {folder}: "
-                              f"{e.strerror or e}") from None
-
-
 def check_outputs(cfg: Config) -> None:
     """Before any work, creating nothing: :class:`OutputPathError` unless ``--out-dir`` and the files
     in it, and a saliency cache that must be built, can be written."""
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"--out-dir {out} is a file, not a folder")
-    _check_writable(out, "--out-dir")
+    check_writable_dir(out, "--out-dir")
     for name in ("config.json", *OUTPUT_FILES):
         if (out / name).is_dir():
             raise OutputPathError(f"--out-dir {out}: {out / name} is a folder, where the run writes its {name}; "
@@ -289,7 +271,7 @@ def check_outputs(cfg: Config) -> None:
                               f"(e.g. {cache / f'{cfg.dataset}-train-{cfg.saliency_method}.h5'})")
     if not cache.exists():
         try:
-            _check_writable(cache.parent, "the folder of --saliency-cache")
+            check_writable_dir(cache.parent, "the folder of --saliency-cache")
         except OutputPathError as e:
             how = rebuild_command(cfg.dataset, "train", cfg.saliency_method, "FILE.h5", data_dir=cfg.data_dir)
             raise OutputPathError(f"{e}: the saliency cache {cache} is missing and cannot be built there; "
