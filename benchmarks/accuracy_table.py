@@ -1,23 +1,29 @@
 """An accuracy table on a generated set (``demo`` or ``demo_hard``): no mixing, CutMix,
-SaliencyMix, SaliencyMix+ (cache) and SaliencyMix+ refreshed (``--saliency refresh``).
+SaliencyMix, SaliencyMix+ (cache), SaliencyMix+ refreshed (``--saliency refresh``), SaliencyMix+
+on the set's true object masks (an upper bound: what perfect saliency would give) and the
+published method (``--paper``: online saliency, peak box, half batch).
 
-Trains ``train.py --dataset DATASET`` (the data set's defaults: the tiny ResNet, 15 epochs,
-batch 64, mix prob 0.5) for every mixer and seed, then prints the mean and sample standard
-deviation of the top-1 test error over the seeds (last epoch and best epoch), and the
-*paired* difference of each SaliencyMix+ row against CutMix and against no mixing: the same
-seed gives both runs the same initial weights and data order, so the per-seed difference
-cancels much of the seed-to-seed spread; its mean ± standard error (std / sqrt(seeds)) says
-whether a gap is beyond noise. The saliency mixers read one cache of the training split, built
-first (OpenCV fine-grained, post-processed with ``--postprocess``); the refreshed rows start
-from it and refresh their own copy in their run folder.
+Trains ``train.py --dataset DATASET`` (the data set's defaults unless flags after ``--`` say
+otherwise) for every mixer and seed, then prints the mean and sample standard deviation of the
+top-1 test error over the seeds (last epoch and best epoch), the mean wall time of a run, and
+the *paired* difference of chosen rows (``PAIRS``): the same seed gives both runs the same
+initial weights and data order, so the per-seed difference cancels much of the seed-to-seed
+spread. Each difference gets its mean ± standard error, a paired t-test and an exact sign
+test (two-sided); a gap is called beyond noise at 5 % when the t-test's p < 0.05. The cache
+rows read one cache of the training split, built first (OpenCV fine-grained, post-processed
+with ``--postprocess``); the refreshed rows start from it and refresh their own copy.
 
-A run whose ``summary.json`` says "finished" is not trained again, so an interrupted table
-resumes where it stopped. ``--jobs 2`` trains two runs at a time with one thread each (on a
-2-core machine that does more work per second than one run on two threads). The table is
-also written to ``OUT_DIR/table.md`` and the per-run figures to ``OUT_DIR/table.json``.
+A run whose ``summary.json`` says "finished" is not trained again, and an interrupted run
+resumes from its ``last.pt``, so an interrupted table continues where it stopped. ``--jobs 2``
+trains two runs at a time with one thread each (on a 2-core machine that does more work per
+second than one run on two threads). The table is also written to ``OUT_DIR/table.md`` and
+the per-run figures to ``OUT_DIR/table.json``.
 
-    PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo_hard --jobs 2   # 25 runs, ~1 h on 2 cores
-    PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo --seeds 0,1,2   # the easy set
+    # the regime where no mixing overfits (benchmarks/RESULTS.md): 70 runs, ~2 h on 2 cores
+    PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo_hard --epochs 40 \
+        --seeds 0,1,2,3,4,5,6,7,8,9 --jobs 2 --quiet --out-dir runs/regime_n3000_e40 \
+        -- --train-size 3000 --milestones 30,37
+    PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo_hard --jobs 2   # 15 epochs, 35 runs
     PYTHONPATH=. python benchmarks/accuracy_table.py --quick                        # CI: 1 seed, 1 epoch, 5 steps
 """
 
@@ -36,21 +42,29 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-#: ``(key, row name, train.py flags)``.
+#: ``(key, row name, train.py flags, saliency cache)``; the cache is ``None`` (the row reads
+#: none, or computes its saliency online), ``"saliency"`` (the OpenCV cache of the training
+#: split) or ``"masks"`` (the generated set's true object masks, stored as a cache).
 MIXERS = (
-    ("none", "No mixing", ["--mix_aug", "none"]),
-    ("cutmix", "CutMix", ["--mix_aug", "cutmix"]),
-    ("saliencymix", "SaliencyMix", ["--mix_aug", "saliencymix"]),
-    ("saliencymixplus", "SaliencyMix+", ["--mix_aug", "saliencymixplus"]),
-    ("saliencymixplus_refresh", "SaliencyMix+ refreshed", ["--mix_aug", "saliencymixplus", "--saliency", "refresh"]),
+    ("none", "No mixing", ["--mix_aug", "none"], None),
+    ("cutmix", "CutMix", ["--mix_aug", "cutmix"], None),
+    ("saliencymix", "SaliencyMix", ["--mix_aug", "saliencymix"], "saliency"),
+    ("saliencymixplus", "SaliencyMix+", ["--mix_aug", "saliencymixplus"], "saliency"),
+    ("saliencymixplus_refresh", "SaliencyMix+ refreshed", ["--mix_aug", "saliencymixplus", "--saliency", "refresh"],
+     "saliency"),
+    ("saliencymixplus_masks", "SaliencyMix+ on object masks", ["--mix_aug", "saliencymixplus"], "masks"),
+    ("paper", "SaliencyMix+ published (--paper)", ["--mix_aug", "saliencymixplus", "--paper"], None),
 )
 DATASETS = ("demo", "demo_hard")
 #: The paired comparisons printed under the table: ``(row, baseline)``.
-PAIRS = (("saliencymixplus", "cutmix"), ("saliencymixplus_refresh", "cutmix"), ("saliencymixplus", "saliencymix"),
-         ("saliencymixplus", "none"), ("cutmix", "none"))
+PAIRS = (("saliencymixplus", "cutmix"), ("saliencymixplus", "saliencymix"), ("saliencymixplus", "paper"),
+         ("saliencymixplus", "none"), ("saliencymixplus_refresh", "cutmix"), ("saliencymixplus_masks", "saliencymixplus"),
+         ("paper", "cutmix"), ("cutmix", "none"))
 
 
 def _usage(p: argparse.ArgumentParser, msg: str):
@@ -78,7 +92,7 @@ def _positive(text: str) -> int:
 
 
 def _mixers(text: str) -> list[str]:
-    keys = [k for k, _, _ in MIXERS]
+    keys = [m[0] for m in MIXERS]
     chosen = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in chosen if m not in keys]
     if bad or not chosen:
@@ -95,6 +109,26 @@ def _cache(dataset: str, out_dir: Path, method: str, postprocess: str) -> Path:
                        progress=False, postprocess=postprocess, log=lambda *a: None)
 
 
+def _mask_cache(dataset: str, out_dir: Path) -> Path:
+    """The generated set's true object masks (``RawSplit.masks``, 0 or 1) written as a saliency
+    cache of its training split (method ``object_mask``): SaliencyMix+ with perfect saliency."""
+    from saliencymixplus.cache import CacheMismatchError, CacheWriter, quantize, verify_cache
+    from saliencymixplus.rawdata import load_split
+
+    raw = load_split(dataset, None, "train")
+    out = out_dir / f"{dataset}-train-object_mask.h5"
+    try:
+        verify_cache(out, expect=raw, method="object_mask")
+        return out
+    except (FileNotFoundError, CacheMismatchError):
+        pass
+    with CacheWriter(out, dataset=raw.name, split=raw.split, count=len(raw), fingerprint=raw.fingerprint(),
+                     method="object_mask", resolution=raw.image_size(), block_size=len(raw), resume=False,
+                     extra_attrs={"postprocess": "none"}, item_stamps=raw.item_stamps()) as writer:
+        writer.write(0, quantize(raw.masks.astype(np.float32)))
+        return writer.finalize()
+
+
 def _finished(out: Path) -> dict | None:
     summary = out / "summary.json"
     if summary.is_file():
@@ -104,7 +138,7 @@ def _finished(out: Path) -> dict | None:
     return None
 
 
-def _run(key: str, flags: list[str], seed: int, args, cache: Path, out: Path) -> dict:
+def _run(key: str, flags: list[str], seed: int, args, cache: Path | None, out: Path) -> dict:
     done = _finished(out)
     if done is not None:
         return done
@@ -112,7 +146,7 @@ def _run(key: str, flags: list[str], seed: int, args, cache: Path, out: Path) ->
            "--out-dir", str(out), "--no-progress", "--device", "cpu"]
     if args.epochs is not None:
         cmd += ["--epochs", str(args.epochs)]
-    if key != "none" and key != "cutmix":
+    if cache is not None:
         cmd += ["--saliency-cache", str(cache)]
     if (out / "last.pt").is_file():
         cmd += ["--resume"]  # an interrupted run continues from its last epoch
@@ -147,6 +181,29 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float | None]:
     return statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d))
 
 
+def t_test_p(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t statistic ``t`` with ``df`` degrees of freedom:
+    ``1 - 2 * integral_0^|t| pdf``, the pdf integrated by Simpson's rule (error < 1e-6)."""
+    if math.isinf(t):
+        return 0.0
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    pdf = lambda x: c * (1 + x * x / df) ** (-(df + 1) / 2)
+    n, x = 4000, min(abs(t), 1e3)
+    h = x / n
+    area = h / 3 * (pdf(0) + pdf(x) + sum((4 if i % 2 else 2) * pdf(i * h) for i in range(1, n)))
+    return max(0.0, 1.0 - 2.0 * area)
+
+
+def sign_test_p(d: list[float]) -> float:
+    """Two-sided exact sign test of the differences ``d`` (zeros dropped): the binomial
+    probability, at p = 1/2, of a split at least as lopsided as the one seen."""
+    neg, pos = sum(x < 0 for x in d), sum(x > 0 for x in d)
+    n = neg + pos
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(neg, pos) + 1)) / 2 ** n)
+
+
 def _load() -> str:
     try:
         return f"{os.getloadavg()[0]:.2f}"
@@ -167,16 +224,28 @@ def render(dataset: str, rows: list[tuple[str, str, list[dict]]], seeds: list[in
     pairs = [(a, b) for a, b in PAIRS if a in by_key and b in by_key]
     if pairs:
         lines += ["", f"Paired difference of the last-epoch top-1 error, per seed ({', '.join(map(str, seeds))}), "
-                      f"in points (negative: the first mixer errs less); mean ± standard error over the seeds:", "",
-                  "| comparison | per seed | mean ± s.e. | mean / s.e. |", "|---|---|---|---|"]
+                      f"in points (negative: the first mixer errs less); mean ± standard error over the seeds, "
+                      f"the paired t-test (t = mean / s.e., {len(seeds) - 1} degrees of freedom) and the sign test "
+                      f"(how many seeds the first mixer won), both two-sided; a gap is beyond noise at 5 % when "
+                      f"the t-test's p < 0.05:", "",
+                  "| comparison | per seed | mean ± s.e. | t | p (t) | won | p (sign) | beyond noise at 5 % |",
+                  "|---|---|---|---|---|---|---|---|"]
         for a, b in pairs:
             va = [r["last_top1_err"] for r in by_key[a][1]]
             vb = [r["last_top1_err"] for r in by_key[b][1]]
+            d = [x - y for x, y in zip(va, vb)]
             m, se = paired(va, vb)
-            per = ", ".join(f"{x - y:+.2f}" for x, y in zip(va, vb))
-            ratio = "-" if not se else f"{m / se:+.1f}"
+            per = ", ".join(f"{x:+.2f}" for x in d)
+            if se is None:
+                stats = "- | - | -"
+                beyond = "-"
+            else:
+                t = m / se if se else math.copysign(math.inf, m) if m else 0.0
+                p = t_test_p(t, len(d) - 1)
+                stats = f"{t:+.1f} | {p:.3f} | {sum(x < 0 for x in d)} of {len(d)}"
+                beyond = "yes" if p < 0.05 else "no"
             lines.append(f"| {by_key[a][0]} - {by_key[b][0]} | {per} | {m:+.2f}"
-                         f"{'' if se is None else f' ± {se:.2f}'} | {ratio} |")
+                         f"{'' if se is None else f' ± {se:.2f}'} | {stats} | {sign_test_p(d):.3f} | {beyond} |")
     return "\n".join(lines)
 
 
@@ -185,8 +254,8 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="demo", choices=DATASETS, help="the generated set to train on")
     p.add_argument("--out-dir", default=None, help="run folders and the cache go here (default: runs/accuracy_DATASET)")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4], help="comma-separated seeds (default 0,1,2,3,4)")
-    p.add_argument("--mixers", type=_mixers, default=[k for k, _, _ in MIXERS],
-                   help="comma-separated subset of " + ",".join(k for k, _, _ in MIXERS) + " (default: all)")
+    p.add_argument("--mixers", type=_mixers, default=[m[0] for m in MIXERS],
+                   help="comma-separated subset of " + ",".join(m[0] for m in MIXERS) + " (default: all)")
     p.add_argument("--epochs", type=_positive, default=None, help="default: the data set's default in train.py (15)")
     p.add_argument("--method", default="fine_grained", choices=("fine_grained", "spectral_residual"))
     p.add_argument("--postprocess", default="top=0.2,power=2", help="saliency post-processing of the cache")
@@ -217,12 +286,15 @@ def main(argv=None) -> int:
     start = datetime.datetime.now(datetime.timezone.utc)
     load0 = _load()
     t0 = time.perf_counter()
-    cache = _cache(args.dataset, out_dir, args.method, args.postprocess) \
-        if any(k not in ("none", "cutmix") for k in args.mixers) else None
+    wanted = {c for k, _, _, c in MIXERS if k in args.mixers}
+    caches = {None: None,
+              "saliency": _cache(args.dataset, out_dir, args.method, args.postprocess) if "saliency" in wanted else None,
+              "masks": _mask_cache(args.dataset, out_dir) if "masks" in wanted else None}
     # Seed by seed, so that a table stopped early holds whole seeds of every mixer.
-    todo = [(k, name, flags, s) for s in seeds for k, name, flags in MIXERS if k in args.mixers]
+    todo = [(k, name, flags, s) for s in seeds for k, name, flags, _ in MIXERS if k in args.mixers]
+    cache_of = {k: caches[c] for k, _, _, c in MIXERS}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_run, k, flags, s, args, cache, out_dir / f"{k}_s{s}") for k, _, flags, s in todo]
+        futures = [pool.submit(_run, k, flags, s, args, cache_of[k], out_dir / f"{k}_s{s}") for k, _, flags, s in todo]
         results = [f.result() for f in futures]
     wall = time.perf_counter() - t0
     failed = [f"{k} seed {s}" for (k, _, _, s), r in zip(todo, results) if r is None]
@@ -232,13 +304,15 @@ def main(argv=None) -> int:
         print(f"no seed finished for every mixer (failed: {', '.join(failed)})", file=sys.stderr)
         return 1
     rows = []
-    for k, name, _ in MIXERS:
+    for k, name, _, _ in MIXERS:
         if k in args.mixers:
             rows.append((k, name, [r for (kk, _, _, s), r in zip(todo, results) if kk == k and s in seeds]))
     c = rows[0][2][0]["config"]
     import torch
 
-    header = (f"{args.dataset} set, {c['model']}, {c['epochs']} epochs, batch {c['batch_size']}, lr {c['learning_rate']}, "
+    size = f"{c['train_size']} training images" if c.get("train_size") else "the whole training split"
+    header = (f"{args.dataset} set ({size}), {c['model']}, {c['epochs']} epochs (lr x{c['gamma']} at "
+              f"{','.join(map(str, c['milestones']))}), batch {c['batch_size']}, lr {c['learning_rate']}, "
               f"mix prob {c['mix_prob']}, seeds {','.join(map(str, seeds))}; saliency {args.method} + "
               f"{args.postprocess}; {args.jobs} run(s) at a time, {args.threads or 'default'} thread(s) each; "
               f"{start:%Y-%m-%d %H:%M} UTC, {wall / 60:.0f} min, load {load0} -> {_load()}; "

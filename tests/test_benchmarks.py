@@ -1,10 +1,13 @@
 """The benchmark scripts run end to end in their --quick mode (they assert nothing about speed)."""
 
 import os
+import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,10 +59,26 @@ def test_accuracy_table_quick(tmp_path):
     out = _run([str(ROOT / "benchmarks" / "accuracy_table.py"), "--quick", "--quiet", "--jobs", "2", "--out-dir",
                 str(tmp_path / "runs")], tmp_path, timeout=400)
     assert "| mixer | top-1 err, last epoch (%)" in out
-    for name in ("No mixing", "CutMix", "SaliencyMix", "SaliencyMix+", "SaliencyMix+ refreshed"):
+    for name in ("No mixing", "CutMix", "SaliencyMix", "SaliencyMix+", "SaliencyMix+ refreshed",
+                 "SaliencyMix+ on object masks", "SaliencyMix+ published (--paper)"):
         assert f"| {name} |" in out
     assert "| SaliencyMix+ - CutMix | " in out  # the paired differences (one seed: no standard error)
     assert (tmp_path / "runs" / "table.md").read_text().strip() in out
+    config = lambda run: json.loads((tmp_path / "runs" / run / "summary.json").read_text())["config"]
+    assert config("saliencymixplus_masks_s0")["saliency_method"] == "object_mask"
+    assert config("saliencymixplus_s0")["saliency_method"] == "fine_grained"
+    assert (config("paper_s0")["saliency"], config("paper_s0")["saliency_cache"]) == ("online", None)
+    # The object-mask cache holds the generated set's masks: 255 on the object, 0 elsewhere.
+    import h5py
+    from saliencymixplus.rawdata import load_split
+
+    with h5py.File(tmp_path / "runs" / "demo-train-object_mask.h5", "r") as f:
+        maps = f["saliency"][:50]
+    assert np.array_equal(maps, load_split("demo", None, "train").masks[:50] * 255)
+    # Run again: every run is finished, so none is trained again and the table is the same.
+    again = _run([str(ROOT / "benchmarks" / "accuracy_table.py"), "--quick", "--quiet", "--jobs", "2", "--out-dir",
+                  str(tmp_path / "runs")], tmp_path, timeout=400)
+    assert "seed 0:" not in again and again.split("| mixer")[1] == out.split("| mixer")[1]
 
 
 def test_accuracy_table_paired_difference_by_hand():
@@ -75,8 +94,31 @@ def test_accuracy_table_paired_difference_by_hand():
     runs = lambda errs: [{"last_top1_err": e, "best_top1_err": e, "last_top5_err": 0.0, "wall_time_s": 1.0} for e in errs]
     text = render("demo_hard", [("cutmix", "CutMix", runs([11.0, 22.0, 33.0])),
                                 ("saliencymixplus", "SaliencyMix+", runs([10.0, 20.0, 30.0]))], [0, 1, 2], "head")
-    assert "| SaliencyMix+ - CutMix | -1.00, -2.00, -3.00 | -2.00 ± 0.58 | -3.5 |" in text
+    # t = -2 / (1 / sqrt 3) = -3.46 with 2 degrees of freedom, where P(|T| > t) = 1 - t / sqrt(2 + t^2)
+    # = 1 - sqrt(12 / 14) = 0.074; the sign test: 3 of 3 won, p = 2 / 2^3 = 0.25.
+    assert "| SaliencyMix+ - CutMix | -1.00, -2.00, -3.00 | -2.00 ± 0.58 | -3.5 | 0.074 | 3 of 3 | 0.250 | no |" in text
     assert "| CutMix | 22.00 ± 11.00 | 22.00 ± 11.00 | 0.00 ± 0.00 | 1 |" in text
+
+
+def test_accuracy_table_tests_by_hand():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from accuracy_table import sign_test_p, t_test_p
+    finally:
+        sys.path.pop(0)
+    # Student's t in closed form: 1 degree of freedom P(|T| > t) = 1 - 2 atan(t) / pi; 2 degrees
+    # 1 - t / sqrt(2 + t^2); many degrees: the normal's 1.96 -> 0.05.
+    for t in (0.3, 1.0, 4.0, -12.7):
+        assert t_test_p(t, 1) == pytest.approx(1 - 2 * math.atan(abs(t)) / math.pi, abs=1e-6)
+        assert t_test_p(t, 2) == pytest.approx(1 - abs(t) / math.sqrt(2 + t * t), abs=1e-6)
+    assert t_test_p(1.959964, 100000) == pytest.approx(0.05, abs=1e-4)
+    assert t_test_p(2.262157, 9) == pytest.approx(0.05, abs=1e-5)  # the table's 9 degrees of freedom
+    assert t_test_p(0.0, 9) == pytest.approx(1.0) and t_test_p(math.inf, 9) == 0.0
+    # The sign test: 10 of 10 -> 2 / 2^10; 8 of 10 -> 2 (1 + 10 + 45) / 2^10; zeros are dropped.
+    assert sign_test_p([-1.0] * 10) == pytest.approx(2 / 1024)
+    assert sign_test_p([-1.0] * 8 + [0.5, 2.0]) == pytest.approx(112 / 1024)
+    assert sign_test_p([-1.0, 0.0, 0.0]) == 1.0 and sign_test_p([0.0]) == 1.0
+    assert sign_test_p([1.0] * 5 + [-1.0] * 5) == 1.0
 
 
 @pytest.mark.parametrize("args, message", [
