@@ -17,7 +17,8 @@ A run whose ``summary.json`` says "finished" is not trained again, and an interr
 resumes from its ``last.pt``, so an interrupted table continues where it stopped. ``--jobs 2``
 trains two runs at a time with one thread each (on a 2-core machine that does more work per
 second than one run on two threads). The table is also written to ``OUT_DIR/table.md`` and
-the per-run figures to ``OUT_DIR/table.json``.
+the per-run figures to ``OUT_DIR/table.json``, and drawn in ``OUT_DIR/table.png`` (per-seed
+errors, and every paired gap with its 95 % interval).
 
     # the regime where no mixing overfits (benchmarks/RESULTS.md): 70 runs, ~2 h on 2 cores
     PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo_hard --epochs 40 \
@@ -204,6 +205,51 @@ def sign_test_p(d: list[float]) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(neg, pos) + 1)) / 2 ** n)
 
 
+def t_critical(df: int, alpha: float = 0.05) -> float:
+    """The ``t`` whose two-sided p-value with ``df`` degrees of freedom is ``alpha`` (bisection)."""
+    lo, hi = 0.0, 1e3
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_test_p(mid, df) > alpha else (lo, mid)
+    return (lo + hi) / 2
+
+
+def plot(rows: list[tuple[str, str, list[dict]]], seeds: list[int], title: str, out: Path) -> None:
+    """``out`` (PNG): left, each row's last-epoch top-1 error per seed (dots) and its mean (bar);
+    right, each paired gap of :data:`PAIRS`, per seed (dots) and its mean with the 95 % interval
+    of the paired t-test (a gap beyond noise at 5 % has an interval clear of 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from saliencymixplus.files import atomic_write
+
+    by_key = {k: (name, [r["last_top1_err"] for r in runs]) for k, name, runs in rows}
+    pairs = [(a, b) for a, b in PAIRS if a in by_key and b in by_key]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * max(len(rows), len(pairs)) + 1.8), layout="constrained")
+    for y, (_, name, errs) in enumerate(reversed([(k, *by_key[k]) for k, _, _ in rows])):
+        axes[0].scatter(errs, [y] * len(errs), s=14, color="tab:blue", alpha=0.6)
+        axes[0].plot([statistics.mean(errs)] * 2, [y - 0.3, y + 0.3], color="black", lw=2)
+    axes[0].set_yticks(range(len(rows)), [by_key[k][0] for k, _, _ in reversed(rows)])
+    axes[0].set_xlabel("top-1 test error, last epoch (%): seeds (dots), mean (bar)")
+    crit = t_critical(len(seeds) - 1) if len(seeds) > 1 else None
+    for y, (a, b) in enumerate(reversed(pairs)):
+        d = [x - z for x, z in zip(by_key[a][1], by_key[b][1])]
+        m, se = paired(by_key[a][1], by_key[b][1])
+        axes[1].scatter(d, [y] * len(d), s=14, color="tab:gray", alpha=0.6)
+        if se is not None:
+            clear = abs(m) > crit * se
+            axes[1].errorbar(m, y, xerr=crit * se, fmt="o", color="tab:red" if clear else "black", capsize=4)
+    axes[1].axvline(0, color="black", lw=0.8)
+    axes[1].set_yticks(range(len(pairs)), [f"{by_key[a][0]} − {by_key[b][0]}" for a, b in reversed(pairs)])
+    axes[1].set_xlabel("paired gap in points (< 0: the first errs less): seeds, mean ± 95 % interval\n"
+                       "(red: beyond noise at 5 %)")
+    fig.suptitle(title, fontsize=9)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
+
+
 def _load() -> str:
     try:
         return f"{os.getloadavg()[0]:.2f}"
@@ -328,6 +374,8 @@ def main(argv=None) -> int:
                       "best_top1_err": [r["best_top1_err"] for r in runs],
                       "last_top5_err": [r["last_top5_err"] for r in runs],
                       "wall_time_s": [r["wall_time_s"] for r in runs]} for k, name, runs in rows}}, indent=2))
+    plot(rows, seeds, f"{args.dataset} set, {size}, {c['epochs']} epochs, seeds {','.join(map(str, seeds))}",
+         out_dir / "table.png")
     return 0
 
 

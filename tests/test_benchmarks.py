@@ -64,6 +64,7 @@ def test_accuracy_table_quick(tmp_path):
         assert f"| {name} |" in out
     assert "| SaliencyMix+ - CutMix | " in out  # the paired differences (one seed: no standard error)
     assert (tmp_path / "runs" / "table.md").read_text().strip() in out
+    assert (tmp_path / "runs" / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = lambda run: json.loads((tmp_path / "runs" / run / "summary.json").read_text())["config"]
     assert config("saliencymixplus_masks_s0")["saliency_method"] == "object_mask"
     assert config("saliencymixplus_s0")["saliency_method"] == "fine_grained"
@@ -103,7 +104,7 @@ def test_accuracy_table_paired_difference_by_hand():
 def test_accuracy_table_tests_by_hand():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from accuracy_table import sign_test_p, t_test_p
+        from accuracy_table import sign_test_p, t_critical, t_test_p
     finally:
         sys.path.pop(0)
     # Student's t in closed form: 1 degree of freedom P(|T| > t) = 1 - 2 atan(t) / pi; 2 degrees
@@ -114,6 +115,7 @@ def test_accuracy_table_tests_by_hand():
     assert t_test_p(1.959964, 100000) == pytest.approx(0.05, abs=1e-4)
     assert t_test_p(2.262157, 9) == pytest.approx(0.05, abs=1e-5)  # the table's 9 degrees of freedom
     assert t_test_p(0.0, 9) == pytest.approx(1.0) and t_test_p(math.inf, 9) == 0.0
+    assert t_critical(9) == pytest.approx(2.262157, abs=1e-5) and t_critical(1) == pytest.approx(12.7062, abs=1e-3)
     # The sign test: 10 of 10 -> 2 / 2^10; 8 of 10 -> 2 (1 + 10 + 45) / 2^10; zeros are dropped.
     assert sign_test_p([-1.0] * 10) == pytest.approx(2 / 1024)
     assert sign_test_p([-1.0] * 8 + [0.5, 2.0]) == pytest.approx(112 / 1024)
