@@ -1,11 +1,9 @@
-"""What a ``train.py`` checkpoint file holds, and how to read it (``weights_only``).
-
-A checkpoint is a dict saved with ``torch.save``: ``model`` (the plain module's state_dict),
-``config`` (the run's :class:`~saliencymixplus.training.Config` as a dict: ``model``,
-``dataset``, ``num_classes``, ``image_size``, ...) and, for ``--resume``, ``optimizer``,
-``scheduler``, ``scaler``, ``epoch``, ``rng``, ``history``, ``best`` and ``wall_time_s``
-(written by :mod:`saliencymixplus.training.runner`); read by ``train.py`` (``--resume``,
-``--evaluate``) and the cache tool (gradient saliency). See docs/design.md, "Training".
+"""What a ``train.py`` checkpoint file holds, and how to read it (``weights_only``; docs/design.md,
+"Training"): a dict saved with ``torch.save``, ``model`` (the plain module's state_dict), ``config``
+(the run's :class:`~saliencymixplus.training.Config` as a dict) and, for ``--resume``,
+``optimizer``, ``scheduler``, ``scaler`` (or None), ``epoch`` (epochs done), ``rng``, ``history``
+(a row per epoch), ``best`` (the best row or None) and ``wall_time_s``. Written by
+:mod:`saliencymixplus.training.runner`; read by ``train.py`` and the cache tool (gradient saliency).
 """
 
 from __future__ import annotations

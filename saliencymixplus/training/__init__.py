@@ -1,12 +1,6 @@
-"""The training behind ``train.py`` (``sys.exit(main())``).
-
-Everything a run needs is in one :class:`Config`, parsed by :func:`parse_config` from the
-command line; :func:`run` trains and returns the summary. Modules, in the order a run uses
-them: ``config`` (the settings and the flags), ``distributed`` (rank, world, device and the
-random streams), ``loaders`` (the device-resident loader and the ``DataLoader`` path), ``loop``
-(the mixer, an epoch, an evaluation, ``--saliency refresh``) and ``runner`` (the run,
-checkpoints, the run folder's files, :func:`main` and its exit codes). See docs/design.md,
-"Training".
+"""The training behind ``train.py`` (``sys.exit(main())``): one :class:`Config`, parsed from the
+command line by :func:`parse_config`; :func:`run` trains and returns the summary. The modules and
+what each holds: docs/design.md, "Training".
 """
 
 from .config import MIX_AUGS, Config, UsageError, build_parser, parse_config

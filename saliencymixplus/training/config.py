@@ -241,25 +241,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", "-d", choices=DATASETS, help="data set")
     g.add_argument("--model", "-a", choices=MODELS, help=f"network ({_per_set('model')})")
     g.add_argument("--epochs", type=POSITIVE_INT, help=f"epochs ({_per_set('epochs')})")
-    g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=POSITIVE_INT,
+    g.add_argument("--batch_size", "--batch-size", type=POSITIVE_INT,
                    help=f"global batch size ({_per_set('batch_size')})")
-    g.add_argument("--learning_rate", "--learning-rate", "--lr", dest="learning_rate", type=POSITIVE_FLOAT,
+    g.add_argument("--learning_rate", "--learning-rate", "--lr", type=POSITIVE_FLOAT,
                    help=f"initial LR ({_per_set('learning_rate')})")
-    g.add_argument("--mix_prob", "--mix-prob", dest="mix_prob", type=_flag(float, "in [0, 1]", lambda v: 0 <= v <= 1),
+    g.add_argument("--mix_prob", "--mix-prob", type=_flag(float, "in [0, 1]", lambda v: 0 <= v <= 1),
                    help="probability that a batch is mixed")
-    g.add_argument("--mix_aug", "--mix-aug", dest="mix_aug", type=_flag(_mix_aug),
+    g.add_argument("--mix_aug", "--mix-aug", type=_flag(_mix_aug),
                    metavar="{" + ",".join(MIX_AUGS) + "}", help="mixing augmentation")
     g.add_argument("--seed", type=_flag(int, "an integer in [0, 2**63 - 1]", lambda v: 0 <= v <= MAX_SEED),
                    help="random seed, 0 .. 2**63 - 1")
 
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", "--data_dir", dest="data_dir",
+    g.add_argument("--data-dir", "--data_dir",
                    help="folder of the data set (default per data set: " + ", ".join(
                        f"{name}={s.train.data_dir}" for name, s in SPECS.items() if s.train.data_dir)
                         + f"; {' and '.join(n for n, s in SPECS.items() if s.generated)} need none; "
                         + ", ".join(f"{n}: {s.data_dir_holds}" for n, s in SPECS.items() if s.folder_tree)
                         + "; val/ is the test split)")
-    g.add_argument("--image-size", "--image_size", dest="image_size", type=POSITIVE_INT,
+    g.add_argument("--image-size", "--image_size", type=POSITIVE_INT,
                    help="side of the random-resized crop of the ImageNet-style recipe (" + ", ".join(
                        n for n, s in SPECS.items() if s.recipe.crop_pct) + "); evaluation resizes to size / 0.875 "
                         "and centre-crops (default 224; the other sets' recipes are fixed)")
@@ -269,21 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--std", nargs=3, type=POSITIVE_FLOAT, metavar=("R", "G", "B"),
                    help="per-channel std of the normalisation, each > 0 (default: the data set's)")
     g.add_argument("--download", action="store_true", help="download a missing data set")
-    g.add_argument("--saliency-cache", "--saliency_cache", dest="saliency_cache", metavar="FILE",
+    g.add_argument("--saliency-cache", "--saliency_cache", metavar="FILE",
                    help="HDF5 saliency cache of the training split; built when missing "
                         "(default: <data-dir or data>/<dataset>-train-<method>.h5)")
-    g.add_argument("--saliency-method", "--saliency_method", dest="saliency_method", choices=OPENCV_METHODS,
+    g.add_argument("--saliency-method", "--saliency_method", choices=OPENCV_METHODS,
                    help="OpenCV saliency used when the cache must be built")
     g.add_argument("--workers", type=NONNEG_INT, help="DataLoader worker processes (default: cores / processes, at most 8)")
     g.add_argument("--loader", choices=("auto", "torch", "device"),
                    help="'device': whole uint8 set + saliency on the model's device, batched flips there "
                         f"(in-memory sets only); 'torch': DataLoader; 'auto': device for "
                         f"{'/'.join(_sets('loader', 'device'))}, torch otherwise")
-    g.add_argument("--limit-train-batches", dest="limit_train_batches", type=POSITIVE_INT,
+    g.add_argument("--limit-train-batches", type=POSITIVE_INT,
                    help="at most this many training steps per epoch (smoke tests)")
-    g.add_argument("--limit-test-batches", dest="limit_test_batches", type=POSITIVE_INT,
-                   help="at most this many test batches per evaluation")
-    g.add_argument("--train-size", "--train_size", dest="train_size", type=POSITIVE_INT,
+    g.add_argument("--limit-test-batches", type=POSITIVE_INT, help="at most this many test batches per evaluation")
+    g.add_argument("--train-size", "--train_size", type=POSITIVE_INT,
                    help="train on the first N images of the training split, the same N for every mixer and seed "
                         "(default: all; the saliency cache still covers the whole split)")
 
@@ -298,10 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pairing", choices=PAIRINGS,
                    help="'full': every image receives a patch; 'half': first half receives from the second, "
                         f"only the first half is trained on (default: {METHOD_DEFAULTS['pairing']})")
-    g.add_argument("--lam-mode", "--lam_mode", dest="lam_mode", choices=LAM_MODES,
-                   help="one mixing ratio per batch or per sample")
+    g.add_argument("--lam-mode", "--lam_mode", choices=LAM_MODES, help="one mixing ratio per batch or per sample")
     g.add_argument("--alpha", type=POSITIVE_FLOAT, help="Beta(alpha, alpha) of the mix ratio")
-    g.add_argument("--label-smoothing", "--label_smoothing", dest="label_smoothing",
+    g.add_argument("--label-smoothing", "--label_smoothing",
                    type=_flag(float, "in [0, 1) (1 would leave no label)", lambda v: 0 <= v < 1),
                    help="label smoothing of the (soft) targets, in [0, 1)")
     g.add_argument("--paper", action="store_true",
@@ -309,31 +307,29 @@ def build_parser() -> argparse.ArgumentParser:
                         f"still win)")
 
     g = p.add_argument_group("--saliency refresh")
-    g.add_argument("--refresh-postprocess", "--refresh_postprocess", dest="refresh_postprocess",
-                   type=_flag(format_postprocess),
+    g.add_argument("--refresh-postprocess", "--refresh_postprocess", type=_flag(format_postprocess),
                    help="sharpening of each refreshed map, as the cache tool's --postprocess ('none': raw)")
-    g.add_argument("--refresh-every", "--refresh_every", dest="refresh_every", type=POSITIVE_INT,
+    g.add_argument("--refresh-every", "--refresh_every", type=POSITIVE_INT,
                    help="--loader torch (sets read from files): a gradient-saliency pass over the training split "
                         "every this many epochs (the device loader refreshes every unmixed step instead)")
-    g.add_argument("--refresh-keep", "--refresh_keep", dest="refresh_keep", choices=("last", "all"),
+    g.add_argument("--refresh-keep", "--refresh_keep", choices=("last", "all"),
                    help="refreshed maps saved in the run folder: those of the last and best checkpoints, or every epoch's")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--milestones", type=_flag(_epochs_list, "positive epochs", lambda v: all(e > 0 for e in v)),
                    help=f"epochs at which LR is multiplied by 0.1 ({_per_set('milestones')})")
-    g.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=NONNEG_FLOAT,
-                   help="SGD weight decay (>= 0)")
+    g.add_argument("--weight-decay", "--weight_decay", type=NONNEG_FLOAT, help="SGD weight decay (>= 0)")
 
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument("--amp", nargs="?", const="bf16", choices=("bf16", "fp16", "none"),
                    help="autocast precision (bare --amp = bf16); fp16 uses a GradScaler")
-    g.add_argument("--channels-last", "--channels_last", dest="channels_last", action="store_true",
+    g.add_argument("--channels-last", "--channels_last", action="store_true",
                    help="channels-last memory format for the model and inputs")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
 
     g = p.add_argument_group("output")
-    g.add_argument("--out-dir", "--out_dir", dest="out_dir",
+    g.add_argument("--out-dir", "--out_dir",
                    help="run folder (default: runs/<dataset>_<model>_<mix_aug><mix_prob>_s<seed>)")
     g.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
                    help="continue from CKPT (bare --resume: <out-dir>/last.pt if present); the other flags must be "

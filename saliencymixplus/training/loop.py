@@ -26,7 +26,7 @@ from ..datasets import get_spec
 from ..refresh import IDENTITY, SaliencyRefresh, load_refreshed, maps_digest, save_refreshed
 from ..saliency import gradient_saliency
 from ..transforms import Normalize
-from .config import SALIENCY_MIXES, Config, UsageError
+from .config import SALIENCY_MIXES, Config
 from .distributed import Dist, barrier, broadcast_buffers, epoch_seed, log, seed_everything
 
 __all__ = ["Mixer", "build_mixer", "progress", "train_one_epoch", "evaluate", "NonFiniteLossError",
@@ -71,11 +71,9 @@ def build_mixer(cfg: Config) -> Optional[Mixer]:
     common = dict(alpha=cfg.alpha, prob=cfg.mix_prob, label_smoothing=cfg.label_smoothing, lam_mode=cfg.lam_mode)
     if cfg.mix_aug == "none":
         return None
-    if cfg.mix_aug == "cutmix":
-        return mix.CutMix(cfg.num_classes, **common)
-    if cfg.mix_aug == "saliencymix":
-        return mix.SaliencyMix(cfg.num_classes, **common)
-    return mix.SaliencyMixPlus(cfg.num_classes, **common, box=cfg.box, pairing=cfg.pairing)
+    if cfg.mix_aug == "saliencymixplus":
+        return mix.SaliencyMixPlus(cfg.num_classes, **common, box=cfg.box, pairing=cfg.pairing)
+    return {"cutmix": mix.CutMix, "saliencymix": mix.SaliencyMix}[cfg.mix_aug](cfg.num_classes, **common)
 
 
 def progress(cfg: Config, d: Dist, total: int, desc: str):
@@ -213,7 +211,9 @@ def refresh_file(epoch: int) -> str:
 
 class _Refresh:
     """What both strategies share: the per-epoch files in the run folder and ``--resume``. Every
-    rank holds one; only rank 0 writes files. A strategy adds :meth:`end_epoch` and :meth:`_use`."""
+    rank holds one; only rank 0 writes files. A strategy adds ``end_epoch(epoch, net)``, called by
+    every rank after training epoch ``epoch`` (1-based), and ``_use(maps, path)``, which trains on
+    the maps (``uint8[N, h, w]``) read from the refreshed file ``path``."""
 
     def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
         self.cfg, self.d, self.loader, self.out = cfg, d, train_loader, Path(out)
@@ -230,14 +230,6 @@ class _Refresh:
 
     def write_back(self, x: Tensor) -> None:
         """After ``backward()`` of an unmixed step: use ``x.grad`` (or not)."""
-
-    def end_epoch(self, epoch: int, net: nn.Module) -> None:
-        """After training epoch ``epoch`` (1-based). Collective: every rank calls it."""
-        raise NotImplementedError
-
-    def _use(self, maps: np.ndarray, path: Path) -> None:
-        """Train on ``maps`` (``uint8[N, h, w]``), read from the refreshed file ``path``."""
-        raise NotImplementedError
 
     def _save(self, epoch: int, maps: Tensor) -> Path:
         """Rank 0 writes ``maps`` (``uint8[N, h, w]``, the same on every rank) as the epoch's file."""
@@ -292,8 +284,6 @@ class InPlaceRefresh(_Refresh):
 
     def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
         super().__init__(cfg, d, train_loader, out)
-        if train_loader.saliency is None:
-            raise UsageError("--saliency refresh: the device loader holds no saliency maps")
         self.store = SaliencyRefresh(train_loader.saliency, postprocess=cfg.refresh_postprocess)
 
     def track(self, x: Tensor) -> Tensor:
@@ -341,8 +331,6 @@ class PassRefresh(_Refresh):
     def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
         super().__init__(cfg, d, train_loader, out)
         self.dataset = train_loader.dataset
-        if getattr(self.dataset, "cache", None) is None:
-            raise UsageError("--saliency refresh: the training loader has no saliency cache to refresh")
 
     def end_epoch(self, epoch: int, net: nn.Module) -> None:
         if epoch % self.cfg.refresh_every:

@@ -6,8 +6,10 @@ docs/design.md, "Training"; :func:`run` checks what can fail cheaply before any 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -71,35 +73,14 @@ def _write(path: Path, dump: Callable[[Any], None], mode: str = "w") -> None:
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
-class _RecordingFile:
-    """A file for ``torch.save`` that keeps its first ``OSError`` (torch reports it as a ``RuntimeError``)."""
-
-    def __init__(self, f):
-        self.f, self.error = f, None
-
-    def write(self, data) -> int:
-        try:
-            return self.f.write(data)
-        except OSError as e:
-            self.error = self.error or e
-            raise
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save(state)`` to ``path`` atomically."""
-    def dump(f) -> None:
-        sink = _RecordingFile(f)
-        try:
-            torch.save(state, sink)
-        except RuntimeError:
-            if sink.error is None:
-                raise
-            raise sink.error from None
-
-    _write(path, dump, "wb")
+def save_checkpoint(state: dict[str, Any], *paths: Path) -> None:
+    """``torch.save(state)`` to each of ``paths`` atomically. The bytes are made once, in memory: torch
+    reports a failed write (a full disk) as a ``RuntimeError`` without the ``OSError``, and a Ctrl-C
+    inside its writer as a damaged archive."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    for path in paths:
+        _write(path, lambda f: f.write(buf.getbuffer()), "wb")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -178,14 +159,16 @@ def result_table(summary: dict) -> str:
 # ----------------------------------------------------------------------------- checkpoints
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`run`, read with ``weights_only=True`` (a file that would run
-    code when unpickled is refused). Keys: ``model`` (state_dict of the plain module),
-    ``optimizer``, ``scheduler``, ``scaler`` (or None), ``epoch`` (epochs completed), ``rng``,
-    ``config`` (dict), ``history`` (list of per-epoch rows), ``best`` (the best row or None),
-    ``wall_time_s``; :data:`CACHE_KEY` and :data:`~.loop.REFRESH_KEY` when the run used them.
-    :class:`CheckpointFileError` (one line) for a file that is not such a checkpoint.
+    """A checkpoint written by :func:`run` (its keys: :mod:`saliencymixplus.checkpoint_file`; also
+    :data:`CACHE_KEY` and :data:`~.loop.REFRESH_KEY` when the run used them), read with
+    ``weights_only=True``; :class:`CheckpointFileError` (one line) for a file that is not such a checkpoint.
     """
     return read_checkpoint(path, map_location, need=RESUME_KEYS, label="")
+
+
+def _done_so_far(ck: dict[str, Any]) -> tuple[list[dict], Optional[dict], float]:
+    """A checkpoint's ``(history, best row, wall time)``: what :func:`summarize` takes of the epochs it has done."""
+    return list(ck.get("history") or []), ck.get("best"), float(ck.get("wall_time_s", 0.0))
 
 
 def _differences(old: dict, now: dict, form: str) -> str:
@@ -212,10 +195,7 @@ def read_resume(cfg: Config, d: Dist) -> Optional[tuple[Path, dict[str, Any]]]:
         raise FileNotFoundError(f"--resume {p}: no such checkpoint")
     if not p.is_file():
         raise CheckpointFileError(f"--resume {p} is a folder; give the checkpoint file (e.g. {p / 'last.pt'})")
-    try:
-        ck = load_checkpoint(p)
-    except CheckpointFileError as e:
-        raise CheckpointFileError(f"--resume {e}") from None
+    ck = read_checkpoint(p, need=RESUME_KEYS, label="--resume")
     done, history = ck["epoch"], ck.get("history")
     damaged = f"the file is damaged or was not written by {PROG}"
     if isinstance(done, bool) or done < 0:
@@ -299,38 +279,16 @@ def _held_run(cfg: Config, out: Path) -> str:
             f"--epochs to train further), or pick another --out-dir (or remove {out}) to start again")
 
 
-def _take_run_folder(cfg: Config, resumed: Optional[tuple[Path, dict]]) -> FileLock:
-    """Create and lock the run folder (rank 0, once the data is found); :class:`UsageError` when it
-    holds the checkpoint of a run this one does not continue."""
+def _take_run_folder(cfg: Config, resumed: Optional[tuple[Path, dict]], held: contextlib.ExitStack) -> None:
+    """Create the run folder and lock it until ``held`` closes (rank 0, once the data is found);
+    :class:`UsageError` when it holds the checkpoint of a run this one does not continue."""
     out = ensure_writable_dir(cfg.out_dir, "--out-dir")
-    lock = FileLock(out, lock_path=out / ".lock",
-                    busy="--out-dir {target} is in use by another train.py (pid {pid}); wait for it to end or "
-                         "pick another --out-dir").acquire(wait=False)
-    try:
-        last = out / "last.pt"
-        if last.exists() and (resumed is None or not last.samefile(resumed[0])):
-            raise UsageError(_held_run(cfg, out))
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
-def _build_cache(cfg: Config, d: Dist, bad_test: list) -> list:
-    """Build the missing training cache; return ``bad_test`` plus the training images it could not decode."""
-    from ..precompute import build_cache  # OpenCV and worker pools: only when building
-
-    log(d, f"saliency cache {cfg.saliency_cache} not found: building it ({cfg.saliency_method}) ...")
-    try:
-        build_cache(cfg.dataset, cfg.data_dir, "train", cfg.saliency_method, cfg.saliency_cache,
-                    workers=cfg.workers, progress=cfg.progress, log=lambda m: log(d, m))
-    except ImageDecodeError as e:
-        if not e.bad:
-            raise
-        return list(e.bad) + bad_test
-    except KeyboardInterrupt:
-        raise CacheBuildInterrupted(cfg.saliency_cache) from None
-    return bad_test
+    held.enter_context(FileLock(out, lock_path=out / ".lock",
+                                busy="--out-dir {target} is in use by another train.py (pid {pid}); wait for it "
+                                     "to end or pick another --out-dir").acquire(wait=False))
+    last = out / "last.pt"
+    if last.exists() and (resumed is None or not last.samefile(resumed[0])):
+        raise UsageError(_held_run(cfg, out))
 
 
 def prepare_data(cfg: Config, d: Dist, train_raw, test_raw) -> Optional[dict]:
@@ -341,7 +299,18 @@ def prepare_data(cfg: Config, d: Dist, train_raw, test_raw) -> Optional[dict]:
     bad = test_raw.find_bad_images() if test_raw is not train_raw else []
     build = cfg.reads_cache and not Path(cfg.saliency_cache).exists()
     if build:  # building decodes every training image and names those it cannot decode
-        bad = _build_cache(cfg, d, bad)
+        from ..precompute import build_cache  # OpenCV and worker pools: only when building
+
+        log(d, f"saliency cache {cfg.saliency_cache} not found: building it ({cfg.saliency_method}) ...")
+        try:
+            build_cache(cfg.dataset, cfg.data_dir, "train", cfg.saliency_method, cfg.saliency_cache,
+                        workers=cfg.workers, progress=cfg.progress, log=lambda m: log(d, m))
+        except ImageDecodeError as e:
+            if not e.bad:
+                raise
+            bad = list(e.bad) + bad
+        except KeyboardInterrupt:
+            raise CacheBuildInterrupted(cfg.saliency_cache) from None
     else:
         bad = train_raw.find_bad_images() + bad
     if bad:
@@ -377,21 +346,17 @@ def run(cfg: Config) -> dict:
 
     resumed = read_resume(cfg, d)  # a bad --resume fails before any data work
     if resumed is not None and resumed[1]["epoch"] >= cfg.epochs:
-        ck = resumed[1]
         log(d, f"nothing to train: {resumed[0]} has already done all {cfg.epochs} epochs "
                f"(pass --epochs {cfg.epochs + 1} or more to train further)")
-        history = list(ck.get("history") or [])
-        summary = summarize(cfg, history, ck.get("best"), float(ck.get("wall_time_s", 0.0)), "finished")
-        return {**summary, "nothing_to_train": True}
-    lock: Optional[FileLock] = None
+        return {**summarize(cfg, *_done_so_far(resumed[1]), "finished"), "nothing_to_train": True}
     cache_sha = None
-    try:
+    with contextlib.ExitStack() as held:  # the run folder's lock
         if d.main:
             spec = get_spec(cfg.dataset)
             train_raw = spec.load(cfg.data_dir, "train", download=cfg.download)  # missing data: nothing made yet
             cfg.train_count(len(train_raw))  # a bad --train-size: nothing made yet
             test_raw = train_raw if train_raw.in_memory else spec.load(cfg.data_dir, "test", download=cfg.download)
-            lock = _take_run_folder(cfg, resumed)
+            _take_run_folder(cfg, resumed, held)
             cache = prepare_data(cfg, d, train_raw, test_raw)
             if cache is not None:
                 cfg.saliency_method, cache_sha = str(cache["method"]), str(cache["content_sha256"])
@@ -403,9 +368,6 @@ def run(cfg: Config) -> dict:
                         f"run's own cache, or start a new run (another --out-dir) on this one")
         barrier(d)
         return _train(cfg, d, out, resumed, cache_sha)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]], cache_sha: Optional[str]) -> dict:
@@ -427,8 +389,7 @@ def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]]
     if resumed is not None:
         ckpt_path, ck = resumed
         restore(ck, ckpt_path, net, optimizer, scheduler, scaler)
-        start_epoch, history, best = ck["epoch"], list(ck.get("history") or []), ck.get("best")
-        wall_before = float(ck.get("wall_time_s", 0.0))
+        start_epoch, (history, best, wall_before) = ck["epoch"], _done_so_far(ck)
         if refresh is not None:
             refresh.restore(ck, ckpt_path)
         del ck, resumed  # the restored states live in the model, optimizer and refreshed maps now
@@ -473,9 +434,7 @@ def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]]
                     ck[CACHE_KEY] = cache_sha
                 if refresh is not None:
                     ck[REFRESH_KEY] = refresh.record(is_best)
-                save_checkpoint(out / "last.pt", ck)
-                if is_best:
-                    save_checkpoint(out / "best.pt", ck)
+                save_checkpoint(ck, out / "last.pt", *([out / "best.pt"] if is_best else []))
                 if refresh is not None:
                     refresh.prune()
                 write_csv(out / "log.csv", history)
@@ -536,9 +495,21 @@ def _message(e: BaseException, cfg: Config) -> str:
     """``e``'s message in one line (one per file for bad images); for an error re-raised from a
     ``DataLoader`` worker, the original error instead of the worker's traceback."""
     if isinstance(e, NonFiniteLossError):
-        return _diverged(e, cfg)
+        if getattr(e, "epochs_done", None):
+            kept = (f"{cfg.out_dir}/last.pt holds epoch {e.epochs_done}, the last good one (finite loss and weights; "
+                    f"best.pt the best of those), and nothing of the failed epoch was saved")
+        else:
+            kept = "no epoch ended with a finite loss and weights, so no checkpoint was written"
+        return f"{e}; {kept}. Lower --learning_rate (now {cfg.learning_rate:g}) and start again"
+    if isinstance(e, CacheBuildInterrupted):
+        return (f"interrupted while building the saliency cache {e.path}; run the same command again: the build "
+                f"continues from its finished blocks")
     if isinstance(e, KeyboardInterrupt):
-        return _interrupted(e, cfg)
+        last = Path(cfg.out_dir) / "last.pt"
+        if last.is_file():
+            return (f"interrupted; {last} holds the last completed epoch. Continue with the same command"
+                    f"{'' if cfg.resume else ' plus --resume'}.")
+        return "interrupted before the first epoch ended, so nothing was saved; run the same command again"
     if isinstance(e, OSError) and not isinstance(e, USAGE_ERRORS):
         return f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''} ({type(e).__name__})"
     text = str(e).strip()
@@ -549,27 +520,6 @@ def _message(e: BaseException, cfg: Config) -> str:
     if isinstance(e, ImageDecodeError):
         return text  # one line per file
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def _diverged(e: NonFiniteLossError, cfg: Config) -> str:
-    done = getattr(e, "epochs_done", None)
-    if done:
-        kept = (f"{cfg.out_dir}/last.pt holds epoch {done}, the last good one (finite loss and weights; "
-                f"best.pt the best of those), and nothing of the failed epoch was saved")
-    else:
-        kept = "no epoch ended with a finite loss and weights, so no checkpoint was written"
-    return f"{e}; {kept}. Lower --learning_rate (now {cfg.learning_rate:g}) and start again"
-
-
-def _interrupted(e: KeyboardInterrupt, cfg: Config) -> str:
-    if isinstance(e, CacheBuildInterrupted):
-        return (f"interrupted while building the saliency cache {e.path}; run the same command again: the build "
-                f"continues from its finished blocks")
-    last = Path(cfg.out_dir) / "last.pt"
-    if last.is_file():
-        return (f"interrupted; {last} holds the last completed epoch. Continue with the same command"
-                f"{'' if cfg.resume else ' plus --resume'}.")
-    return "interrupted before the first epoch ended, so nothing was saved; run the same command again"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
