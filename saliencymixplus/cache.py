@@ -1,19 +1,14 @@
 """The offline saliency cache, one HDF5 file per data set split: its format
-(:data:`FORMAT_VERSION`, :func:`content_hash`), the resumable writer (:class:`CacheWriter`) and
-the checked reader (:class:`SaliencyCache`, :func:`verify_cache`). docs/design.md, "The saliency
-cache", describes the format, how a build is written, resumed and locked, and what is checked
-when. The lock and the output-path checks live in :mod:`saliencymixplus.files`.
-
-A cache built in shards (``--shard K/N``) is one file per shard plus the joined file
-(:func:`join_cache`), whose ``saliency`` is an HDF5 virtual dataset over the shard files. HDF5
-reads a missing source file as zeros and cannot read a virtual dataset's chunks directly, so
-:class:`SaliencyCache` checks every shard when it opens a joined file and reads each map from
-its shard file; :func:`verify_cache` checks every shard's bytes.
+(:data:`FORMAT_VERSION`, :func:`content_hash`), the resumable writer (:class:`CacheWriter`), the
+checked reader (:class:`SaliencyCache`, :func:`verify_cache`) and the join of a cache built in
+shards (:func:`join_cache`). docs/design.md, "The saliency cache", describes the format, how a
+build is written, resumed, locked and sharded, and what is checked when.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +18,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from .files import DiskFullError, FileLock, format_bytes, free_bytes, fsync_path, is_disk_full
+from .files import DiskFullError, FileLock, format_bytes, free_bytes, is_disk_full, replace_durably
 from .precompute_command import PROGRAM, parse_shard_path, rebuild_command, shard_path
 
 __all__ = [
@@ -45,6 +40,8 @@ SHARD_ATTRS = ("shard", "num_shards", "start", "stop", "split_count")
 _SHARDS = "shards"  # a joined cache's record of its shard files (JSON text)
 REQUIRED_ATTRS = ("dataset", "split", "count", "fingerprint", "method", "resolution", "format_version", HASH_ATTR)
 _TEXT_ATTRS = ("dataset", "split", "fingerprint", "method")
+# What every shard holds as the cache joined from it does (besides SHARD_ATTRS and count).
+_BUILD_ATTRS = ("dataset", "split", "fingerprint", "method", "resolution", "postprocess", "checkpoint")
 DTYPES = {"uint8": np.uint8, "float16": np.float16}
 _HASH_BYTES = 16 << 20  # maps read per step when hashing
 # Free space a block needs beyond its chunks (chunk index, flags): this much, plus this much per map.
@@ -125,14 +122,10 @@ def _decode(v):
         except UnicodeEncodeError:  # h5py gives undecodable UTF-8 as lone surrogates
             return _BadText(v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
         return v
-    if isinstance(v, np.ndarray):
-        if v.dtype.kind in "iu":
-            return tuple(int(x) for x in v.reshape(-1).tolist()) if v.ndim == 1 else v
-        return v
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
+    if isinstance(v, np.ndarray) and v.dtype.kind in "iu" and v.ndim == 1:
+        return tuple(int(x) for x in v.tolist())
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
     return v
 
 
@@ -142,6 +135,18 @@ def _read_attrs(f: h5py.File) -> dict:
 
 def _is_resolution(v) -> bool:
     return isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v)
+
+
+def _text(v) -> str | None:
+    """``v`` when it is UTF-8 text, else ``None``."""
+    return v if isinstance(v, str) and not isinstance(v, _BadText) else None
+
+
+def _write_attrs(f: h5py.File, attrs: dict) -> None:
+    """Store ``attrs`` as attributes of ``f`` (``None`` values left out; ``resolution`` as int64)."""
+    for k, v in attrs.items():
+        if v is not None:
+            f.attrs[k] = np.asarray(v, dtype=np.int64) if k == "resolution" else v
 
 
 def content_hash(f: h5py.File) -> str:
@@ -220,13 +225,6 @@ def _unwritten(ds: h5py.Dataset, start: int, maps: np.ndarray) -> int | None:
     return None
 
 
-def _close_quietly(f: h5py.File) -> None:
-    try:
-        f.close()
-    except Exception:  # noqa: BLE001 - closing after a failed write may fail again
-        pass
-
-
 class CacheWriter:
     """Writes a cache to ``out + ".partial"`` in blocks of ``block_size`` images, resumably.
 
@@ -290,15 +288,12 @@ class CacheWriter:
     # -- opening (no chunk cache: a write reaches the file at once, so that an error such as a
     # full disk is raised by the write that met it, not swallowed when HDF5 evicts a chunk later)
     def _open_partial(self):
+        f = None
         try:
             f = h5py.File(self.partial, "r+", rdcc_nbytes=0)
-        except OSError as e:
-            self.note = f"discarding unreadable partial file {self.partial} ({e})"
-            return None
-        try:
             have = _read_attrs(f)
-            diff = [k for k, v in self.attrs.items() if have.get(k) != _decode(np.asarray(v) if isinstance(v, tuple) else v)
-                    and not (k == "fingerprint" and self.stamps is not None)]
+            diff = [k for k, v in self.attrs.items() if not (k == "fingerprint" and self.stamps is not None)
+                    and have.get(k) != _decode(np.asarray(v) if isinstance(v, tuple) else v)]
             ds, done, stamps = f.get(DATASET), f.get(_DONE), f.get(_STAMPS)
             if self.stamps is not None and not (isinstance(stamps, h5py.Dataset) and stamps.shape == (self.count,)):
                 diff.append("item stamps")
@@ -313,23 +308,22 @@ class CacheWriter:
                 self.note = f"discarding partial file {self.partial}: it differs in {', '.join(diff)}"
                 return None
             marked = done[...].astype(bool)
+            written = set(np.flatnonzero(marked).tolist())
+            blocks = lambda items: sorted({int(i) // self.block_size for i in items} & written)  # noqa: E731
             missing = _missing_maps(ds)
-            lost = sorted({int(i) // self.block_size for i in missing} & set(np.flatnonzero(marked).tolist()))
-            if lost:  # marked written, but maps never reached the file (a full disk): write them again
-                marked[lost] = False
-                done[...] = marked.astype(np.uint8)
-                f.flush()
-            changed = []
-            if self.stamps is not None:  # blocks whose items changed since: computed again
-                changed = sorted({int(i) // self.block_size for i in np.flatnonzero(stamps[...] != self.stamps)}
-                                 & set(np.flatnonzero(marked).tolist()))
-                marked[changed] = False
-                done[...] = marked.astype(np.uint8)
+            lost = blocks(missing)  # marked written, but maps never reached the file (a full disk)
+            changed = [] if self.stamps is None else \
+                [b for b in blocks(np.flatnonzero(stamps[...] != self.stamps)) if b not in lost]  # items changed since
+            marked[lost + changed] = False  # written again
+            if self.stamps is not None:
                 stamps[...] = self.stamps
                 f.attrs["fingerprint"] = self.attrs["fingerprint"]
+            if lost or self.stamps is not None:
+                done[...] = marked.astype(np.uint8)
                 f.flush()
-        except Exception as e:  # noqa: BLE001 - a damaged or hand-made partial file: start afresh
-            f.close()
+        except Exception as e:  # noqa: BLE001 - unreadable, damaged or hand-made: start afresh
+            if f is not None:
+                f.close()
             self.note = f"discarding unreadable partial file {self.partial} ({e})"
             return None
         self._done = marked
@@ -355,22 +349,18 @@ class CacheWriter:
             f.create_dataset(_DONE, shape=(self.num_blocks,), dtype=np.uint8, fillvalue=0)
             if self.stamps is not None:
                 f.create_dataset(_STAMPS, data=self.stamps)
-            for k, v in self.attrs.items():
-                f.attrs[k] = np.asarray(v, dtype=np.int64) if k == "resolution" else v
+            _write_attrs(f, self.attrs)
             f.flush()
         except BaseException as e:
             if f is not None:
-                _close_quietly(f)
+                with contextlib.suppress(Exception):  # closing after a failed write may fail again
+                    f.close()
             if is_disk_full(e):
                 raise self._disk_full(f"the {self.count} maps need about {self._bytes(self.count)}") from None
             raise
         return f
 
     # -- state
-    def done_mask(self) -> np.ndarray:
-        """``bool[num_blocks]``: blocks written (their maps read back from the file)."""
-        return self._done.copy()
-
     def pending(self) -> list[tuple[int, int]]:
         """``(start, stop)`` image ranges of the blocks still to write, in order."""
         return [(b * self.block_size, min((b + 1) * self.block_size, self.count))
@@ -464,13 +454,11 @@ class CacheWriter:
             del self._f[_DONE]  # last: until here the file is a resumable partial one
             self._f.close()
             self._f = None
-            fsync_path(self.partial)
+            replace_durably(self.partial, self.out)
         except (OSError, RuntimeError) as e:
             if is_disk_full(e):
                 raise self._disk_full("writing its content hash needs a few kB") from None
             raise
-        os.replace(self.partial, self.out)
-        fsync_path(self.out.parent if str(self.out.parent) else Path("."), directory=True)
         self._release_lock()
         return self.out
 
@@ -482,7 +470,8 @@ class CacheWriter:
     def close(self) -> None:
         """Close, keeping the partial file (to resume later), and release the writer's own lock."""
         if self._f is not None:
-            _close_quietly(self._f)  # each finished block was flushed when it was written
+            with contextlib.suppress(Exception):  # each finished block was flushed when it was written
+                self._f.close()
             self._f = None
         self._release_lock()
 
@@ -508,37 +497,47 @@ def verify_cache(path, *, expect=None, method: str | None = None) -> "SaliencyCa
             content hash differs; the message gives the command that rebuilds the cache.
     """
     cache = SaliencyCache(path, expect=expect, method=method, in_memory=False)
-    if cache._parts is not None:
+    fail = lambda what: cache._fail(what, CacheCorruptError)  # noqa: E731
+    if cache._parts is None:
+        _verify_file(cache.path, fail)
+    else:
         with h5py.File(cache.path, "r") as f:
-            got = _check_shard_bytes(f, [p.path for p in cache._parts], cache._part_failure)
-        if got != cache.attrs[HASH_ATTR]:
-            raise CacheCorruptError(cache._fail(
-                f"is damaged: its content no longer matches the hash written when it was joined "
-                f"({HASH_ATTR} {str(cache.attrs[HASH_ATTR])[:16]}..., content {got[:16]}...)",
-                cache.attrs, expect, method))
-        for part in cache._parts:
-            if part._signature is not None and _file_signature(part.path) == part._signature:
-                _VERIFIED[part._signature[0]] = part._signature
-                part._direct = _direct_reads_possible(part.path)
-        return cache
-    try:
-        with h5py.File(cache.path, "r") as f:
-            lost = _missing_maps(f[DATASET])
-            if lost:
-                raise CacheCorruptError(cache._fail(
-                    f"is damaged: map {lost[0]} was never written to it ({len(lost)} of {len(cache)} maps missing, "
-                    f"which would read as 0)", cache.attrs, expect, method))
-            got = content_hash(f)
-    except OSError as e:
-        raise CacheCorruptError(cache._fail(f"is damaged: {e}", cache.attrs, expect, method)) from None
-    if got != cache.attrs[HASH_ATTR]:
-        raise CacheCorruptError(cache._fail(
-            f"is damaged: its content no longer matches the hash written when it was built "
-            f"({HASH_ATTR} {str(cache.attrs[HASH_ATTR])[:16]}..., content {got[:16]}...)", cache.attrs, expect, method))
-    if cache._signature is not None and _file_signature(cache.path) == cache._signature:
-        _VERIFIED[cache._signature[0]] = cache._signature  # unchanged while it was hashed
-        cache._direct = _direct_reads_possible(cache.path)
+            h = _hash_header(f)
+        cache._shards.verify(cache._parts, h)
+        _check_hash(cache.attrs[HASH_ATTR], h.hexdigest(), "joined", fail)
+    for c in cache._parts or [cache]:
+        if c._signature is not None and _file_signature(c.path) == c._signature:
+            _VERIFIED[c._signature[0]] = c._signature  # unchanged while it was hashed
+            c._direct = _direct_reads_possible(c.path)
     return cache
+
+
+def _verify_file(path, fail: Callable[[str], Exception], *also) -> None:
+    """Read every map of the cache file ``path`` once, feeding them to the hashes ``also`` too:
+    each map must have its chunk and pass its checksum, and the content match its content hash.
+
+    Raises:
+        ``fail(what)`` for the first damage found.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            ds = f[DATASET]
+            lost = _missing_maps(ds)
+            if lost:
+                raise fail(f"is damaged: map {lost[0]} was never written to it ({len(lost)} of {ds.shape[0]} maps "
+                           f"missing, which would read as 0)")
+            mine = _hash_header(f)
+            _hash_maps(ds, mine, *also)
+            want = _decode(f.attrs.get(HASH_ATTR))
+    except OSError as e:
+        raise fail(f"is damaged: {e}") from None
+    _check_hash(want, mine.hexdigest(), "built", fail)
+
+
+def _check_hash(want, got: str, when: str, fail: Callable[[str], Exception]) -> None:
+    if got != want:
+        raise fail(f"is damaged: its content no longer matches the hash written when it was {when} "
+                   f"({HASH_ATTR} {str(want)[:16]}..., content {got[:16]}...)")
 
 
 # Files whose every byte verify_cache checked in this process: resolved path -> signature.
@@ -589,6 +588,10 @@ class SaliencyCache:
                  data_dir=None):
         self.path = Path(path)
         self._data_dir = data_dir if data_dir is not None else getattr(expect, "data_dir", None)
+        # What the caller asked for, spelled first in a rebuild command (not the split itself: a
+        # reader is pickled into each DataLoader worker).
+        self._asked = {k: v for k, v in (("dataset", getattr(expect, "name", None)),
+                                         ("split", getattr(expect, "split", None)), ("method", method)) if v}
         self._parts = None  # a joined cache: a reader per shard file
         self._file = None
         self._ds = None
@@ -601,27 +604,24 @@ class SaliencyCache:
             if partial.exists():
                 raise FileNotFoundError(f"saliency cache {self.path} is incomplete (its build was interrupted, "
                                         f"{partial} exists): rerun the build with --resume")
-            how = rebuild_command(expect.name, expect.split, method, self.path,
-                                  data_dir=getattr(expect, "data_dir", None)) if expect else \
-                "saliencymixplus-precompute --help"
+            how = _command(self._asked, self.path, self._data_dir) if expect else f"{PROGRAM} --help"
             raise FileNotFoundError(f"no saliency cache at {self.path}; build it with: {how}")
         try:
             f = h5py.File(self.path, "r")
         except OSError as e:
-            raise CacheCorruptError(self._fail(f"is not a readable HDF5 file (truncated or corrupt: {e})", {},
-                                               expect, method)) from e
+            raise self._fail(f"is not a readable HDF5 file (truncated or corrupt: {e})", CacheCorruptError) from e
         with f:
             try:
                 self.attrs = attrs = _read_attrs(f)
             except Exception as e:  # noqa: BLE001 - hand-made or damaged attributes
-                raise CacheCorruptError(self._fail(f"has attributes that cannot be read ({type(e).__name__}: {e})",
-                                                   {}, expect, method)) from None
+                raise self._fail(f"has attributes that cannot be read ({type(e).__name__}: {e})",
+                                 CacheCorruptError) from None
             self._check(f, attrs, expect, method)
             self.shape = f[DATASET].shape
             self.dtype = f[DATASET].dtype
         self.resolution = tuple(attrs["resolution"])
         if _SHARDS in attrs:
-            self._open_shards(attrs, expect, method)
+            self._open_shards(attrs)
         nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         if in_memory is None:
             in_memory = nbytes <= IN_MEMORY_LIMIT
@@ -630,105 +630,73 @@ class SaliencyCache:
         elif self._signature is not None and _VERIFIED.get(self._signature[0]) == self._signature:
             self._direct = _direct_reads_possible(self.path)
 
-    def _fail(self, what: str, attrs: dict, expect, method) -> str:
-        def text(k, default):
-            v = attrs.get(k)
-            return v if isinstance(v, str) and not isinstance(v, _BadText) and v else default
-
-        ds = expect.name if expect is not None else text("dataset", "DATASET")
-        sp = expect.split if expect is not None else text("split", "SPLIT")
-        me = method or text("method", None)
-        res = attrs.get("resolution")
-        res = res if _is_resolution(res) else None
-        data_dir = getattr(expect, "data_dir", None) or self._data_dir
-        post = text("postprocess", None)
+    def _fail(self, what: str, kind: type = CacheMismatchError) -> CacheMismatchError:
+        """``kind("saliency cache PATH WHAT. Rebuild it with: COMMAND")``."""
+        attrs = {**getattr(self, "attrs", {}), **self._asked}
         dtype = str(self.dtype) if hasattr(self, "dtype") else None
         named = parse_shard_path(self.path)
         if named is not None:  # a shard file: the command that builds this shard
-            cmd = rebuild_command(ds, sp, me, named[0], res, data_dir, dtype=dtype, postprocess=post,
-                                  shard=named[1:], resume=True)
+            cmd = _command(attrs, named[0], self._data_dir, dtype, shard=named[1:])
         elif _SHARDS in attrs and isinstance(attrs.get("num_shards"), int):  # a joined file: join again
-            cmd = rebuild_command(ds, sp, me, self.path, res, data_dir, dtype=dtype, postprocess=post,
-                                  join=attrs["num_shards"])
+            cmd = _command(attrs, self.path, self._data_dir, dtype, join=attrs["num_shards"])
         else:
-            cmd = rebuild_command(ds, sp, me, self.path, res, data_dir=data_dir)
-        return f"saliency cache {self.path} {what}. Rebuild it with: {cmd}"
+            cmd = _command(attrs, self.path, self._data_dir)
+        return kind(f"saliency cache {self.path} {what}. Rebuild it with: {cmd}")
 
-    def _open_shards(self, attrs, expect, method) -> None:
+    def _open_shards(self, attrs) -> None:
         """Open a reader per shard file of a joined cache and check each against the record
         the join wrote (present, finished, the same data and settings, the same content hash)."""
-        fail = lambda what: CacheMismatchError(self._fail(what, attrs, expect, method))  # noqa: E731
         try:
             entries = json.loads(attrs[_SHARDS])
             files = [str(e["file"]) for e in entries]
             spans = [(int(e["start"]), int(e["stop"])) for e in entries]
             hashes = [str(e[HASH_ATTR]) for e in entries]
         except (ValueError, TypeError, KeyError) as e:
-            raise fail(f"has a '{_SHARDS}' attribute that cannot be read ({type(e).__name__}: {e})") from None
+            raise self._fail(f"has a '{_SHARDS}' attribute that cannot be read ({type(e).__name__}: {e})") from None
         n = len(files)
         bounds = [0] + [b for _, b in spans]
         if not n or attrs.get("num_shards") != n or [a for a, _ in spans] != bounds[:-1] \
                 or bounds[-1] != attrs["count"] or any(Path(f).name != f for f in files):
-            raise fail(f"has a '{_SHARDS}' record that does not cover its {attrs['count']} maps in order")
-        settings = _settings(attrs, str(self.dtype), self._data_dir)
-        parts = []
-        for k, (name, (a, b), want) in enumerate(zip(files, spans, hashes)):
-            path = self.path.parent / name
-            if not path.is_file():
-                unfinished = Path(str(path) + ".partial").exists()
-                raise CacheMismatchError(_shard_message(
-                    self.path, k, n, "is unfinished (its build was interrupted)" if unfinished else "is missing",
-                    settings))
-            try:
-                part = SaliencyCache(path, in_memory=False, data_dir=self._data_dir)
-            except CacheMismatchError as e:
-                raise type(e)(f"saliency cache {self.path}: shard {k} of {n}: {e}") from None
-            diffs = _shard_diffs(part, k, n, (a, b), attrs, self.dtype)
-            if diffs:
-                raise CacheMismatchError(_shard_message(
-                    self.path, k, n, "does not match the joined cache (" + "; ".join(diffs) + ")", settings))
+            raise self._fail(f"has a '{_SHARDS}' record that does not cover its {attrs['count']} maps in order")
+        self._shards = _Shards(self.path, n, attrs, self.dtype, self._data_dir)
+        self._parts = []
+        for k, (name, span, want) in enumerate(zip(files, spans, hashes)):
+            part = self._shards.open(k, self.path.parent / name, span)
             if part.attrs[HASH_ATTR] != want:
-                raise CacheMismatchError(_shard_message(
-                    self.path, k, n, f"holds another build than the one joined ({HASH_ATTR} "
-                    f"{part.attrs[HASH_ATTR][:16]}..., joined {want[:16]}...)", settings, fix="join"))
-            parts.append(part)
-        self._parts = parts
-        self._live = [p for p, (a, b) in zip(parts, spans) if b > a]
+                raise self._shards.error(k, f"holds another build than the one joined ({HASH_ATTR} "
+                                            f"{part.attrs[HASH_ATTR][:16]}..., joined {want[:16]}...)", fix="join")
+            self._parts.append(part)
+        self._live = [p for p, (a, b) in zip(self._parts, spans) if b > a]
         self._starts = [a for a, b in spans if b > a]
 
-    def _part_failure(self, k: int, what: str) -> CacheCorruptError:
-        """The error for shard ``k`` of a joined cache found damaged (``what``)."""
-        return CacheCorruptError(_shard_message(self.path, k, len(self._parts), what,
-                                                _settings(self.attrs, str(self.dtype), self._data_dir)))
-
     def _check(self, f, attrs, expect, method) -> None:
-        fail = lambda what: CacheMismatchError(self._fail(what, attrs, expect, method))  # noqa: E731
         version = attrs.get("format_version")
         if version is not None and version != FORMAT_VERSION:
             old = " (an older build without checksums)" if version == 1 else ""
-            raise fail(f"has format_version {version!r}{old}, this code reads {FORMAT_VERSION}")
+            raise self._fail(f"has format_version {version!r}{old}, this code reads {FORMAT_VERSION}")
         if _DONE in f:
-            raise fail("is incomplete (unfinished build)")
+            raise self._fail("is incomplete (unfinished build)")
         missing = [k for k in REQUIRED_ATTRS if k not in attrs]
         if missing:
-            raise fail(f"lacks the attributes {missing} (not a saliency cache?)")
-        bad = [k for k in (*_TEXT_ATTRS, HASH_ATTR) if not isinstance(attrs[k], str) or isinstance(attrs[k], _BadText)]
+            raise self._fail(f"lacks the attributes {missing} (not a saliency cache?)")
+        bad = [k for k in (*_TEXT_ATTRS, HASH_ATTR) if _text(attrs[k]) is None]
         if bad:
-            raise fail(f"has attributes that are not UTF-8 text: {bad}")
+            raise self._fail(f"has attributes that are not UTF-8 text: {bad}")
         if not isinstance(attrs["count"], int) or attrs["count"] < 0:
-            raise fail(f"has attribute count={attrs['count']!r}; expected an integer >= 0")
+            raise self._fail(f"has attribute count={attrs['count']!r}; expected an integer >= 0")
         if not _is_resolution(attrs["resolution"]):
-            raise fail(f"has attribute resolution={attrs['resolution']!r}; expected [h, w], two positive integers")
+            raise self._fail(f"has attribute resolution={attrs['resolution']!r}; expected [h, w], two positive "
+                             f"integers")
         ds = f.get(DATASET)
         if not isinstance(ds, h5py.Dataset):
-            raise fail(f"has no '{DATASET}' dataset" if ds is None else
-                       f"has '{DATASET}' as a {type(ds).__name__}, not a dataset")
+            raise self._fail(f"has no '{DATASET}' dataset" if ds is None else
+                             f"has '{DATASET}' as a {type(ds).__name__}, not a dataset")
         want = (attrs["count"], *attrs["resolution"])
         if ds.shape != want:
-            raise fail(f"has '{DATASET}' of shape {list(ds.shape or ())}, but its attributes "
-                       f"say count x resolution = {list(want)}")
+            raise self._fail(f"has '{DATASET}' of shape {list(ds.shape or ())}, but its attributes "
+                             f"say count x resolution = {list(want)}")
         if ds.dtype not in (np.uint8, np.float16):
-            raise fail(f"has dtype {ds.dtype}; expected uint8 or float16")
+            raise self._fail(f"has dtype {ds.dtype}; expected uint8 or float16")
         diffs = []
         if expect is not None:
             mine = {"dataset": expect.name, "split": expect.split, "count": len(expect),
@@ -737,7 +705,7 @@ class SaliencyCache:
         if method is not None and attrs["method"] != method:
             diffs.append(f"method: cache has {attrs['method']!r}, requested {method!r}")
         if diffs:
-            raise fail("does not match: " + "; ".join(diffs))
+            raise self._fail("does not match: " + "; ".join(diffs))
 
     # -- access
     def _handle(self):
@@ -786,8 +754,7 @@ class SaliencyCache:
                     return np.frombuffer(chunk, self.dtype, count=n).reshape(self.resolution)
             return ds[i]
         except OSError as e:
-            raise CacheMismatchError(self._fail(f"cannot be read at map {i} (truncated? {e})", self.attrs,
-                                                None, None)) from e
+            raise self._fail(f"cannot be read at map {i} (truncated? {e})") from e
 
     def __getitem__(self, i: int) -> np.ndarray:
         """Map ``i`` as ``np.float32[h, w]`` in [0, 1]."""
@@ -806,7 +773,7 @@ class SaliencyCache:
             with h5py.File(self.path, "r") as f:
                 return f[DATASET][...]
         except OSError as e:
-            raise CacheMismatchError(self._fail(f"cannot be read (truncated? {e})", self.attrs, None, None)) from e
+            raise self._fail(f"cannot be read (truncated? {e})") from e
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -826,71 +793,64 @@ class SaliencyCache:
                 f"{a['method']}, {format_resolution(a['resolution'])} {self.dtype})")
 
 
-def _settings(attrs: dict, dtype, data_dir) -> dict:
-    """What a build command of a cache with ``attrs`` spells (:func:`_shard_message`)."""
-    text = lambda k: attrs.get(k) if isinstance(attrs.get(k), str) and not isinstance(attrs.get(k), _BadText) \
-        else None  # noqa: E731
+def _command(attrs: dict, out, data_dir, dtype=None, *, shard=None, join=None) -> str:
+    """The command that builds the cache ``out`` of ``attrs`` again: shard ``(k, n)`` of it (with
+    ``--resume``), the join of its ``join`` shards, or the whole cache. A shard's or a join's
+    command also spells ``dtype`` and ``postprocess``, which the other shards were built with."""
+    text = lambda k: _text(attrs.get(k)) or None  # noqa: E731
     res = attrs.get("resolution")
-    return {"dataset": text("dataset") or "DATASET", "split": text("split") or "SPLIT", "method": text("method"),
-            "resolution": res if _is_resolution(res) else None, "data_dir": data_dir, "dtype": dtype,
-            "postprocess": text("postprocess")}
+    sharded = shard is not None or join is not None
+    return rebuild_command(text("dataset") or "DATASET", text("split") or "SPLIT", text("method"), out,
+                           res if _is_resolution(res) else None, data_dir, dtype=dtype if sharded else None,
+                           postprocess=text("postprocess") if sharded else None, shard=shard, join=join,
+                           resume=shard is not None)
 
 
-def _shard_message(out, k: int, n: int, what: str, s: dict, fix: str = "shard") -> str:
-    """``saliency cache OUT: shard K of N (FILE) WHAT: `` and the one command that mends it:
-    the shard's build (``fix="shard"``, with ``--resume``) or the join (``fix="join"``)."""
-    common = (s["dataset"], s["split"], s["method"], out, s["resolution"], s["data_dir"])
-    if fix == "join":
-        how = "join the shards again with: " + rebuild_command(*common, dtype=s["dtype"], postprocess=s["postprocess"],
-                                                               join=n)
-    else:
-        how = "rebuild the shard with: " + rebuild_command(*common, dtype=s["dtype"], postprocess=s["postprocess"],
-                                                           shard=(k, n), resume=True)
-    return f"saliency cache {out}: shard {k} of {n} ({shard_path(out, k, n)}) {what}; {how}"
+class _Shards:
+    """The ``n`` shard files of the cache ``out`` (with ``attrs`` and ``dtype``): each opened and
+    checked, and the errors that name a shard and the one command that mends it."""
 
+    def __init__(self, out: Path, n: int, attrs: dict, dtype, data_dir):
+        self.out, self.n, self.attrs, self.dtype, self.data_dir = out, n, attrs, np.dtype(dtype), data_dir
 
-def _shard_diffs(part: "SaliencyCache", k: int, n: int, span, attrs: dict, dtype) -> list[str]:
-    """``"key: shard has a, joined cache has b"`` for each way shard file ``part`` is not shard
-    ``k`` of ``n`` over ``span`` of a cache with ``attrs`` and ``dtype``."""
-    want = {"shard": k, "num_shards": n, "start": span[0], "stop": span[1], "split_count": attrs["count"],
-            **{key: attrs.get(key) for key in ("dataset", "split", "fingerprint", "method", "resolution",
-                                                 "postprocess", "checkpoint")}}
-    diffs = [f"{key}: shard has {part.attrs.get(key)!r}, joined cache has {v!r}"
-             for key, v in want.items() if part.attrs.get(key) != v]
-    if part.dtype != dtype:
-        diffs.append(f"dtype: shard has {part.dtype}, joined cache has {dtype}")
-    return diffs
+    def error(self, k: int, what: str, kind: type = CacheMismatchError, fix: str = "shard") -> CacheMismatchError:
+        """``kind("saliency cache OUT: shard K of N (FILE) WHAT; ...")`` with the command that
+        mends it: the shard's build (``fix="shard"``) or the join (``fix="join"``)."""
+        how = "join the shards again" if fix == "join" else "rebuild the shard"
+        cmd = _command(self.attrs, self.out, self.data_dir, self.dtype,
+                       **({"join": self.n} if fix == "join" else {"shard": (k, self.n)}))
+        return kind(f"saliency cache {self.out}: shard {k} of {self.n} ({shard_path(self.out, k, self.n)}) {what}; "
+                    f"{how} with: {cmd}")
 
-
-def _check_shard_bytes(joined: h5py.File, paths, failure: Callable[[int, str], Exception]) -> str:
-    """Read every map of each shard file of ``joined`` once, in order: each map must have its
-    chunk and pass its checksum, and each shard's content match its own content hash.
-
-    Returns:
-        the content hash of ``joined`` (equal to :func:`content_hash` of it, read through its
-        virtual dataset), from the same reads.
-
-    Raises:
-        ``failure(k, what)`` for the first damaged shard ``k``.
-    """
-    h = _hash_header(joined)
-    for k, path in enumerate(paths):
+    def open(self, k: int, path: Path, span=None, joined: str = "the joined cache") -> "SaliencyCache":
+        """Shard file ``path``, checked to be shard ``k`` over images ``span`` (default: the range
+        it says it holds) of this cache: present, finished, built from the same data with the same
+        settings (compared with ``joined``, in the message)."""
+        if not path.is_file():
+            unfinished = Path(str(path) + ".partial").exists()
+            raise self.error(k, "is unfinished (its build was interrupted)" if unfinished else "is missing")
         try:
-            with h5py.File(path, "r") as f:
-                ds = f[DATASET]
-                lost = _missing_maps(ds)
-                if lost:
-                    raise failure(k, f"is damaged: map {lost[0]} was never written to it ({len(lost)} of "
-                                     f"{ds.shape[0]} maps missing, which would read as 0)")
-                mine = _hash_header(f)
-                _hash_maps(ds, h, mine)
-                want = _decode(f.attrs.get(HASH_ATTR))
-        except OSError as e:
-            raise failure(k, f"is damaged: {e}") from None
-        if mine.hexdigest() != want:
-            raise failure(k, f"is damaged: its content no longer matches the hash written when it was built "
-                             f"({HASH_ATTR} {str(want)[:16]}..., content {mine.hexdigest()[:16]}...)")
-    return h.hexdigest()
+            part = SaliencyCache(path, in_memory=False, data_dir=self.data_dir)
+        except CacheMismatchError as e:
+            raise type(e)(f"saliency cache {self.out}: shard {k} of {self.n}: {e}") from None
+        if span is None:
+            a = part.attrs.get("start")
+            span = (a, a + len(part)) if isinstance(a, int) else (None, None)
+        want = {**dict(zip(SHARD_ATTRS, (k, self.n, *span, self.attrs["count"]))),
+                **{key: self.attrs.get(key) for key in _BUILD_ATTRS}}
+        diffs = [f"{key}: shard has {part.attrs.get(key)!r}, joined cache has {v!r}"
+                 for key, v in want.items() if part.attrs.get(key) != v]
+        if part.dtype != self.dtype:
+            diffs.append(f"dtype: shard has {part.dtype}, joined cache has {self.dtype}")
+        if diffs:
+            raise self.error(k, f"does not match {joined} ({'; '.join(diffs)})")
+        return part
+
+    def verify(self, parts: list, joined_hash) -> None:
+        """Check every byte of each shard file (:func:`_verify_file`), feeding the maps to
+        ``joined_hash`` too; raise :class:`CacheCorruptError` for the first damaged shard."""
+        for k, part in enumerate(parts):
+            _verify_file(part.path, lambda what, k=k: self.error(k, what, CacheCorruptError), joined_hash)
 
 
 def join_cache(out, num_shards: int, *, attrs: dict, dtype: str = "uint8", data_dir=None,
@@ -917,28 +877,13 @@ def join_cache(out, num_shards: int, *, attrs: dict, dtype: str = "uint8", data_
     """
     out, n = Path(out), int(num_shards)
     attrs = {**attrs, "resolution": tuple(int(x) for x in attrs["resolution"])}
-    settings = _settings(attrs, dtype, data_dir)
+    shards = _Shards(out, n, attrs, dtype, data_dir)
     problems, parts = [], []
     for k in range(n):
-        path = shard_path(out, k, n)
-        if not path.is_file():
-            unfinished = Path(str(path) + ".partial").exists()
-            problems.append(_shard_message(out, k, n, "is unfinished (its build was interrupted)" if unfinished
-                                           else "is missing", settings))
-            continue
         try:
-            part = SaliencyCache(path, in_memory=False, data_dir=data_dir)
+            parts.append(shards.open(k, shard_path(out, k, n), joined="the cache to join"))
         except CacheMismatchError as e:
-            problems.append(f"saliency cache {out}: shard {k} of {n}: {e}")
-            continue
-        a = part.attrs.get("start")
-        span = (a, a + len(part)) if isinstance(a, int) else (None, None)
-        diffs = _shard_diffs(part, k, n, span, attrs, np.dtype(dtype))
-        if diffs:
-            problems.append(_shard_message(out, k, n, "does not match the cache to join (" + "; ".join(diffs) + ")",
-                                           settings))
-            continue
-        parts.append(part)
+            problems.append(str(e))
     if not problems:
         spans = [(p.attrs["start"], p.attrs["stop"]) for p in parts]
         holes = [f"shard {k} starts at {a}, not {b}" for k, ((a, _), b) in
@@ -965,18 +910,12 @@ def join_cache(out, num_shards: int, *, attrs: dict, dtype: str = "uint8", data_
                   for p, (a, b) in zip(parts, spans)]
         with h5py.File(partial, "w") as f:
             f.create_virtual_dataset(DATASET, layout, fillvalue=0)
-            for k in ("dataset", "split", "count", "fingerprint", "method", "resolution", "postprocess",
-                      "checkpoint"):
-                if attrs.get(k) is not None:
-                    f.attrs[k] = np.asarray(attrs[k], dtype=np.int64) if k == "resolution" else attrs[k]
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["num_shards"] = n
-            f.attrs[_SHARDS] = json.dumps(record)
-            fail = lambda k, what: CacheCorruptError(_shard_message(out, k, n, what, settings))  # noqa: E731
-            f.attrs[HASH_ATTR] = _check_shard_bytes(f, [p.path for p in parts], fail)
-        fsync_path(partial)
-        os.replace(partial, out)
-        fsync_path(out.parent if str(out.parent) else Path("."), directory=True)
+            _write_attrs(f, {**{k: attrs.get(k) for k in ("count", *_BUILD_ATTRS)}, "format_version": FORMAT_VERSION,
+                             "num_shards": n, _SHARDS: json.dumps(record)})
+            h = _hash_header(f)
+            shards.verify(parts, h)
+            f.attrs[HASH_ATTR] = h.hexdigest()
+        replace_durably(partial, out)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -15,9 +15,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-__all__ = ["OutputPathError", "BusyError", "DiskFullError", "FileLock", "atomic_write", "fsync_path",
-           "ensure_writable_dir", "check_writable_dir", "check_output_file", "is_disk_full", "free_bytes", "format_bytes", "file_sha256",
-           "arrays_sha256"]
+__all__ = ["OutputPathError", "BusyError", "DiskFullError", "FileLock", "atomic_write", "replace_durably", "fsync_path",
+           "ensure_writable_dir", "check_writable_dir", "check_output_file", "is_disk_full", "free_bytes",
+           "format_bytes", "file_sha256", "arrays_sha256"]
 
 
 class OutputPathError(ValueError):
@@ -144,20 +144,26 @@ def fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def replace_durably(src, dst) -> None:
+    """fsync the file ``src``, rename it to ``dst`` and fsync their folder: a reader sees the old
+    ``dst`` or the whole new one, also after a crash."""
+    fsync_path(src)
+    os.replace(src, dst)
+    fsync_path(Path(dst).parent, directory=True)
+
+
 def atomic_write(path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path`` (with its suffix: some writers choose the
-    format by it), fsync it and rename it to ``path``: a reader sees the old file or the whole new one."""
+    format by it), then :func:`replace_durably` it to ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         write(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_path(path.parent if str(path.parent) else Path("."), directory=True)
 
 
 # ----------------------------------------------------------------------------- one writer at a time

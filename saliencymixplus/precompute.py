@@ -1,23 +1,8 @@
 """The cache tool (``saliencymixplus-precompute`` or ``python tools/precompute_saliency.py``):
-a data set split's saliency maps into an HDF5 cache, on every core, resumably::
-
-    saliencymixplus-precompute --dataset cifar100 --data-dir data --split train \\
-        --method fine_grained --out data/cifar100_train_fine_grained.h5
-
-The OpenCV methods run in a pool of worker processes, one block of images per task;
-``gradient`` runs batched on the best device in the main process. ``OUT`` is checked writable
-before any work, locked while it is built (a second build of it waits, then reuses it; with
-``--no-wait`` it stops), written block by block to ``OUT.partial`` (``--resume`` continues from
-the finished blocks) and renamed into place when complete; images that cannot be decoded are
-all named in one error at the end. Exit status: 0 done, 2 bad arguments, data, output path,
-busy cache or bad shards, 130 interrupted. See docs/design.md, "The saliency cache".
-
-On many processes or machines: ``--shard K/N`` (K = 0 .. N-1) builds the K-th of N contiguous
-runs of whole blocks into ``OUT.shard-K-of-N.h5`` (locked and resumable like a whole cache), and
-``--join N``, with the same arguments, writes ``OUT``: a virtual dataset over the shard files,
-read as one cache. Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank builds shard ``RANK`` of
-``WORLD_SIZE`` (``gradient`` on GPU ``LOCAL_RANK``; the OpenCV methods on its share of the cores),
-the ranks wait for each other (gloo) and rank 0 joins. The maps equal a one-process build's.
+a data set split's saliency maps into an HDF5 cache, on every core, resumably, in shards on
+many processes or machines if asked (``--shard K/N``, ``--join N``, or by rank under
+``torchrun``). docs/design.md, "The saliency cache", says how a build is written, locked,
+resumed, sharded and joined; ``saliencymixplus-precompute --help`` lists the flags.
 """
 
 from __future__ import annotations
@@ -31,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import (CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution, join_cache,
-                    parse_resolution, quantize, verify_cache)
+from .cache import (SHARD_ATTRS, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution,
+                    join_cache, parse_resolution, quantize, verify_cache)
 from .datasets import DATASETS, SPLITS, get_spec
-from .files import BusyError, DiskFullError, FileLock, check_output_file, file_sha256
-from .precompute_command import PROGRAM, shard_path, shard_range
+from .files import BusyError, DiskFullError, check_output_file, file_sha256
+from .precompute_command import PROGRAM, parse_shard, shard_path, shard_range
 from .rawdata import ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
                        parse_postprocess, sharpen)
@@ -180,6 +165,23 @@ def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess=None):
             yield a, quantize(_postprocess(maps, parse_postprocess(postprocess)), dtype), []
 
 
+def _settings(method: str, checkpoint, resolution, postprocess) -> tuple[tuple[int, int] | None, dict]:
+    """Check what a build and a join of shards take alike: ``(resolution as (h, w) or None, the
+    attributes that record the checkpoint's hash and the postprocess)``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if method == "gradient" and checkpoint is None:
+        raise ValueError("checkpoint is required for method 'gradient' (a train.py checkpoint)")
+    if method != "gradient" and checkpoint is not None:
+        raise ValueError(f"checkpoint is only used by method 'gradient', not {method!r}")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    resolution = parse_resolution(resolution) if resolution is not None else None
+    extra = {"checkpoint": file_sha256(checkpoint)} if checkpoint is not None else {}
+    extra["postprocess"] = format_postprocess(postprocess)  # checks it, and the form the attribute records
+    return resolution, extra
+
+
 def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolution=None, workers: int | None = None,
                 resume: bool = True, checkpoint=None, progress: bool = True, dtype: str = "uint8",
                 block_size: int | None = None, download: bool = False, log=print,
@@ -211,11 +213,10 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             method gives them. Recorded in the cache attribute ``postprocess``.
         wait: when another process is building ``out``, wait for it (saying so through ``log``)
             and then reuse its cache if it matches; ``False`` raises :class:`~saliencymixplus.files.BusyError`.
-        shard: ``(k, n)``: build only shard ``k`` of ``n`` (``0 <= k < n``), the images
-            :func:`~saliencymixplus.precompute_command.shard_range` gives it (whole blocks), into
-            its own cache file ``shard_path(out, k, n)`` (``OUT.shard-K-of-N.h5``: attributes
-            ``shard``, ``num_shards``, ``start``, ``stop``, ``split_count`` besides the usual
-            ones; written, locked and resumed as a whole cache is); :func:`join_shards` joins them.
+        shard: ``(k, n)``: build only shard ``k`` of ``n``, the images
+            :func:`~saliencymixplus.precompute_command.shard_range` gives it, into its own cache
+            ``shard_path(out, k, n)`` (with :data:`~saliencymixplus.cache.SHARD_ATTRS`), which
+            :func:`join_shards` joins.
         device: where ``gradient`` runs (default: the best device).
 
     Returns:
@@ -230,18 +231,9 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
     spec = get_spec(dataset)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    if method == "gradient" and checkpoint is None:
-        raise ValueError("checkpoint is required for method 'gradient' (a train.py checkpoint)")
-    if method != "gradient" and checkpoint is not None:
-        raise ValueError(f"checkpoint is only used by method 'gradient', not {method!r}")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
-    if resolution is not None:
-        resolution = parse_resolution(resolution)
+    resolution, extra = _settings(method, checkpoint, resolution, postprocess)
     if shard is not None:
         shard = parse_shard(shard)
         out = shard_path(out, *shard)
@@ -249,18 +241,14 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
     if not (resume and out.is_file()):
         check_output_file(out)  # before any work: a folder, or a folder we cannot write in
     raw = load_split(dataset, data_dir, split, download=download)
-    if resolution is None:
-        resolution = spec.stored_resolution or raw.image_size()
+    resolution = resolution or spec.stored_resolution or raw.image_size()
     if block_size is None:
         block_size = (256 if method == "gradient" else 500) if raw.in_memory else 16
-    postprocess = format_postprocess(postprocess)  # checks it, and the form the attribute records
-    extra = {"checkpoint": file_sha256(checkpoint)} if method == "gradient" else {}
-    extra["postprocess"] = postprocess
     span = (0, len(raw))
     expect = raw
     if shard is not None:
         span = shard_range(len(raw), block_size, *shard)
-        extra.update(shard=shard[0], num_shards=shard[1], start=span[0], stop=span[1], split_count=len(raw))
+        extra.update(zip(SHARD_ATTRS, (*shard, *span, len(raw))))
         expect = _Span(raw, *span)
 
     def reusable(note_mismatch: bool) -> bool:
@@ -297,10 +285,33 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         partial = Path(str(out) + ".partial")
         if not resume and partial.exists():
             log(f"note: discarding {partial} from an earlier run (pass --resume to continue it)")
-        return _write_cache(raw, out, lock, method=method, resolution=resolution, dtype=dtype,
-                            block_size=block_size, resume=resume, extra=extra, workers=workers,
-                            data_dir=data_dir, model=model, postprocess=postprocess,
-                            progress=progress, log=log, span=span)
+        start, stop = span
+        with CacheWriter(out, dataset=raw.name, split=raw.split, count=stop - start, fingerprint=raw.fingerprint(),
+                         method=method, resolution=resolution, dtype=dtype, block_size=block_size, resume=resume,
+                         extra_attrs=extra, lock=lock, item_stamps=raw.item_stamps()[start:stop]) as writer:
+            if writer.note:
+                log(writer.note)
+            pending = [(a + start, b + start) for a, b in writer.pending()]
+            if method in OPENCV_METHODS:
+                nw = default_workers() if workers is None else workers
+                blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, data_dir, extra["postprocess"])
+            else:
+                blocks = _gradient_blocks(raw, pending, model, resolution, dtype, extra["postprocess"])
+            from tqdm import tqdm
+
+            bad_images: list = []
+            desc = f"{method} {raw.name}/{raw.split}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
+            with tqdm(total=stop - start, initial=writer.images_done(), unit="img", disable=not progress,
+                      desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
+                for a, maps, bad in blocks:
+                    if bad:  # not written: the block is computed again once its images are fixed
+                        bad_images += bad
+                        continue
+                    writer.write(a - start, maps)
+                    bar.update(len(maps))
+            if bad_images:
+                raise ImageDecodeError.for_files(bad_images, raw.name, raw.split, resume=True)
+            return writer.finalize()
     finally:
         lock.release()
 
@@ -320,50 +331,6 @@ class _Span:
         return self.raw.fingerprint()
 
 
-def parse_shard(text) -> tuple[int, int]:
-    """``"K/N"`` (or a pair) -> ``(K, N)`` with ``0 <= K < N``: shard K of N, counted from 0."""
-    try:
-        k, n = (int(t) for t in (text if isinstance(text, (tuple, list)) else str(text).split("/")))
-    except ValueError:
-        raise ValueError(f"shard must look like K/N (e.g. 0/4; shards count from 0), got {text!r}") from None
-    if not 0 <= k < n:
-        raise ValueError(f"shard must be K/N with 0 <= K < N (shards count from 0 to N-1), got {k}/{n}")
-    return k, n
-
-
-def _write_cache(raw, out: Path, lock: FileLock, *, method, resolution, dtype, block_size, resume, extra,
-                 workers, data_dir, model, postprocess, progress, log, span) -> Path:
-    """Compute the pending blocks of images ``span`` into ``out.partial`` (``lock`` held) and finalize it."""
-    start, stop = span
-    with CacheWriter(out, dataset=raw.name, split=raw.split, count=stop - start, fingerprint=raw.fingerprint(),
-                     method=method, resolution=resolution, dtype=dtype, block_size=block_size,
-                     resume=resume, extra_attrs=extra, lock=lock, item_stamps=raw.item_stamps()[start:stop]) as writer:
-        if writer.note:
-            log(writer.note)
-        pending = [(a + start, b + start) for a, b in writer.pending()]
-        if method in OPENCV_METHODS:
-            nw = default_workers() if workers is None else workers
-            blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, data_dir, postprocess)
-        else:
-            blocks = _gradient_blocks(raw, pending, model, resolution, dtype, postprocess)
-        from tqdm import tqdm
-
-        bad_images: list = []
-        desc = f"{method} {raw.name}/{raw.split}" + (f" shard {extra['shard']}/{extra['num_shards']}"
-                                                     if "shard" in extra else "")
-        with tqdm(total=stop - start, initial=writer.images_done(), unit="img", disable=not progress,
-                  desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
-            for a, maps, bad in blocks:
-                if bad:  # not written: the block is computed again once its images are fixed
-                    bad_images += bad
-                    continue
-                writer.write(a - start, maps)
-                bar.update(len(maps))
-        if bad_images:
-            raise ImageDecodeError.for_files(bad_images, raw.name, raw.split, resume=True)
-        return writer.finalize()
-
-
 def join_shards(dataset: str, data_dir, split: str, method: str, out, num_shards: int, *, resolution=None,
                 checkpoint=None, dtype: str = "uint8", postprocess=DEFAULT_POSTPROCESS, download: bool = False,
                 wait: bool = True, log=print, raw=None) -> Path:
@@ -381,22 +348,12 @@ def join_shards(dataset: str, data_dir, split: str, method: str, out, num_shards
     spec = get_spec(dataset)
     if int(num_shards) < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    if (method == "gradient") != (checkpoint is not None):
-        raise ValueError("checkpoint is required for method 'gradient' and only used by it")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    out = Path(out)
-    check_output_file(out)
+    resolution, extra = _settings(method, checkpoint, resolution, postprocess)
+    out = check_output_file(out)
     if raw is None:
         raw = load_split(dataset, data_dir, split, download=download)
-    resolution = parse_resolution(resolution) if resolution is not None else \
-        (spec.stored_resolution or raw.image_size())
     attrs = {"dataset": raw.name, "split": raw.split, "count": len(raw), "fingerprint": raw.fingerprint(),
-             "method": method, "resolution": resolution, "postprocess": format_postprocess(postprocess)}
-    if method == "gradient":
-        attrs["checkpoint"] = file_sha256(checkpoint)
+             "method": method, "resolution": resolution or spec.stored_resolution or raw.image_size(), **extra}
     lock = cache_lock(out).acquire(
         wait=wait, on_wait=lambda pid: log(f"another process (pid {pid}) is writing {out}; waiting for it ..."))
     try:
@@ -498,23 +455,30 @@ def main(argv=None) -> int:
     partial = Path(str(shard_path(args.out, *shard) if shard else args.out) + ".partial")
     t0 = time.perf_counter()
     if args.join is not None:
-        rc, path = _attempt(parser, partial, lambda: join_shards(
-            args.dataset, args.data_dir, args.split, args.method, args.out, args.join, resolution=args.resolution,
-            checkpoint=args.checkpoint, dtype=args.dtype, postprocess=args.postprocess, download=args.download,
-            wait=not args.no_wait, log=lambda msg: print(msg, flush=True)))
+        rc, path = _attempt(parser, partial, lambda: _join(args, args.join))
     else:
-        rc, path = _attempt(parser, partial, lambda: _build(args, shard=shard))
+        rc, path = _attempt(parser, partial, lambda: _build(args, shard))
     if rc == 0:
         _report(path, time.perf_counter() - t0, args.join)
     return rc
 
 
-def _build(args, **kw) -> Path:
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _build(args, shard) -> Path:
     return build_cache(args.dataset, args.data_dir, args.split, args.method, args.out,
                        resolution=args.resolution, workers=args.workers, resume=args.resume,
                        checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
                        block_size=args.block_size, download=args.download, postprocess=args.postprocess,
-                       wait=not args.no_wait, log=lambda msg: print(msg, flush=True), **kw)
+                       wait=not args.no_wait, log=_print, shard=shard)
+
+
+def _join(args, n: int) -> Path:
+    return join_shards(args.dataset, args.data_dir, args.split, args.method, args.out, n, resolution=args.resolution,
+                       checkpoint=args.checkpoint, dtype=args.dtype, postprocess=args.postprocess,
+                       download=args.download, wait=not args.no_wait, log=_print)
 
 
 def _attempt(parser, partial: Path, work) -> tuple[int, Path | None]:
@@ -565,7 +529,7 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
         return 2
     try:
         t0 = time.perf_counter()
-        rc, _ = _attempt(parser, partial, lambda: _build(args, shard=(rank, world)))
+        rc, _ = _attempt(parser, partial, lambda: _build(args, (rank, world)))
         status = torch.tensor([rc])
         dist.all_reduce(status, op=dist.ReduceOp.MAX)  # the barrier: every shard is finished, or one failed
         if int(status) != 0:
@@ -574,10 +538,7 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
                       f"command again (with --resume) to finish it", file=sys.stderr)
             return rc or int(status)
         if rank == 0:
-            rc, path = _attempt(parser, partial, lambda: join_shards(
-                args.dataset, args.data_dir, args.split, args.method, args.out, world, resolution=args.resolution,
-                checkpoint=args.checkpoint, dtype=args.dtype, postprocess=args.postprocess, wait=not args.no_wait,
-                log=lambda msg: print(msg, flush=True)))
+            rc, path = _attempt(parser, partial, lambda: _join(args, world))
             if rc == 0:
                 _report(path, time.perf_counter() - t0, world)
         return rc

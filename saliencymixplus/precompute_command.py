@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .datasets import SPECS
 
-__all__ = ["PROGRAM", "rebuild_command", "shard_path", "parse_shard_path", "shard_range"]
+__all__ = ["PROGRAM", "rebuild_command", "shard_path", "parse_shard", "parse_shard_path", "shard_range"]
 
 PROGRAM = "saliencymixplus-precompute"
 
@@ -37,12 +37,22 @@ def parse_shard_path(path) -> tuple[Path, int, int] | None:
     return path.with_name(m.group(1) + (m.group(4) or "")), int(m.group(2)), int(m.group(3))
 
 
+def parse_shard(text) -> tuple[int, int]:
+    """``"K/N"`` (or a pair) -> ``(K, N)`` with ``0 <= K < N``: shard K of N, counted from 0."""
+    try:
+        k, n = (int(t) for t in (text if isinstance(text, (tuple, list)) else str(text).split("/")))
+    except ValueError:
+        raise ValueError(f"shard must look like K/N (e.g. 0/4; shards count from 0), got {text!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"shard must be K/N with 0 <= K < N (shards count from 0 to N-1), got {k}/{n}")
+    return k, n
+
+
 def shard_range(count: int, block_size: int, k: int, n: int) -> tuple[int, int]:
     """``(start, stop)``: the images of shard ``k`` of ``n`` of a split of ``count`` images,
     whole blocks of ``block_size`` (the K-th of N contiguous runs of blocks, sizes differing by
     at most one block), so that every block holds the images a single-process build gives it."""
-    if not 0 <= k < n:
-        raise ValueError(f"shard must be K/N with 0 <= K < N, got {k}/{n}")
+    k, n = parse_shard((k, n))
     blocks = -(-int(count) // int(block_size))
     return min(count, k * blocks // n * block_size), min(count, (k + 1) * blocks // n * block_size)
 
