@@ -19,7 +19,8 @@ import h5py
 import numpy as np
 
 from .files import DiskFullError, FileLock, format_bytes, free_bytes, is_disk_full, replace_durably
-from .precompute_command import PROGRAM, parse_shard_path, rebuild_command, shard_path
+from .precompute_command import (PROGRAM, format_resolution, parse_resolution, parse_shard_path, rebuild_command,
+                                 shard_path)
 
 __all__ = [
     "FORMAT_VERSION", "CacheMismatchError", "CacheCorruptError", "cache_lock", "CacheWriter", "SaliencyCache",
@@ -61,27 +62,6 @@ def cache_lock(out) -> FileLock:
     """The lock a cache builder holds on ``out`` (:class:`~saliencymixplus.files.FileLock`)."""
     return FileLock(out, busy="{target} is being built by another process (pid {pid}; lock {lock}): wait for it "
                               "to finish, or run again without --no-wait to wait for it")
-
-
-def parse_resolution(text) -> tuple[int, int]:
-    """``"HxW"`` (or ``"N"`` for ``NxN``, or a pair) -> ``(H, W)`` positive ints."""
-    if isinstance(text, (tuple, list)) and len(text) == 2:
-        h, w = (int(t) for t in text)
-    else:
-        parts = str(text).lower().replace("*", "x").split("x")
-        try:
-            h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-            if len(parts) > 2:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"resolution must look like HxW (e.g. 32x32), got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"resolution must be positive, got {h}x{w}")
-    return h, w
-
-
-def format_resolution(res) -> str:
-    return f"{int(res[0])}x{int(res[1])}"
 
 
 def quantize(maps, dtype: str = "uint8"):
@@ -856,11 +836,8 @@ class _Shards:
 def join_cache(out, num_shards: int, *, attrs: dict, dtype: str = "uint8", data_dir=None,
                lock: FileLock | None = None) -> Path:
     """Join the shard files ``shard_path(out, k, num_shards)``, ``k = 0 .. num_shards - 1``, into
-    the cache ``out``: its ``saliency`` is an HDF5 virtual dataset ``[count, h, w]`` whose maps
-    are read from the shard files (named relative to ``out``'s folder, so that the folder can
-    move), with the usual attributes, ``num_shards``, a record of the shards (``shards``: file,
-    ``start``, ``stop`` and content hash of each) and a content hash equal to
-    :func:`content_hash` of the joined file. Written as ``out.partial``, renamed when complete.
+    the cache ``out``, an HDF5 virtual dataset over them (docs/design.md, "The saliency cache",
+    Shards), written as ``out.partial`` and renamed when complete.
 
     Args:
         attrs: what every shard must have been built with: ``dataset``, ``split``, ``count``

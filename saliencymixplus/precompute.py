@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import (SHARD_ATTRS, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution,
+from .cache import (DTYPES, SHARD_ATTRS, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution,
                     join_cache, parse_resolution, quantize, verify_cache)
 from .datasets import DATASETS, SPLITS, get_spec
 from .files import BusyError, DiskFullError, check_output_file, file_sha256
@@ -388,7 +388,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     p.add_argument("--resolution", default=None, help="HxW of the stored maps (default: image size; Pet 256x256)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial")
-    p.add_argument("--dtype", default="uint8", choices=("uint8", "float16"))
+    p.add_argument("--dtype", default="uint8", choices=list(DTYPES))
     p.add_argument("--block-size", type=int, default=None, help="images per resumable block")
     p.add_argument("--postprocess", default=DEFAULT_POSTPROCESS,
                    help="sharpen the maps before storing: 'top=F,power=P' keeps the top fraction F of each "

@@ -1,7 +1,8 @@
-"""The precompute tool's command line, spelled for messages: the cache reader, below the tool
-(:mod:`saliencymixplus.precompute`), names the command that rebuilds a cache without importing
-it; this module imports only the light spec table. ``tests/test_precompute.py`` checks that
-the tool's parser accepts every command spelled here. See docs/design.md, "The saliency cache".
+"""The precompute tool's command line, below the cache reader so that it can name the command
+that rebuilds a cache without importing the tool (:mod:`saliencymixplus.precompute`): the
+spellings of ``--resolution`` and ``--shard``, the shard files' names and the rebuild command.
+It imports only the light spec table; ``tests/test_precompute.py`` checks that the tool's parser
+accepts every command spelled here. See docs/design.md, "The saliency cache".
 """
 
 from __future__ import annotations
@@ -12,9 +13,31 @@ from pathlib import Path
 
 from .datasets import SPECS
 
-__all__ = ["PROGRAM", "rebuild_command", "shard_path", "parse_shard", "parse_shard_path", "shard_range"]
+__all__ = ["PROGRAM", "rebuild_command", "parse_resolution", "format_resolution", "shard_path", "parse_shard",
+           "parse_shard_path", "shard_range"]
 
 PROGRAM = "saliencymixplus-precompute"
+
+
+def parse_resolution(text) -> tuple[int, int]:
+    """``"HxW"`` (or ``"N"`` for ``NxN``, or a pair) -> ``(H, W)`` positive ints."""
+    if isinstance(text, (tuple, list)) and len(text) == 2:
+        h, w = (int(t) for t in text)
+    else:
+        parts = str(text).lower().replace("*", "x").split("x")
+        try:
+            h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+            if len(parts) > 2:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"resolution must look like HxW (e.g. 32x32), got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"resolution must be positive, got {h}x{w}")
+    return h, w
+
+
+def format_resolution(res) -> str:
+    return f"{int(res[0])}x{int(res[1])}"
 
 
 def shard_path(out, k: int, n: int) -> Path:
@@ -78,7 +101,7 @@ def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None,
             cmd += " --checkpoint CHECKPOINT"
     cmd += f" --out {shlex.quote(str(out))}"
     if resolution is not None:
-        cmd += f" --resolution {int(resolution[0])}x{int(resolution[1])}"
+        cmd += f" --resolution {format_resolution(resolution)}"
     if dtype is not None and str(dtype) != "uint8":
         cmd += f" --dtype {dtype}"
     if postprocess is not None:
