@@ -75,10 +75,10 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model
     return ck
 
 
-def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
+def load_checkpoint_model(path, device=None):
     """The trained model of a ``train.py`` checkpoint, for inference, as ``(model in eval mode on
-    device, config dict)``; ``image_size`` defaults to the config's, else its data set's training
-    default, ``device`` to :func:`best_device`.
+    device, config dict)``; built for the config's ``image_size``, else its data set's training
+    default, on ``device`` (default: :func:`best_device`).
 
     Raises:
         FileNotFoundError: no such file. CheckpointFileError: an unreadable checkpoint, a config it
@@ -89,16 +89,15 @@ def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
     for k in ("model", "dataset", "num_classes"):
         if k not in cfg:
             raise CheckpointFileError(f"checkpoint {path}: config lacks {k!r} (has {sorted(cfg)})")
-    if image_size is None and not cfg.get("image_size"):
+    if not cfg.get("image_size"):
         try:
             cfg["image_size"] = get_spec(cfg["dataset"]).train.image_size
         except ValueError as e:
             raise CheckpointFileError(f"checkpoint {path}: config has no 'image_size', and {e}") from None
-    image_size = int(image_size or cfg["image_size"])
     from .models import build_model  # imported when needed (tests stand in for it)
 
     try:
-        model = build_model(cfg["model"], int(cfg["num_classes"]), image_size)
+        model = build_model(cfg["model"], int(cfg["num_classes"]), int(cfg["image_size"]))
         state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
         model.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -106,7 +105,6 @@ def load_checkpoint_model(path, device=None, *, image_size: int | None = None):
                                   f"({cfg['model']!r}, {cfg['num_classes']} classes): {describe_load_error(e)}") \
             from None
     model.to(device or best_device()).eval()
-    cfg.setdefault("image_size", image_size)
     return model, cfg
 
 

@@ -100,7 +100,6 @@ class SaliencyRefresh:
             raise ValueError(f"maps must be a uint8 Tensor[N, H, W], got "
                              f"{getattr(maps, 'dtype', type(maps).__name__)}{list(getattr(maps, 'shape', []))}")
         self.maps = maps
-        self.postprocess = format_postprocess(postprocess)
         self._sharpen = parse_postprocess(postprocess)
         self.touched = torch.zeros(maps.shape[0], dtype=torch.uint8, device=maps.device)
 

@@ -28,7 +28,6 @@ class Dist:
 
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
     @property
@@ -61,7 +60,7 @@ def setup_distributed(cfg: Config) -> Dist:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return Dist(rank, world, local_rank, dev)
+    return Dist(rank, world, dev)
 
 
 def barrier(d: Dist) -> None:

@@ -48,7 +48,7 @@ class DeviceLoader:
 
     Holds ``images`` as ``uint8[N, 3, H, W]`` and optional ``saliency`` as ``uint8[N, H, W]`` on
     ``device``. Each epoch draws one permutation (each rank takes its ``rank::world`` share); for
-    training, a random crop with ``pad`` zero pixels of padding and a horizontal flip, identically
+    training, whole batches only, a random crop with ``pad`` zero pixels of padding and a horizontal flip, identically
     to image and saliency.
 
     Args:
@@ -64,8 +64,8 @@ class DeviceLoader:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, mean_std, device: torch.device, *,
                  batch_size: int, train: bool, saliency: Optional[np.ndarray] = None,
-                 pad: int = 0, flip: bool = True, dist_: Dist = Dist(), drop_last: bool = True,
-                 channels_last: bool = False, size: Optional[int] = None):
+                 pad: int = 0, flip: bool = True, dist_: Dist = Dist(), channels_last: bool = False,
+                 size: Optional[int] = None):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be np.uint8[N, H, W, 3], got {images.dtype}{list(images.shape)}")
         self.device = device
@@ -82,7 +82,7 @@ class DeviceLoader:
             self.saliency = s.to(device)
         self.normalize = Normalize(*mean_std)
         self.batch_size, self.train, self.pad, self.flip = batch_size, train, pad, flip
-        self.dist, self.drop_last, self.channels_last = dist_, drop_last, channels_last
+        self.dist, self.channels_last = dist_, channels_last
         self.seed, self.epoch = 0, 0
         self.limit: Optional[int] = None
         #: Where the last yielded batch came from (its indices, flips, crop offsets), for
@@ -94,7 +94,7 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n = len(range(self.dist.rank, self.size, self.dist.world))
-        steps = n // self.batch_size if (self.train and self.drop_last) else math.ceil(n / self.batch_size)
+        steps = n // self.batch_size if self.train else math.ceil(n / self.batch_size)
         return min(steps, self.limit) if self.limit else steps
 
     def _augment(self, x: Tensor, s: Optional[Tensor], g: torch.Generator) -> tuple[Tensor, Optional[Tensor]]:

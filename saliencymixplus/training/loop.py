@@ -22,7 +22,6 @@ from torch import Tensor, nn
 from .. import mix
 from ..cache import SaliencyCache
 from ..checkpoint_file import CheckpointFileError
-from ..datasets import get_spec
 from ..refresh import IDENTITY, SaliencyRefresh, load_refreshed, maps_digest, save_refreshed
 from ..saliency import gradient_saliency
 from ..transforms import Normalize
@@ -41,20 +40,17 @@ LOG_EVERY = 10  # steps between progress-bar updates (each one syncs with the de
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss, or the weights, became NaN or infinite: the run diverged. ``epoch``
-    (0-based) is the epoch it happened in."""
+    """The training loss, or the weights, became NaN or infinite: the run diverged."""
 
-    def __init__(self, message: str, epoch: int = -1):
+    def __init__(self, message: str):
         super().__init__(f"{message}: the run diverged")
-        self.epoch = epoch
 
 
 def _check_finite(epoch: int, step: int, loss_sum: float, net: Optional[nn.Module] = None) -> None:
     """:class:`NonFiniteLossError` when the loss total seen by ``step`` is NaN or inf, or a parameter
     or buffer of ``net`` is (after the epoch: a step's loss is computed before its update)."""
     if not math.isfinite(loss_sum):
-        raise NonFiniteLossError(f"the training loss is {loss_sum} in epoch {epoch + 1} (seen by step {step + 1})",
-                                 epoch)
+        raise NonFiniteLossError(f"the training loss is {loss_sum} in epoch {epoch + 1} (seen by step {step + 1})")
     if net is None:
         return
     with torch.no_grad():
@@ -63,7 +59,7 @@ def _check_finite(epoch: int, step: int, loss_sum: float, net: Optional[nn.Modul
     bad = [k for (k, _), good in zip(named, ok) if not good]
     if bad:
         raise NonFiniteLossError(f"the weights are not finite after epoch {epoch + 1} ({', '.join(bad[:3])}"
-                                 f"{', ...' if len(bad) > 3 else ''})", epoch)
+                                 f"{', ...' if len(bad) > 3 else ''})")
 
 
 def build_mixer(cfg: Config) -> Optional[Mixer]:
@@ -346,7 +342,7 @@ class PassRefresh(_Refresh):
         """Gradient saliency of ``net`` over the training split at the stored resolution,
         ``uint8[N, h, w]`` on the device, the same on every rank."""
         cfg, d = self.cfg, self.d
-        raw = get_spec(cfg.dataset).load(cfg.data_dir, "train")
+        raw = self.dataset.dataset  # the split the loader reads
         n = len(raw)
         maps = torch.zeros((n, *self.resolution), dtype=torch.uint8, device=d.device)
         store = SaliencyRefresh(maps, postprocess=cfg.refresh_postprocess)
