@@ -48,13 +48,15 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointFileError: the file is cut, refused by ``weights_only`` (it would run code when
-            unpickled), not a dict, or lacks keys of ``need``.
+        CheckpointFileError: a folder, or the file is cut, refused by ``weights_only`` (it would run
+            code when unpickled), not a dict, or lacks keys of ``need``.
     """
     p = Path(path)
     name = f"{label} {p}" if label else str(p)
+    if p.is_dir():
+        raise CheckpointFileError(f"{name} is a folder; give the checkpoint file (e.g. {p / 'last.pt'})")
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such checkpoint")
+        raise FileNotFoundError(f"{name}: no such checkpoint")
     try:
         ck = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load raises many types for a cut or foreign file

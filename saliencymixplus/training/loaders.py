@@ -202,14 +202,14 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
     local_batch = cfg.batch_size // d.world
     download = cfg.download and d.main
     spec = get_spec(cfg.dataset)
-    train_raw = spec.load(cfg.data_dir, "train", download=download)  # fails before cache work
-    size = cfg.train_count(len(train_raw))
     cache = cfg.saliency_cache if cfg.reads_cache else None
     common = dict(dist_=d, channels_last=cfg.channels_last)
     if cfg.loader == "device":
         if not spec.recipe.batchable:
             raise UsageError(f"--loader device applies a flip to whole batches; {cfg.dataset}'s training "
                              f"recipe ({spec.recipe}) needs --loader torch")
+        train_raw = spec.load(cfg.data_dir, "train", download=download)  # fails before cache work
+        size = cfg.train_count(len(train_raw))
         test_raw = spec.load(cfg.data_dir, "test", download=download)
         sal = None
         if cache is not None:
@@ -225,6 +225,7 @@ def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, Dev
         sized = dict(image_size=cfg.image_size, mean_std=cfg.mean_std)
         train_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "train", train=True, saliency_cache=cache,
                                       download=download, **sized)
+        size = cfg.train_count(len(train_ds))
         test_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "test", train=False, **sized)
         train = TorchLoader(train_ds, d.device, batch_size=local_batch, train=True, workers=workers, size=size,
                             **common)

@@ -191,10 +191,6 @@ def read_resume(cfg: Config, d: Dist) -> Optional[tuple[Path, dict[str, Any]]]:
     if cfg.resume == "auto" and not p.exists():
         log(d, f"--resume: no checkpoint at {p}; starting from scratch")
         return None
-    if not p.exists():
-        raise FileNotFoundError(f"--resume {p}: no such checkpoint")
-    if not p.is_file():
-        raise CheckpointFileError(f"--resume {p} is a folder; give the checkpoint file (e.g. {p / 'last.pt'})")
     ck = read_checkpoint(p, need=RESUME_KEYS, label="--resume")
     done, history = ck["epoch"], ck.get("history")
     damaged = f"the file is damaged or was not written by {PROG}"
