@@ -872,33 +872,29 @@ def join_cache(out, num_shards: int, *, attrs: dict, dtype: str = "uint8", data_
                             f"build every shard with the same --block-size")
     if problems:
         raise CacheMismatchError("\n".join(problems))
-    own_lock = None
-    if lock is None:
-        lock = own_lock = cache_lock(out).acquire(wait=False)
     partial = Path(str(out) + ".partial")
     h, w = attrs["resolution"]
     count = int(attrs["count"])
-    try:
-        layout = h5py.VirtualLayout(shape=(count, h, w), dtype=np.dtype(dtype))
-        for part, (a, b) in zip(parts, spans):
-            if b > a:
-                layout[a:b] = h5py.VirtualSource(part.path.name, DATASET, shape=(b - a, h, w))
-        record = [{"file": p.path.name, "start": a, "stop": b, HASH_ATTR: p.attrs[HASH_ATTR]}
-                  for p, (a, b) in zip(parts, spans)]
-        with h5py.File(partial, "w") as f:
-            f.create_virtual_dataset(DATASET, layout, fillvalue=0)
-            _write_attrs(f, {**{k: attrs.get(k) for k in ("count", *_BUILD_ATTRS)}, "format_version": FORMAT_VERSION,
-                             "num_shards": n, _SHARDS: json.dumps(record)})
-            h = _hash_header(f)
-            shards.verify(parts, h)
-            f.attrs[HASH_ATTR] = h.hexdigest()
-        replace_durably(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        for p in parts:
-            p.close()
-        if own_lock is not None:
-            own_lock.release()
+    with contextlib.nullcontext() if lock is not None else cache_lock(out).acquire(wait=False):  # released on exit
+        try:
+            layout = h5py.VirtualLayout(shape=(count, h, w), dtype=np.dtype(dtype))
+            for part, (a, b) in zip(parts, spans):
+                if b > a:
+                    layout[a:b] = h5py.VirtualSource(part.path.name, DATASET, shape=(b - a, h, w))
+            record = [{"file": p.path.name, "start": a, "stop": b, HASH_ATTR: p.attrs[HASH_ATTR]}
+                      for p, (a, b) in zip(parts, spans)]
+            with h5py.File(partial, "w") as f:
+                f.create_virtual_dataset(DATASET, layout, fillvalue=0)
+                _write_attrs(f, {**{k: attrs.get(k) for k in ("count", *_BUILD_ATTRS)},
+                                 "format_version": FORMAT_VERSION, "num_shards": n, _SHARDS: json.dumps(record)})
+                digest = _hash_header(f)
+                shards.verify(parts, digest)
+                f.attrs[HASH_ATTR] = digest.hexdigest()
+            replace_durably(partial, out)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        finally:
+            for p in parts:
+                p.close()
     return out
