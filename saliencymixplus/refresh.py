@@ -47,9 +47,8 @@ IDENTITY = ("dataset", "split", "count", "fingerprint")
 
 def to_stored_frame(maps: Tensor, old: Tensor, *, flip: Optional[Tensor] = None,
                     offsets: Optional[tuple[Tensor, Tensor]] = None, pad: int = 0) -> Tensor:
-    """Carry maps seen by the model back into the stored frame, as a gather (docs/design.md,
-    "Saliency that learns", Frames): the inverse of padding by ``pad`` zeros, cutting the
-    ``H x W`` window at ``(dy, dx)`` (``(pad, pad)``: no shift) and flipping where ``flip``.
+    """Carry maps seen by the model back into the stored frame: the inverse, as a gather, of the
+    loader's padded crop and flip (docs/design.md, "Saliency that learns", Frames).
 
     Args:
         maps: ``Tensor[B, H, W]``, maps in the frame the model saw.
@@ -91,7 +90,6 @@ class SaliencyRefresh:
             is stored (``"top=0.2,power=2"``, a dict, or ``"none"``).
 
     Attributes:
-        maps: the store.
         touched: ``uint8[N]``, 1 for the maps updated since the last :meth:`synchronize`.
     """
 

@@ -70,9 +70,8 @@ def barrier(d: Dist) -> None:
 
 
 def broadcast_buffers(d: Dist, module: nn.Module, src: int = 0) -> None:
-    """Give every process ``src``'s buffers (BatchNorm running statistics), in place: under DDP each
-    rank updates them from its own shard, and evaluating with them would give the errors of no
-    single model (not of the checkpoint, which holds rank 0's)."""
+    """Give every process ``src``'s buffers (BatchNorm running statistics), in place: each rank
+    updates them from its own shard, and the checkpoint holds rank 0's (docs/design.md, "Training")."""
     if not d.enabled:
         return
     works = [dist.broadcast(b, src, async_op=True) for b in module.buffers()]

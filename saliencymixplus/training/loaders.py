@@ -85,8 +85,7 @@ class DeviceLoader:
         self.dist, self.channels_last = dist_, channels_last
         self.seed, self.epoch = 0, 0
         self.limit: Optional[int] = None
-        #: Where the last yielded batch came from (its indices, flips, crop offsets), for
-        #: ``--saliency refresh`` to write maps back.
+        #: Where the last yielded batch came from, for ``--saliency refresh`` to write maps back.
         self.last_batch: Optional[BatchPlacement] = None
 
     def set_epoch(self, seed: int, epoch: int) -> None:
