@@ -48,8 +48,8 @@ class DeviceLoader:
 
     Holds ``images`` as ``uint8[N, 3, H, W]`` and optional ``saliency`` as ``uint8[N, H, W]`` on
     ``device``. Each epoch draws one permutation (each rank takes its ``rank::world`` share); for
-    training, whole batches only, a random crop with ``pad`` zero pixels of padding and a horizontal flip, identically
-    to image and saliency.
+    training, whole batches only, each with a random crop with ``pad`` zero pixels of padding and a
+    horizontal flip, identically to image and saliency.
 
     Args:
         images: ``np.uint8[N, H, W, 3]`` RGB.
