@@ -29,12 +29,9 @@ Batch = tuple[Tensor, Optional[Tensor], Tensor]
 
 
 class BatchPlacement(NamedTuple):
-    """Where a :class:`DeviceLoader` batch's images came from, to carry maps seen by the model
-    back into the stored frame (:func:`saliencymixplus.refresh.to_stored_frame`).
-
-    ``indices``: ``LongTensor[B]``, the images' rows in the data set (and in the stored maps);
-    ``flip``: ``BoolTensor[B]`` or ``None``; ``offsets``: ``(dy, dx)``, ``LongTensor[B]`` each,
-    or ``None``; ``pad``: the crop's padding.
+    """Where a :class:`DeviceLoader` batch's images came from: ``indices`` (``LongTensor[B]``), their
+    rows in the data set and in the stored maps, and ``flip``, ``offsets`` and ``pad`` as
+    :func:`saliencymixplus.refresh.to_stored_frame` takes them to carry maps back into that frame.
     """
 
     indices: Tensor
