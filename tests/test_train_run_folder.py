@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from saliencymixplus.cache import CacheWriter, SaliencyCache
+from saliencymixplus.cache import CacheWriter, SaliencyCache, cache_lock
 from saliencymixplus.training import load_checkpoint, main
 
 from cli_helpers import exit_code, subprocess_env
@@ -178,10 +178,14 @@ def test_ctrl_c_while_the_cache_is_built_says_to_run_the_same_command_again(tmp_
     # Give the child the default SIGINT disposition, as a terminal would (see test_train.py).
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    line = proc.stdout.readline()
-    assert "building it" in line, line + proc.communicate()[1][-3000:]
-    proc.send_signal(signal.SIGINT)  # at once: on a quiet machine the demo set's build takes under a second
-    _, err = proc.communicate(timeout=120)
+    # The demo set's build takes under a second, so a Ctrl-C sent after "building it" can come too
+    # late. The test holds the cache's lock: the child's build waits for it, and Ctrl-C meets that
+    # wait every time.
+    with cache_lock(cache).acquire():
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert "building it" in lines[0] and "waiting for it" in lines[1], lines + [proc.communicate()[1][-3000:]]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "last.pt" not in err, err
     assert f"interrupted while building the saliency cache {cache}" in err
