@@ -235,3 +235,56 @@ def test_a_mistyped_data_dir_leaves_nothing_behind(tmp_path, capsys):
     err = one_line(capsys.readouterr().err)
     assert rc == 2 and "CIFAR-100 not found" in err, err
     assert sorted(tmp_path.iterdir()) == []  # neither the data folder (the default cache's) nor the run folder
+
+
+class _Gone:
+    pass
+
+
+def ctrl_c_that_python_drops() -> None:
+    """Ctrl-C while a weakref callback runs: CPython drops the ``KeyboardInterrupt`` raised there
+    ("Exception ignored in ..."), as it once did in a real run."""
+    import weakref
+
+    weakref.ref(_Gone(), lambda _: os.kill(os.getpid(), signal.SIGINT))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_that_python_drops_still_stops_the_run(tmp_path, demo_cache, monkeypatch, capsys):
+    from saliencymixplus import mix
+
+    loss, steps = mix.soft_target_cross_entropy, []
+
+    def loss_that_meets_ctrl_c(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            ctrl_c_that_python_drops()
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(mix, "soft_target_cross_entropy", loss_that_meets_ctrl_c)
+    run = tmp_path / "run"
+    rc = call(demo(demo_cache, "--epochs", "3", "--out-dir", run))
+    err = capsys.readouterr().err
+    assert rc == 130, err
+    assert "interrupted before the first epoch ended, so nothing was saved" in err
+    assert len(steps) == 2 and not (run / "last.pt").exists()  # stopped at the step it came in
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_that_python_drops_while_the_cache_is_built_stops_the_run(tmp_path, monkeypatch, capsys):
+    from saliencymixplus import precompute
+
+    build = precompute.build_cache
+
+    def build_that_meets_ctrl_c(*args, **kwargs):
+        out = build(*args, **kwargs)
+        ctrl_c_that_python_drops()
+        return out
+
+    monkeypatch.setattr(precompute, "build_cache", build_that_meets_ctrl_c)
+    cache, run = tmp_path / "new.h5", tmp_path / "run"
+    rc = call(demo(cache, "--out-dir", run))
+    err = capsys.readouterr().err
+    assert rc == 130, err
+    assert f"interrupted while building the saliency cache {cache}; run the same command again" in err
+    assert not (run / "log.csv").exists()

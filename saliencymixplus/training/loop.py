@@ -26,7 +26,7 @@ from ..refresh import IDENTITY, SaliencyRefresh, load_refreshed, maps_digest, sa
 from ..saliency import gradient_saliency
 from ..transforms import Normalize
 from .config import SALIENCY_MIXES, Config
-from .distributed import Dist, barrier, broadcast_buffers, epoch_seed, log, seed_everything
+from .distributed import Dist, barrier, broadcast_buffers, epoch_seed, log, raise_if_interrupted, seed_everything
 
 __all__ = ["Mixer", "build_mixer", "progress", "train_one_epoch", "evaluate", "NonFiniteLossError",
            "InPlaceRefresh", "PassRefresh", "refresh_file", "REFRESH_KEY"]
@@ -151,6 +151,7 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
                 optimizer.step()
             if refresh is not None and not mixed:
                 refresh.write_back(x)  # ... and write its saliency back into the stored maps
+            raise_if_interrupted()
             with torch.no_grad():
                 n = x.shape[0]
                 c1, c5 = _topk_correct(logits.detach(), y)
@@ -189,6 +190,7 @@ def evaluate(cfg: Config, d: Dist, model: nn.Module, loader) -> dict[str, float]
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
         tot += torch.stack([loss.double(), c1.double(), c5.double()])
         seen += len(y)
+        raise_if_interrupted()
     loss_sum, c1, c5, n = _reduce(d, tot, seen)
     model.train()
     return {"test_loss": loss_sum / n, "test_top1_err": _err(c1, n), "test_top5_err": _err(c5, n)}

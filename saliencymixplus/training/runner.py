@@ -30,7 +30,8 @@ from ..models import build_model
 from ..precompute_command import rebuild_command
 from ..rawdata import DataFileError, ImageDecodeError
 from .config import PROG, Config, UsageError, parse_config
-from .distributed import Dist, barrier, log, rng_state, seed_everything, set_rng_state, setup_distributed
+from .distributed import (Dist, barrier, ctrl_c_remembered, log, raise_if_interrupted, rng_state, seed_everything,
+                          set_rng_state, setup_distributed)
 from .loaders import DeviceLoader, build_loaders
 from .loop import REFRESH_KEY, InPlaceRefresh, NonFiniteLossError, PassRefresh, build_mixer, evaluate, train_one_epoch
 
@@ -301,6 +302,7 @@ def prepare_data(cfg: Config, d: Dist, train_raw, test_raw) -> Optional[dict]:
         try:
             build_cache(cfg.dataset, cfg.data_dir, "train", cfg.saliency_method, cfg.saliency_cache,
                         workers=cfg.workers, progress=cfg.progress, log=lambda m: log(d, m))
+            raise_if_interrupted()
         except ImageDecodeError as e:
             if not e.bad:
                 raise
@@ -527,7 +529,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     is_main = int(os.environ.get("RANK", "0")) == 0
     try:
-        summary = run(cfg)
+        with ctrl_c_remembered():
+            summary = run(cfg)
     except BaseException as e:
         code, line = next(((code, line) for types, code, line in EXITS if isinstance(e, types)), (None, None))
         if code is None:
