@@ -18,7 +18,7 @@ import numpy as np
 
 from .cache import (DTYPES, SHARD_ATTRS, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution,
                     join_cache, parse_resolution, quantize, verify_cache)
-from .datasets import DATASETS, SPLITS, get_spec
+from .datasets import DATASETS, SPECS, SPLITS, get_spec
 from .files import BusyError, DiskFullError, check_output_file, file_sha256
 from .precompute_command import PROGRAM, parse_shard, shard_path, shard_range
 from .rawdata import ImageDecodeError, default_workers, load_split
@@ -386,7 +386,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .h5 file to write (built as OUT.partial, then renamed)")
     p.add_argument("--checkpoint", default=None, help="train.py checkpoint (method gradient)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
-    p.add_argument("--resolution", default=None, help="HxW of the stored maps (default: image size; Pet 256x256)")
+    p.add_argument("--resolution", default=None,
+                   help="HxW of the stored maps (default: " + ", ".join(
+                       f"{k} {format_resolution(v.stored_resolution)}" for k, v in SPECS.items()
+                       if v.stored_resolution) + "; else the image size)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial")
     p.add_argument("--dtype", default="uint8", choices=list(DTYPES))
     p.add_argument("--block-size", type=int, default=None, help="images per resumable block")
