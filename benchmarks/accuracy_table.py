@@ -266,6 +266,11 @@ def render(dataset: str, rows: list[tuple[str, str, list[dict]]], seeds: list[in
         lines.append(f"| {name} | {_mean_std([r['last_top1_err'] for r in runs])} | "
                      f"{_mean_std([r['best_top1_err'] for r in runs])} | {_mean_std([r['last_top5_err'] for r in runs])}"
                      f" | {statistics.mean(r['wall_time_s'] for r in runs):.0f} |")
+    lines += ["", "Per seed: last-epoch top-1 error (%) and wall time of the run:", "",
+              f"| mixer | {' | '.join(f'seed {s}' for s in seeds)} |", "|---|" + "---|" * len(seeds)]
+    for _, name, runs in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{r['last_top1_err']:.2f} ({r['wall_time_s']:.0f} s)" for r in runs)
+                     + " |")
     by_key = {k: (name, runs) for k, name, runs in rows}
     pairs = [(a, b) for a, b in PAIRS if a in by_key and b in by_key]
     if pairs:
