@@ -64,8 +64,9 @@ MIXERS = (
 DATASETS = ("demo", "demo_hard")
 #: The paired comparisons printed under the table: ``(row, baseline)``.
 PAIRS = (("saliencymixplus", "cutmix"), ("saliencymixplus", "saliencymix"), ("saliencymixplus", "paper"),
-         ("saliencymixplus", "none"), ("saliencymixplus_refresh", "cutmix"), ("saliencymixplus_masks", "saliencymixplus"),
-         ("paper", "cutmix"), ("cutmix", "none"))
+         ("saliencymixplus", "none"), ("saliencymixplus_refresh", "cutmix"), ("saliencymixplus_refresh", "saliencymixplus"),
+         ("saliencymixplus_refresh", "paper"), ("saliencymixplus_masks", "saliencymixplus"),
+         ("saliencymixplus_masks", "saliencymixplus_refresh"), ("paper", "cutmix"), ("cutmix", "none"))
 
 
 def _usage(p: argparse.ArgumentParser, msg: str):
@@ -232,7 +233,7 @@ def plot(rows: list[tuple[str, str, list[dict]]], seeds: list[int], title: str, 
         axes[0].scatter(errs, [y] * len(errs), s=14, color="tab:blue", alpha=0.6)
         axes[0].plot([statistics.mean(errs)] * 2, [y - 0.3, y + 0.3], color="black", lw=2)
     axes[0].set_yticks(range(len(rows)), [by_key[k][0] for k, _, _ in reversed(rows)])
-    axes[0].set_xlabel("top-1 test error, last epoch (%): seeds (dots), mean (bar)")
+    axes[0].set_xlabel("top-1 test error, last epoch (%):\nseeds (dots), mean (bar)")
     crit = t_critical(len(seeds) - 1) if len(seeds) > 1 else None
     for y, (a, b) in enumerate(reversed(pairs)):
         d = [x - z for x, z in zip(by_key[a][1], by_key[b][1])]
@@ -243,7 +244,7 @@ def plot(rows: list[tuple[str, str, list[dict]]], seeds: list[int], title: str, 
             axes[1].errorbar(m, y, xerr=crit * se, fmt="o", color="tab:red" if clear else "black", capsize=4)
     axes[1].axvline(0, color="black", lw=0.8)
     axes[1].set_yticks(range(len(pairs)), [f"{by_key[a][0]} − {by_key[b][0]}" for a, b in reversed(pairs)])
-    axes[1].set_xlabel("paired gap in points (< 0: the first errs less): seeds, mean ± 95 % interval\n"
+    axes[1].set_xlabel("paired gap in points (< 0: the first errs less):\nseeds (dots), mean ± 95 % interval\n"
                        "(red: beyond noise at 5 %)")
     fig.suptitle(title, fontsize=9)
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110))
@@ -255,6 +256,10 @@ def _load() -> str:
         return f"{os.getloadavg()[0]:.2f}"
     except OSError:
         return "?"
+
+
+def _p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
 
 def render(dataset: str, rows: list[tuple[str, str, list[dict]]], seeds: list[int], header: str) -> str:
@@ -293,10 +298,10 @@ def render(dataset: str, rows: list[tuple[str, str, list[dict]]], seeds: list[in
             else:
                 t = m / se if se else math.copysign(math.inf, m) if m else 0.0
                 p = t_test_p(t, len(d) - 1)
-                stats = f"{t:+.1f} | {p:.3f} | {sum(x < 0 for x in d)} of {len(d)}"
+                stats = f"{t:+.1f} | {_p(p)} | {sum(x < 0 for x in d)} of {len(d)}"
                 beyond = "yes" if p < 0.05 else "no"
             lines.append(f"| {by_key[a][0]} - {by_key[b][0]} | {per} | {m:+.2f}"
-                         f"{'' if se is None else f' ± {se:.2f}'} | {stats} | {sign_test_p(d):.3f} | {beyond} |")
+                         f"{'' if se is None else f' ± {se:.2f}'} | {stats} | {_p(sign_test_p(d))} | {beyond} |")
     return "\n".join(lines)
 
 
