@@ -24,7 +24,7 @@ errors, and every paired gap with its 95 % interval).
     PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo_hard --epochs 40 \
         --seeds 0,1,2,3,4,5,6,7,8,9 --jobs 2 --quiet --out-dir runs/regime_n3000_e40 \
         -- --train-size 3000 --milestones 30,37
-    PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo_hard --jobs 2   # 15 epochs, 35 runs
+    PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo_hard --jobs 2   # 12 epochs, 35 runs
     PYTHONPATH=. python benchmarks/accuracy_table.py --quick                        # CI: 1 seed, 1 epoch, 5 steps
 """
 
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4], help="comma-separated seeds (default 0,1,2,3,4)")
     p.add_argument("--mixers", type=_mixers, default=[m[0] for m in MIXERS],
                    help="comma-separated subset of " + ",".join(m[0] for m in MIXERS) + " (default: all)")
-    p.add_argument("--epochs", type=_positive, default=None, help="default: the data set's default in train.py (15)")
+    p.add_argument("--epochs", type=_positive, default=None, help="default: the data set's default in train.py (demo 15, demo_hard 12)")
     p.add_argument("--method", default="fine_grained", choices=("fine_grained", "spectral_residual"))
     p.add_argument("--postprocess", default="top=0.2,power=2", help="saliency post-processing of the cache")
     p.add_argument("--jobs", type=_positive, default=1, help="runs trained at the same time (default 1)")
