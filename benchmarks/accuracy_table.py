@@ -312,7 +312,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4], help="comma-separated seeds (default 0,1,2,3,4)")
     p.add_argument("--mixers", type=_mixers, default=[m[0] for m in MIXERS],
                    help="comma-separated subset of " + ",".join(m[0] for m in MIXERS) + " (default: all)")
-    p.add_argument("--epochs", type=_positive, default=None, help="default: the data set's default in train.py (demo 15, demo_hard 12)")
+    p.add_argument("--epochs", type=_positive, default=None,
+                   help="default: the data set's default in train.py (demo 15, demo_hard 12)")
     p.add_argument("--method", default="fine_grained", choices=("fine_grained", "spectral_residual"))
     p.add_argument("--postprocess", default="top=0.2,power=2", help="saliency post-processing of the cache")
     p.add_argument("--jobs", type=_positive, default=1, help="runs trained at the same time (default 1)")
