@@ -1,4 +1,4 @@
-"""An accuracy table on a generated set (``demo`` or ``demo_hard``): no mixing, CutMix,
+r"""An accuracy table on a generated set (``demo`` or ``demo_hard``): no mixing, CutMix,
 SaliencyMix, SaliencyMix+ (cache), SaliencyMix+ refreshed (``--saliency refresh``), SaliencyMix+
 on the set's true object masks (an upper bound: what perfect saliency would give) and the
 published method (``--paper``: online saliency, peak box, half batch).
