@@ -20,6 +20,7 @@ from .cache import (DTYPES, SHARD_ATTRS, CacheMismatchError, CacheWriter, Salien
                     join_cache, parse_resolution, quantize, verify_cache)
 from .datasets import DATASETS, SPECS, SPLITS, get_spec
 from .files import BusyError, DiskFullError, check_output_file, file_sha256
+from .interrupts import ctrl_c_remembered, raise_if_interrupted
 from .precompute_command import PROGRAM, parse_shard, shard_path, shard_range
 from .rawdata import ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
@@ -309,6 +310,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
                         continue
                     writer.write(a - start, maps)
                     bar.update(len(maps))
+                    raise_if_interrupted()
             if bad_images:
                 raise ImageDecodeError.for_files(bad_images, raw.name, raw.split, resume=True)
             return writer.finalize()
@@ -488,7 +490,8 @@ def _attempt(parser, partial: Path, work) -> tuple[int, Path | None]:
     """``(0, work())``, or the exit status (2: bad arguments, data, output or shards; 130:
     interrupted) after printing why."""
     try:
-        return 0, work()
+        with ctrl_c_remembered():
+            return 0, work()
     except (FileNotFoundError, ValueError, BusyError, DiskFullError) as e:  # OutputPathError, ImageDecodeError included
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2, None

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "saliencymixplus"
 #: ``training.*``); ``saliencymixplus`` is the package's ``__init__``. Above them all: train.py,
 #: tools/ and benchmarks/, outside the package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("shared facts and files", ("files", "datasets")),
+    ("shared facts and files", ("files", "datasets", "interrupts")),
     ("kernels", ("_C", "_extension", "ops")),
     ("mixers", ("mix", "label_noise", "saliencymixplus")),
     ("networks", ("models",)),

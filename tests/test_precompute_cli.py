@@ -166,3 +166,32 @@ def test_rebuild_hints_have_no_placeholders(cifar_dir, tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         SaliencyCache(tmp_path / "none.h5", expect=demo)
     assert "METHOD" not in str(e.value) and "DATA_DIR" not in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_that_python_drops_still_stops_the_build(tmp_path, monkeypatch, capsys):
+    """CPython drops a KeyboardInterrupt raised inside a weakref callback; the cache tool must
+    still stop after the block it was writing, keep it, and say how to resume (exit 130)."""
+    import signal
+    import weakref
+
+    class Gone:
+        pass
+
+    write, written = CacheWriter.write, []
+
+    def write_that_meets_ctrl_c(self, start, maps):
+        write(self, start, maps)
+        written.append(start)
+        if len(written) == 1:
+            weakref.ref(Gone(), lambda _: os.kill(os.getpid(), signal.SIGINT))
+
+    monkeypatch.setattr(CacheWriter, "write", write_that_meets_ctrl_c)
+    out = tmp_path / "c.h5"
+    args = ["--dataset", "demo", "--out", out, "--no-progress", "--workers", "0", "--block-size", "500"]
+    assert exit_code(precompute_main, args) == 130
+    assert f"interrupted: finished blocks are kept in {out}.partial; rerun with --resume" in capsys.readouterr().err
+    assert written == [0] and not out.exists()
+    monkeypatch.setattr(CacheWriter, "write", write)
+    assert exit_code(precompute_main, [*args, "--resume"]) == 0
+    assert len(verify_cache(out)) > 500

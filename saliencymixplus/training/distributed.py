@@ -1,6 +1,6 @@
 """Where this process stands under ``torchrun`` (rank, world size, device: NCCL on GPUs, gloo on
-CPUs; a plain ``python train.py`` never touches ``torch.distributed``), its random streams,
-reseeded every epoch from ``(seed, epoch, rank)``, and its Ctrl-C. See docs/design.md, "Training".
+CPUs; a plain ``python train.py`` never touches ``torch.distributed``) and its random streams,
+reseeded every epoch from ``(seed, epoch, rank)``. See docs/design.md, "Training".
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import contextlib
 import dataclasses
 import os
 import random
-import signal
-import threading
 from typing import Any
 
 import numpy as np
@@ -21,40 +19,7 @@ from torch import nn
 from .config import Config, UsageError
 
 __all__ = ["Dist", "setup_distributed", "barrier", "broadcast_buffers", "log", "epoch_seed", "seed_everything",
-           "seed_worker", "rng_state", "set_rng_state", "ctrl_c_remembered", "raise_if_interrupted"]
-
-_ctrl_c = threading.Event()
-
-
-def _on_ctrl_c(signum, frame):
-    _ctrl_c.set()
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def ctrl_c_remembered():
-    """Within: Ctrl-C raises ``KeyboardInterrupt`` as usual, and is remembered, because CPython drops
-    an exception raised inside a weakref callback or ``__del__`` ("Exception ignored in ...");
-    :func:`raise_if_interrupted` raises it again at the next safe point. Only where SIGINT has
-    Python's default handler, in the main thread."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    _ctrl_c.clear()
-    signal.signal(signal.SIGINT, _on_ctrl_c)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        _ctrl_c.clear()
-
-
-def raise_if_interrupted() -> None:
-    """``KeyboardInterrupt`` when a Ctrl-C came within :func:`ctrl_c_remembered` (see there)."""
-    if _ctrl_c.is_set():
-        _ctrl_c.clear()
-        raise KeyboardInterrupt
+           "seed_worker", "rng_state", "set_rng_state"]
 
 
 @dataclasses.dataclass

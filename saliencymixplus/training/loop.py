@@ -22,11 +22,12 @@ from torch import Tensor, nn
 from .. import mix
 from ..cache import SaliencyCache
 from ..checkpoint_file import CheckpointFileError
+from ..interrupts import raise_if_interrupted
 from ..refresh import IDENTITY, SaliencyRefresh, load_refreshed, maps_digest, save_refreshed
 from ..saliency import gradient_saliency
 from ..transforms import Normalize
 from .config import SALIENCY_MIXES, Config
-from .distributed import Dist, barrier, broadcast_buffers, epoch_seed, log, raise_if_interrupted, seed_everything
+from .distributed import Dist, barrier, broadcast_buffers, epoch_seed, log, seed_everything
 
 __all__ = ["Mixer", "build_mixer", "progress", "train_one_epoch", "evaluate", "NonFiniteLossError",
            "InPlaceRefresh", "PassRefresh", "refresh_file", "REFRESH_KEY"]

@@ -26,12 +26,12 @@ from ..checkpoint_file import (RESUME_KEYS, CheckpointFileError, describe_load_e
                                read_checkpoint)
 from ..datasets import get_spec
 from ..files import BusyError, DiskFullError, FileLock, OutputPathError, atomic_write, check_writable_dir, ensure_writable_dir
+from ..interrupts import ctrl_c_remembered, raise_if_interrupted
 from ..models import build_model
 from ..precompute_command import rebuild_command
 from ..rawdata import DataFileError, ImageDecodeError
 from .config import PROG, Config, UsageError, parse_config
-from .distributed import (Dist, barrier, ctrl_c_remembered, log, raise_if_interrupted, rng_state, seed_everything,
-                          set_rng_state, setup_distributed)
+from .distributed import Dist, barrier, log, rng_state, seed_everything, set_rng_state, setup_distributed
 from .loaders import DeviceLoader, build_loaders
 from .loop import REFRESH_KEY, InPlaceRefresh, NonFiniteLossError, PassRefresh, build_mixer, evaluate, train_one_epoch
 
