@@ -20,7 +20,7 @@ second than one run on two threads). The table is also written to ``OUT_DIR/tabl
 the per-run figures to ``OUT_DIR/table.json``, and drawn in ``OUT_DIR/table.png`` (per-seed
 errors, and every paired gap with its 95 % interval).
 
-    # the regime where no mixing overfits (benchmarks/RESULTS.md): 70 runs, ~2 h on 2 cores
+    # the regime where no mixing overfits (benchmarks/RESULTS.md): 70 runs, 1-1.5 h on 2 cores
     PYTHONPATH=. python benchmarks/accuracy_table.py --dataset demo_hard --epochs 40 \
         --seeds 0,1,2,3,4,5,6,7,8,9 --jobs 2 --quiet --out-dir runs/regime_n3000_e40 \
         -- --train-size 3000 --milestones 30,37
@@ -145,7 +145,7 @@ def _run(key: str, flags: list[str], seed: int, args, cache: Path | None, out: P
     if done is not None:
         return done
     cmd = [sys.executable, str(ROOT / "train.py"), "--dataset", args.dataset, *flags, "--seed", str(seed),
-           "--out-dir", str(out), "--no-progress", "--device", "cpu"]
+           "--out-dir", str(out), "--no-progress", "--device", args.device]
     if args.epochs is not None:
         cmd += ["--epochs", str(args.epochs)]
     if cache is not None:
@@ -314,6 +314,7 @@ def main(argv=None) -> int:
                    help="comma-separated subset of " + ",".join(m[0] for m in MIXERS) + " (default: all)")
     p.add_argument("--epochs", type=_positive, default=None,
                    help="default: the data set's default in train.py (demo 15, demo_hard 12)")
+    p.add_argument("--device", default="cpu", help="train.py's --device for every run (default cpu; cuda on a GPU)")
     p.add_argument("--method", default="fine_grained", choices=("fine_grained", "spectral_residual"))
     p.add_argument("--postprocess", default="top=0.2,power=2", help="saliency post-processing of the cache")
     p.add_argument("--jobs", type=_positive, default=1, help="runs trained at the same time (default 1)")
@@ -373,7 +374,10 @@ def main(argv=None) -> int:
               f"mix prob {c['mix_prob']}, seeds {','.join(map(str, seeds))}; saliency {args.method} + "
               f"{args.postprocess}; {args.jobs} run(s) at a time, {args.threads or 'default'} thread(s) each; "
               f"{start:%Y-%m-%d %H:%M} UTC, {wall / 60:.0f} min, load {load0} -> {_load()}; "
-              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
+              f"trained on {args.device}"
+              + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") and torch.cuda.is_available()
+                 else ""))
     if failed:
         header += f"; FAILED and left out with their seeds: {', '.join(failed)}"
     text = render(args.dataset, rows, seeds, header)
