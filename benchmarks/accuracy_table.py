@@ -186,6 +186,8 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float | None]:
 def t_test_p(t: float, df: int) -> float:
     """Two-sided p-value of Student's t statistic ``t`` with ``df`` degrees of freedom:
     ``1 - 2 * integral_0^|t| pdf``, the pdf integrated by Simpson's rule (error < 1e-6)."""
+    if math.isnan(t):
+        return math.nan
     if math.isinf(t):
         return 0.0
     c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
@@ -239,7 +241,7 @@ def plot(rows: list[tuple[str, str, list[dict]]], seeds: list[int], title: str, 
         d = [x - z for x, z in zip(by_key[a][1], by_key[b][1])]
         m, se = paired(by_key[a][1], by_key[b][1])
         axes[1].scatter(d, [y] * len(d), s=14, color="tab:gray", alpha=0.6)
-        if se is not None:
+        if se:
             clear = abs(m) > crit * se
             axes[1].errorbar(m, y, xerr=crit * se, fmt="o", color="tab:red" if clear else "black", capsize=4)
     axes[1].axvline(0, color="black", lw=0.8)
@@ -259,7 +261,7 @@ def _load() -> str:
 
 
 def _p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
+    return "-" if math.isnan(p) else f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
 
 def render(dataset: str, rows: list[tuple[str, str, list[dict]]], seeds: list[int], header: str) -> str:
@@ -292,14 +294,12 @@ def render(dataset: str, rows: list[tuple[str, str, list[dict]]], seeds: list[in
             d = [x - y for x, y in zip(va, vb)]
             m, se = paired(va, vb)
             per = ", ".join(f"{x:+.2f}" for x in d)
-            if se is None:
-                stats = "- | - | -"
-                beyond = "-"
+            won = "-" if se is None else f"{sum(x < 0 for x in d)} of {len(d)}"
+            if not se:  # one seed, or every seed the same gap: no t-test
+                stats, beyond = f"- | - | {won}", "-"
             else:
-                t = m / se if se else math.copysign(math.inf, m) if m else 0.0
-                p = t_test_p(t, len(d) - 1)
-                stats = f"{t:+.1f} | {_p(p)} | {sum(x < 0 for x in d)} of {len(d)}"
-                beyond = "yes" if p < 0.05 else "no"
+                p = t_test_p(m / se, len(d) - 1)
+                stats, beyond = f"{m / se:+.1f} | {_p(p)} | {won}", "yes" if p < 0.05 else "no"
             lines.append(f"| {by_key[a][0]} - {by_key[b][0]} | {per} | {m:+.2f}"
                          f"{'' if se is None else f' ± {se:.2f}'} | {stats} | {_p(sign_test_p(d))} | {beyond} |")
     return "\n".join(lines)

@@ -99,6 +99,10 @@ def test_accuracy_table_paired_difference_by_hand():
     # = 1 - sqrt(12 / 14) = 0.074; the sign test: 3 of 3 won, p = 2 / 2^3 = 0.25.
     assert "| SaliencyMix+ - CutMix | -1.00, -2.00, -3.00 | -2.00 ± 0.58 | -3.5 | 0.074 | 3 of 3 | 0.250 | no |" in text
     assert "| CutMix | 22.00 ± 11.00 | 22.00 ± 11.00 | 0.00 ± 0.00 | 1 |" in text
+    # Every seed the same gap: the standard error is 0 and no t-test is made (it is not "beyond noise").
+    same = render("demo_hard", [("cutmix", "CutMix", runs([24.4, 13.3])),
+                                ("saliencymixplus", "SaliencyMix+", runs([23.4, 12.3]))], [0, 1], "head")
+    assert "| SaliencyMix+ - CutMix | -1.00, -1.00 | -1.00 ± 0.00 | - | - | 2 of 2 | 0.500 | - |" in same
     assert "| mixer | seed 0 | seed 1 | seed 2 |" in text and "| SaliencyMix+ | 10.00 (1 s) | 20.00 (1 s) | 30.00 (1 s) |" in text
 
 
