@@ -341,6 +341,14 @@ def main(argv=None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         _usage(p, f"cannot create --out-dir {out_dir}: {e.strerror or e}")
+    # Seed by seed, so that a table stopped early holds whole seeds of every mixer.
+    todo = [(k, name, flags, s) for s in seeds for k, name, flags, _ in MIXERS if k in args.mixers]
+    if args.epochs is not None:  # a finished run of another length would enter the table as it is
+        other = [(out_dir / f"{k}_s{s}", r["config"]["epochs"]) for k, _, _, s in todo
+                 if (r := _finished(out_dir / f"{k}_s{s}")) and r["config"]["epochs"] != args.epochs]
+        if other:
+            _usage(p, f"--out-dir {out_dir} holds finished runs of other lengths than --epochs {args.epochs} "
+                      f"(e.g. {other[0][0]}: {other[0][1]} epochs): pick another --out-dir")
     start = datetime.datetime.now(datetime.timezone.utc)
     load0 = _load()
     t0 = time.perf_counter()
@@ -348,8 +356,6 @@ def main(argv=None) -> int:
     caches = {None: None,
               "saliency": _cache(args.dataset, out_dir, args.method, args.postprocess) if "saliency" in wanted else None,
               "masks": _mask_cache(args.dataset, out_dir) if "masks" in wanted else None}
-    # Seed by seed, so that a table stopped early holds whole seeds of every mixer.
-    todo = [(k, name, flags, s) for s in seeds for k, name, flags, _ in MIXERS if k in args.mixers]
     cache_of = {k: caches[c] for k, _, _, c in MIXERS}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(_run, k, flags, s, args, cache_of[k], out_dir / f"{k}_s{s}") for k, _, flags, s in todo]

@@ -80,6 +80,14 @@ def test_accuracy_table_quick(tmp_path):
     again = _run([str(ROOT / "benchmarks" / "accuracy_table.py"), "--quick", "--quiet", "--jobs", "2", "--out-dir",
                   str(tmp_path / "runs")], tmp_path, timeout=400)
     assert "seed 0:" not in again and again.split("| mixer")[1] == out.split("| mixer")[1]
+    # Asked for another length, the table refuses the folder before any work: its finished
+    # 1-epoch runs would otherwise enter a 2-epoch table.
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accuracy_table.py"), "--out-dir",
+                        str(tmp_path / "runs"), "--epochs", "2", "--seeds", "0", "--mixers", "none,cutmix"],
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "holds finished runs of other lengths than --epochs 2" in r.stderr, r.stderr
+    assert "none_s0: 1 epochs" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_accuracy_table_paired_difference_by_hand():
