@@ -220,6 +220,4 @@ def load_demo(data_dir, split: str, *, download: bool = False, seed: int = DEMO_
     """The demo split ``"train"`` (5,000 images) or ``"test"`` (1,000), generated in memory, as
     an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks`` (fresh copies). ``data_dir`` and
     ``download`` are not used (the loader interface of :class:`~saliencymixplus.datasets.DatasetSpec`)."""
-    if split not in DEMO_SIZES:
-        raise ValueError(f"split must be one of {list(DEMO_SIZES)}, got {split!r}")
     return generated_split("demo", split, demo_split_arrays(split, seed), DEMO_VERSION, seed)

@@ -123,6 +123,4 @@ def load_demo_hard(data_dir, split: str, *, download: bool = False, seed: int = 
     """The hard demo split ``"train"`` (6,000 images) or ``"test"`` (2,000), 48x48, 20 classes,
     as an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks`` (fresh copies). ``data_dir``
     and ``download`` are not used."""
-    if split not in HARD_SIZES:
-        raise ValueError(f"split must be one of {list(HARD_SIZES)}, got {split!r}")
     return generated_split("demo_hard", split, _split_arrays(split, seed, HARD_SIZES[split]), HARD_VERSION, seed)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import SPLITS, get_spec
-from .rawdata import DataFileError, FileSplit, _check_choice
+from .datasets import get_spec
+from .rawdata import DataFileError, FileSplit
 
 __all__ = ["IMG_EXTENSIONS", "FOLDERS", "find_classes", "count_classes", "load_imagefolder", "load_imagenet"]
 
@@ -70,9 +70,6 @@ def _scan(root: Path, classes: list[str]) -> tuple[list[str], list[int], list[st
 
 def _split_root(data_dir, split: str, title: str, howto: str) -> Path:
     """``DIR/train`` or ``DIR/val`` (for ``"test"``); FileNotFoundError ending in ``howto`` when missing."""
-    _check_choice("split", split, SPLITS)
-    if data_dir is None:
-        raise FileNotFoundError(f"{title} needs --data-dir DIR (DIR/train/<class>/ and DIR/val/<class>/). {howto}")
     root = Path(data_dir) / FOLDERS[split]
     if not root.is_dir():
         raise FileNotFoundError(f"{title}: no folder {root} (the {split!r} split is DIR/{FOLDERS[split]}/<class>/*, "

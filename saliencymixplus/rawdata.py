@@ -15,18 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import SPLITS, get_spec
+from .datasets import get_spec
 
 __all__ = [
     "RawSplit", "ArraySplit", "FileSplit", "DataFileError", "ImageDecodeError", "load_split", "load_cifar100",
     "load_oxford_pet", "find_oxford_pet_root", "generated_split", "read_rgb", "image_file_problem",
     "read_pet_trimap", "trimap_object_mask", "default_workers",
 ]
-
-
-def _check_choice(argname: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{argname} must be one of {list(choices)}, got {value!r}")
 
 
 class RawSplit:
@@ -68,10 +63,6 @@ class RawSplit:
         """``(file, reason)`` of every image file :func:`image_file_problem` finds; ``[]`` in memory."""
         return []
 
-    def _hash_content(self, h) -> None:
-        for i in range(len(self)):
-            h.update(self._content(i))
-
     def _content(self, i: int):
         """Bytes that identify image ``i``'s content (docs/design.md, "Data sets")."""
         raise NotImplementedError
@@ -93,7 +84,8 @@ class RawSplit:
             h.update(f"{self.name}\0{self.split}\0{len(self)}\0".encode())
             h.update("\n".join(self.ids).encode())
             h.update(self.labels.astype("<i8").tobytes())
-            self._hash_content(h)
+            for i in range(len(self)):
+                h.update(self._content(i))
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
@@ -122,9 +114,6 @@ class ArraySplit(RawSplit):
     def image_size(self):
         return tuple(self.images.shape[1:3])
 
-    def _hash_content(self, h) -> None:
-        h.update(np.ascontiguousarray(self.images).data)  # the pixels, in one piece (CIFAR's 150 MB: ~0.2 s)
-
     def _content(self, i: int):
         return np.ascontiguousarray(self.images[i]).data
 
@@ -133,8 +122,8 @@ class FileSplit(RawSplit):
     """A split of image files decoded on demand.
 
     Attributes:
-        paths: ``paths[i]`` is the file of image ``i``; ``ids`` are the paths relative to ``root``.
-        root: the folder of the images (a folder tree's split folder, ``DIR/train`` or ``DIR/val``).
+        paths: ``paths[i]`` is the file of image ``i``; ``ids`` are the paths relative to ``root``
+            (the folder of the images: a folder tree's split folder, ``DIR/train`` or ``DIR/val``).
         classes: a folder tree's class folder names, sorted (``num_classes`` is their number);
             ``None`` for a set whose classes its spec gives.
         empty_classes: names of the class folders of this split that hold no image.
@@ -144,7 +133,7 @@ class FileSplit(RawSplit):
                  empty_classes: list[str] = (), **kw):
         ids = [str(Path(p).relative_to(root)) for p in paths]
         super().__init__(name, split, labels, ids, **kw)
-        self.paths, self.root = [str(p) for p in paths], str(root)
+        self.paths = [str(p) for p in paths]
         self.classes, self.empty_classes = (None if classes is None else list(classes)), list(empty_classes)
         if classes is not None:
             self.num_classes = len(self.classes)
@@ -226,36 +215,26 @@ def image_file_problem(path) -> str | None:
     elif head.startswith(_OTHER_IMAGE_STARTS) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return None
     else:
-        return _undecodable(path, head)
-    if whole or (error := _pil_error(path)) is None:
+        import cv2
+
+        if cv2.imread(str(path), cv2.IMREAD_COLOR) is not None or (error := _pil_rgb(path)[1]) is None:
+            return None
+        return f"not an image file OpenCV or PIL can decode (starts with {head[:8]!r}; {error})"
+    if whole or (error := _pil_rgb(path)[1]) is None:
         return None
     return f"truncated or damaged {kind} (no end marker; {error})"
 
 
-def _undecodable(path, head: bytes) -> str | None:
-    """``None`` when OpenCV or PIL decodes the file, else why not."""
-    import cv2
-
-    if cv2.imread(str(path), cv2.IMREAD_COLOR) is not None or (error := _pil_error(path)) is None:
-        return None
-    return f"not an image file OpenCV or PIL can decode (starts with {head[:8]!r}; {error})"
-
-
-def _pil_error(path) -> str | None:
-    """``None`` when PIL decodes the whole file (strictly), else its error in one line."""
+def _pil_rgb(path) -> tuple[np.ndarray | None, str | None]:
+    """PIL's strict decode of the whole file: ``(np.uint8[H, W, 3] RGB, None)``, or ``(None, its error in one line)``."""
     try:
         from PIL import Image
 
         with Image.open(path) as im:
-            im.load()
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), None
     except Exception as e:  # noqa: BLE001 - PIL raises many types; the reason is what counts
-        return _one_line(e)
-    return None
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        text = str(e).strip()
+        return None, (text.splitlines()[0] if text else type(e).__name__)
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -268,27 +247,18 @@ def read_rgb(path: str) -> np.ndarray:
     import cv2
 
     why = image_file_problem(path)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR) if why is None else None
-    if bgr is not None:
-        return np.ascontiguousarray(bgr[:, :, ::-1])
-    if why is None:  # a few Pet files are GIF/PNG under a .jpg name: let PIL try
-        try:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-        except Exception as e:  # noqa: BLE001 - say which file
-            why = f"not an image file OpenCV or PIL can decode ({_one_line(e)})"
+    if why is None:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is not None:
+            return np.ascontiguousarray(bgr[:, :, ::-1])
+        rgb, error = _pil_rgb(path)  # a few Pet files are GIF/PNG under a .jpg name
+        if rgb is not None:
+            return rgb
+        why = f"not an image file OpenCV or PIL can decode ({error})"
     raise ImageDecodeError(f"cannot decode image {path}: {why}", [(str(path), why)])
 
 
 # ----------------------------------------------------------------------------- CIFAR-100
-
-def _check_args(name: str, data_dir, split: str) -> None:
-    _check_choice("split", split, SPLITS)
-    if data_dir is None:
-        raise FileNotFoundError(f"{name} needs --data-dir: {get_spec(name).data_dir_holds}")
-
 
 def _find_root(name: str, data_dir, find, download: bool, fetch, *, by_hand: str, missing: str) -> Path:
     """``find(data_dir)``, after ``fetch(data_dir)`` when nothing is there and ``download``;
@@ -332,7 +302,6 @@ def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit
         FileNotFoundError: no such folder (the message says how to get it).
         DataFileError: a pickle without uint8 ``data[N, 3072]``.
     """
-    _check_args("cifar100", data_dir, split)
     url = get_spec("cifar100").urls[0]
     untar = f"tar xzf cifar-100-python.tar.gz -C {data_dir}"
     root = _find_root("cifar100", data_dir, _cifar_root, download, _torchvision_fetch("CIFAR100", train=True),
@@ -387,7 +356,6 @@ def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSpli
             get the set).
         DataFileError: a list line that is malformed, has a class id outside 1..K or is not UTF-8.
     """
-    _check_args("oxford_pet", data_dir, split)
     spec, d = get_spec("oxford_pet"), Path(data_dir)
     get = f"{spec.fetch_command} {data_dir}"
     root = _find_root("oxford_pet", data_dir, find_oxford_pet_root, download,
@@ -460,22 +428,9 @@ def trimap_object_mask(trimap: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- any
 
 def load_split(name: str, data_dir, split: str, *, download: bool = False) -> RawSplit:
-    """Load one split of a data set through its spec's loader.
-
-    Args:
-        name: a key of :data:`~saliencymixplus.datasets.SPECS`.
-        data_dir: folder of the data (``None`` for a generated set).
-        split: ``"train"`` or ``"test"``.
-        download: fetch missing files when online (sets that can be downloaded).
-
-    Returns:
-        a :class:`RawSplit`; a set held in memory is an :class:`ArraySplit` (``.images``
-        ``np.uint8[N, H, W, 3]``; a generated set also ``.masks`` ``np.uint8[N, H, W]``).
-
-    Raises:
-        FileNotFoundError: the files are missing (the message says where and how to get them).
-        DataFileError: a file of the set is malformed.
-    """
+    """One split of data set ``name`` (:meth:`~saliencymixplus.datasets.DatasetSpec.load`): an
+    :class:`ArraySplit` for a set held in memory (a generated set's also has ``.masks``
+    ``np.uint8[N, H, W]``), else a :class:`FileSplit`."""
     return get_spec(name, "name").load(data_dir, split, download=download)
 
 
