@@ -11,12 +11,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .cache import SaliencyCache
-from .datasets import DATASETS, SPECS, SPLITS
-from .rawdata import ArraySplit, FileSplit, RawSplit, load_split
+from .datasets import SPECS
+from .rawdata import FileSplit, RawSplit, load_split
 from .transforms import eval_transform, train_transform
 
-__all__ = ["DATASETS", "SPECS", "SPLITS", "RawSplit", "ArraySplit", "FileSplit", "load_split", "build_dataset",
-           "SaliencyDataset", "WithSaliency"]
+__all__ = ["load_split", "build_dataset", "SaliencyDataset", "WithSaliency"]
 
 
 class SaliencyDataset(Dataset):
@@ -30,7 +29,8 @@ class SaliencyDataset(Dataset):
 
     def __init__(self, raw: RawSplit, transform, cache: SaliencyCache | None = None):
         if cache is not None and len(cache) != len(raw):
-            raise ValueError(f"cache has {len(cache)} maps but the split has {len(raw)} images")
+            raise ValueError(f"cache {cache.path} has {len(cache)} maps but the data set has "
+                             f"{len(raw)} items: pair a data set with the cache built from it")
         self.dataset, self.transform, self.cache = raw, transform, cache
 
     def __len__(self) -> int:
@@ -49,22 +49,10 @@ class SaliencyDataset(Dataset):
 
 def build_dataset(name: str, data_dir, split: str, *, train: bool, saliency_cache: str | None = None,
                   download: bool = False, image_size: int | None = None, mean_std=None) -> Dataset:
-    """A torch Dataset of one split with the published transforms.
-
-    Args:
-        name: one of :data:`DATASETS`.
-        data_dir: the data folder (``None`` for a generated set).
-        split: ``"train"`` or ``"test"``.
-        train: use the training (random) transform, else the test transform.
-        saliency_cache: path of an HDF5 saliency cache built for this split (checked against it).
-        download: fetch missing files when online.
-        image_size, mean_std: the crop side of ImageNet-style recipes and the normalisation
-            (:func:`~saliencymixplus.transforms.train_transform`); ``None``: the spec's.
-
-    Returns:
-        a :class:`SaliencyDataset` (its items: ``(image, saliency, label)`` with a cache,
-        ``(image, label)`` without).
-    """
+    """A :class:`SaliencyDataset` of one split (:func:`load_split`) with the training (``train``) or
+    the evaluation transform of its recipe (``image_size``, ``mean_std``:
+    :func:`~saliencymixplus.transforms.train_transform`) and the saliency cache at ``saliency_cache``,
+    checked against the split."""
     raw = load_split(name, data_dir, split, download=download)
     cache = SaliencyCache(saliency_cache, expect=raw) if saliency_cache is not None else None
     make = train_transform if train else eval_transform
@@ -105,27 +93,20 @@ class WithSaliency(SaliencyDataset):
             (a PIL image as ``np.uint8[H, W, 3]`` RGB) and the map as stored (``uint8[h, w]``,
             ``0..255`` for ``0..1``, covering the whole image at the cache's resolution).
 
-    Checked when made: the cache has one map per item; and, where the data set can say what
-    it holds (a :class:`RawSplit`'s fingerprint; a torchvision ``DatasetFolder`` of a folder
-    set's cache: the files' names, classes, sizes and modification times), that it was built
-    from these images.
-
-    Raises:
-        ValueError: the lengths differ.
-        CacheMismatchError: the cache was built from other images (the message says what differs).
+    Checked when made: the cache has one map per item (else ValueError); and, where the data
+    set can say what it holds (a :class:`RawSplit`'s fingerprint; a torchvision ``DatasetFolder``
+    of a folder set's cache: the files' names, classes, sizes and modification times), that it
+    was built from these images (else CacheMismatchError, saying what differs).
     """
 
     def __init__(self, dataset, cache, transform=None):
         if not isinstance(cache, SaliencyCache):
             cache = SaliencyCache(cache, in_memory=False)
-        if len(cache) != len(dataset):
-            raise ValueError(f"cache {cache.path} has {len(cache)} maps but the data set has "
-                             f"{len(dataset)} items: pair a data set with the cache built from it")
+        super().__init__(dataset, transform, cache)
         raw = dataset if isinstance(dataset, RawSplit) else _folder_split_of(dataset, cache.attrs)
         if raw is not None and (cache.attrs.get("dataset"), cache.attrs.get("split"),
                                 cache.attrs.get("fingerprint")) != (raw.name, raw.split, raw.fingerprint()):
             SaliencyCache(cache.path, expect=raw, in_memory=False)  # raises CacheMismatchError, saying what differs
-        super().__init__(dataset, transform, cache)
 
     def _item(self, i: int):
         if isinstance(self.dataset, RawSplit):

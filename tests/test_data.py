@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from saliencymixplus import data
-from saliencymixplus.data import DATASETS, SPECS, build_dataset, load_split
+from saliencymixplus.data import build_dataset, load_split
+from saliencymixplus.datasets import DATASETS, SPECS
 from saliencymixplus.precompute import build_cache
 
 
