@@ -8,6 +8,7 @@ resumed, sharded and joined; ``saliencymixplus-precompute --help`` lists the fla
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -230,10 +231,10 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         BusyError: ``wait=False`` and another process is building ``out``.
     """
     spec = get_spec(dataset)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
     resolution, extra = _settings(method, checkpoint, resolution, postprocess)
     if shard is not None:
         shard = parse_shard(shard)
@@ -416,27 +417,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_args(parser: argparse.ArgumentParser, args) -> None:
-    """What argparse cannot check alone; ``parser.error`` exits with status 2."""
-    parsed = (("--resolution: {}", parse_resolution, args.resolution), ("--postprocess: {}", parse_postprocess,
-              args.postprocess), ("--{}", parse_shard, args.shard))
-    for message, parse, value in parsed:
+    """What argparse cannot check alone and the library does not check (:func:`_attempt` names
+    the flags in the library's errors); ``parser.error`` exits with status 2."""
+    if args.shard is not None:  # parsed here too: main names the shard's partial file
         try:
-            if value is not None:
-                parse(value)
+            parse_shard(args.shard)
         except ValueError as e:
-            parser.error(message.format(e))
-    if args.workers is not None and args.workers < 0:
-        parser.error(f"--workers must be >= 0, got {args.workers}")
-    if args.block_size is not None and args.block_size < 1:
-        parser.error(f"--block-size must be >= 1, got {args.block_size}")
-    if args.method == "gradient" and args.checkpoint is None:
-        parser.error("--checkpoint is required with --method gradient")
-    if args.method != "gradient" and args.checkpoint is not None:
-        parser.error(f"--checkpoint is only used with --method gradient, not {args.method}")
-    if not get_spec(args.dataset).generated and args.data_dir is None:
-        parser.error(f"--data-dir is required for --dataset {args.dataset}")
-    if args.join is not None and args.join < 1:
-        parser.error(f"--join must be the number of shards, >= 1, got {args.join}")
+            parser.error(f"--{e}")
     if args.join is not None and args.shard is not None:
         parser.error("--shard builds one shard and --join joins them all: give one of them")
     world = _torchrun_world()
@@ -468,22 +455,24 @@ def main(argv=None) -> int:
     return rc
 
 
-def _print(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def _build(args, shard) -> Path:
     return build_cache(args.dataset, args.data_dir, args.split, args.method, args.out,
                        resolution=args.resolution, workers=args.workers, resume=args.resume,
                        checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
                        block_size=args.block_size, download=args.download, postprocess=args.postprocess,
-                       wait=not args.no_wait, log=_print, shard=shard)
+                       wait=not args.no_wait, log=functools.partial(print, flush=True), shard=shard)
 
 
 def _join(args, n: int) -> Path:
     return join_shards(args.dataset, args.data_dir, args.split, args.method, args.out, n, resolution=args.resolution,
                        checkpoint=args.checkpoint, dtype=args.dtype, postprocess=args.postprocess,
-                       download=args.download, wait=not args.no_wait, log=_print)
+                       download=args.download, wait=not args.no_wait, log=functools.partial(print, flush=True))
+
+
+#: The arguments of build_cache and join_shards that an error can start with, as the tool spells them.
+_FLAGS = {"resolution": "--resolution", "postprocess": "--postprocess", "top": "--postprocess top",
+          "power": "--postprocess power", "workers": "--workers", "block_size": "--block-size",
+          "checkpoint": "--checkpoint", "num_shards": "--join"}
 
 
 def _attempt(parser, partial: Path, work) -> tuple[int, Path | None]:
@@ -493,7 +482,8 @@ def _attempt(parser, partial: Path, work) -> tuple[int, Path | None]:
         with ctrl_c_remembered():
             return 0, work()
     except (FileNotFoundError, ValueError, BusyError, DiskFullError) as e:  # OutputPathError, ImageDecodeError included
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        name, space, rest = str(e).partition(" ")
+        print(f"{parser.prog}: error: {_FLAGS.get(name, name)}{space}{rest}", file=sys.stderr)
         return 2, None
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished blocks are kept in {partial}; rerun with --resume to continue",

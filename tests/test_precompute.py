@@ -159,11 +159,13 @@ def test_partial_discarded_without_resume(cifar_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--dataset", "cifar100", "--out", "x.h5"], "--data-dir is required"),
+    (["--dataset", "cifar100", "--out", "x.h5"], "CIFAR-100 needs --data-dir"),
     (["--dataset", "demo", "--out", "x.h5", "--resolution", "big"], "--resolution"),
     (["--dataset", "demo", "--out", "x.h5", "--method", "gradient"], "--checkpoint is required"),
-    (["--dataset", "demo", "--out", "x.h5", "--checkpoint", "m.pt"], "only used with --method gradient"),
+    (["--dataset", "demo", "--out", "x.h5", "--checkpoint", "m.pt"], "--checkpoint is only used by method 'gradient'"),
     (["--dataset", "demo", "--out", "x.h5", "--workers", "-1"], "--workers must be >= 0"),
+    (["--dataset", "demo", "--out", "x.h5", "--block-size", "0"], "--block-size must be >= 1, got 0"),
+    (["--dataset", "demo", "--out", "x.h5", "--postprocess", "top=2"], "--postprocess top must be in (0, 1]"),
     (["--dataset", "imagenet21k", "--out", "x.h5"], "invalid choice"),
     (["--dataset", "demo"], "--out"),
 ])

@@ -181,7 +181,7 @@ def test_torchrun_two_ranks_equal_one_process(cifar_dir, single, tmp_path):
     (["--shard=-1/2"], "--shard must be K/N with 0 <= K < N"),
     (["--shard", "a/b"], "--shard must look like K/N"),
     (["--shard", "1"], "--shard must look like K/N"),
-    (["--join", "0"], "--join must be the number of shards, >= 1, got 0"),
+    (["--join", "0"], "--join must be >= 1, got 0"),
     (["--shard", "0/2", "--join", "2"], "give one of them"),
 ])
 def test_bad_shard_arguments_exit_2(extra, msg, tmp_path, capsys):
