@@ -212,11 +212,7 @@ GENERATED = tuple(name for name, s in SPECS.items() if s.generated)
 
 
 def get_spec(name: str, argname: str = "dataset") -> DatasetSpec:
-    """The spec of data set ``name``.
-
-    Raises:
-        ValueError: an unknown name (the message names ``argname`` and the known sets).
-    """
+    """The spec of data set ``name``; ValueError naming ``argname`` and the known sets if there is none."""
     try:
         return SPECS[name]
     except (KeyError, TypeError):

@@ -173,8 +173,8 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, n
 
 
 def generate_arrays(render, n: int, seed: int, num_classes: int, size: int, *, chunk: int = 1000):
-    """``(images uint8[n, S, S, 3], labels int64[n], masks uint8[n, S, S])`` drawn by
-    ``render(rng, labels)`` chunk by chunk from one ``seed``; labels balanced over
+    """``(images uint8[n, S, S, 3] RGB, labels int64[n], masks uint8[n, S, S] (1 = object pixel))``
+    drawn by ``render(rng, labels)`` chunk by chunk from one ``seed``; labels balanced over
     ``num_classes`` and shuffled. Shared by the demo and the hard demo set."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -194,12 +194,7 @@ def split_seed(version: int, seed: int, split: str) -> int:
 
 
 def generate_demo(n: int, seed: int = DEMO_SEED, *, chunk: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generate ``n`` demo images deterministically from ``seed``.
-
-    Returns:
-        images ``np.uint8[n, 32, 32, 3]`` (RGB), labels ``np.int64[n]`` (balanced, shuffled,
-        in ``[0, 10)``), masks ``np.uint8[n, 32, 32]`` (1 = object pixel).
-    """
+    """:func:`generate_arrays` of ``n`` demo images (32x32, 10 classes) from ``seed``."""
     return generate_arrays(_render, n, seed, len(DEMO_CLASSES), _SIZE, chunk=chunk)
 
 
@@ -217,7 +212,6 @@ def read_only(arrays):
 
 
 def load_demo(data_dir, split: str, *, download: bool = False, seed: int = DEMO_SEED):
-    """The demo split ``"train"`` (5,000 images) or ``"test"`` (1,000), generated in memory, as
-    an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks`` (fresh copies). ``data_dir`` and
-    ``download`` are not used (the loader interface of :class:`~saliencymixplus.datasets.DatasetSpec`)."""
+    """The demo split (:data:`DEMO_SIZES`) as an :class:`~saliencymixplus.rawdata.ArraySplit` with
+    ``masks`` (fresh copies); ``data_dir`` and ``download`` are the spec loader's, not used."""
     return generated_split("demo", split, demo_split_arrays(split, seed), DEMO_VERSION, seed)

@@ -55,12 +55,8 @@ def _render_hard(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarr
 
 
 def generate_demo_hard(n: int, seed: int = HARD_SEED, *, chunk: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generate ``n`` hard demo images deterministically from ``seed``.
-
-    Returns:
-        images ``np.uint8[n, 48, 48, 3]`` (RGB), labels ``np.int64[n]`` (balanced, shuffled,
-        in ``[0, 20)``), masks ``np.uint8[n, 48, 48]`` (1 = object pixel, fragments 0).
-    """
+    """:func:`~saliencymixplus.demo.generate_arrays` of ``n`` hard demo images (48x48, 20 classes;
+    fragments 0 in the masks) from ``seed``."""
     return generate_arrays(_render_hard, n, seed, len(GLYPHS), HARD_IMAGE_SIZE, chunk=chunk)
 
 
@@ -120,7 +116,5 @@ def _split_arrays(split: str, seed: int, n: int):
 
 
 def load_demo_hard(data_dir, split: str, *, download: bool = False, seed: int = HARD_SEED):
-    """The hard demo split ``"train"`` (6,000 images) or ``"test"`` (2,000), 48x48, 20 classes,
-    as an :class:`~saliencymixplus.rawdata.ArraySplit` with ``masks`` (fresh copies). ``data_dir``
-    and ``download`` are not used."""
+    """The hard demo split (:data:`HARD_SIZES`), as :func:`~saliencymixplus.demo.load_demo`."""
     return generated_split("demo_hard", split, _split_arrays(split, seed, HARD_SIZES[split]), HARD_VERSION, seed)

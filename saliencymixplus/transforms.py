@@ -24,13 +24,9 @@ __all__ = ["JointTransform", "Geometry", "Normalize", "resample_saliency", "trai
 
 class Normalize:
     """uint8 images ``[..., 3, H, W]`` (``0..255``) -> float ``(x / 255 - mean) / std`` per
-    channel, computed as ``x * scale - shift``. Float images are taken as in [0, 1].
-
-    Args:
-        mean, std: per-channel, in [0, 1] units (a spec's ``mean_std``).
-
-    ``normalize(images, dtype=torch.float32)`` returns a new tensor of ``dtype`` on the images'
-    device; the constants are made once per device and dtype.
+    channel (``mean``, ``std`` in [0, 1] units: a spec's ``mean_std``), computed as ``x * scale - shift``.
+    Float images are taken as in [0, 1]. ``normalize(images, dtype=torch.float32)`` returns a new
+    tensor of ``dtype`` on the images' device; the constants are made once per device and dtype.
     """
 
     def __init__(self, mean, std):
@@ -201,9 +197,6 @@ class JointTransform:
         mean, std: per-channel normalisation of the image (in [0, 1] units, :class:`Normalize`).
 
     ``image`` is ``np.uint8[H, W, 3]`` RGB (or a uint8 tensor ``[H, W, 3]``/``[3, H, W]``).
-
-    Raises:
-        TypeError: a geometric step of another kind.
     """
 
     def __init__(self, geometric, mean, std):
@@ -285,18 +278,10 @@ def eval_transform(name: str, image_size: int | None = None, mean_std=None) -> J
 
 def random_flip_batch(images: torch.Tensor, saliency: torch.Tensor | None = None,
                       generator: torch.Generator | None = None, p: float = 0.5, *, return_flips: bool = False):
-    """Flip each image (and its saliency map) horizontally with probability ``p``, batched.
-
-    Args:
-        images: ``Tensor[B, C, H, W]`` (any dtype, any device).
-        saliency: ``Tensor[B, H, W]`` on the same device, or ``None``.
-        generator: draws the ``B`` coin flips (on its own device); ``None`` uses the global RNG.
-        return_flips: also return the ``bool[B]`` flips (on the images' device).
-
-    Returns:
-        ``(images, saliency)`` new tensors of the same shapes (``saliency`` stays ``None``),
-        and ``flips`` third when ``return_flips``.
-    """
+    """Flip each image ``Tensor[B, C, H, W]`` (any dtype and device) and its saliency map
+    ``Tensor[B, H, W]`` (or ``None``) horizontally with probability ``p``: new tensors ``(images,
+    saliency)``, and the ``bool[B]`` flips third when ``return_flips``. ``generator`` (``None``: the
+    global RNG) draws the flips on its own device."""
     if images.dim() != 4:
         raise ValueError(f"images must be Tensor[B, C, H, W], got {list(images.shape)}")
     b = images.shape[0]

@@ -1,9 +1,6 @@
-"""A saliency map as a ``torchvision.transforms.v2`` input: ``pipeline(image, Saliency(map))``.
-
-:class:`Saliency` is a ``TVTensor`` whose kernels, registered with the v2 geometric functionals
-and ``to_dtype``, move the map with its image (always bilinear, fill 0, dtype kept; colour steps
-pass it through); a map stored at another resolution carries ``canvas_size``. The rules are in
-docs/design.md, "The saliency cache" ("Your own v2 pipeline").
+"""A saliency map as a ``torchvision.transforms.v2`` input: ``pipeline(image, Saliency(map))``,
+moved with its image by the kernels registered here; the rules are in docs/design.md, "The
+saliency cache" ("Your own v2 pipeline").
 """
 
 from __future__ import annotations
@@ -38,10 +35,6 @@ class Saliency(TVTensor):
     ``v2.ToDtype(torch.float32, scale=True)`` converts images only; ``v2.ToDtype({tv_tensors.Image:
     torch.float32, Saliency: torch.float32, "others": None}, scale=True)`` also takes a uint8 map to
     float ``0..1``. A batch of maps collated by a DataLoader is a plain ``Tensor[B, H, W]``.
-
-    Raises:
-        ValueError: fewer than 2 dimensions, a dtype other than ``uint8`` or float, or a
-            ``canvas_size`` that is not two positive integers.
     """
 
     canvas_size: tuple[int, int]
