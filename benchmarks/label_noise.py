@@ -49,8 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from saliencymixplus import ops  # noqa: E402
 from saliencymixplus.cache import quantize  # noqa: E402
 from saliencymixplus.data import load_split  # noqa: E402
-from saliencymixplus.label_noise import (area_weights, label_errors, noisy_mask, object_shares,  # noqa: E402
-                                         true_label_weights)
+from saliencymixplus.label_noise import label_errors, noisy_mask, object_shares, true_label_weights  # noqa: E402
 from saliencymixplus.mix import CutMix, SaliencyMix, SaliencyMixPlus  # noqa: E402
 from saliencymixplus.saliency import compute_saliency, format_postprocess, sharpen, parse_postprocess  # noqa: E402
 
@@ -94,7 +93,7 @@ def score(images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, salie
             _, pasted = object_shares(m, r.perm, r.boxes)
             sal = ops.label_weights(s, r.perm, r.boxes)
             acc["own"].append(label_errors(r.lam, true))
-            acc["area"].append(label_errors(area_weights(r.boxes, h, w), true))
+            acc["area"].append(label_errors(ops.area_rule(r.boxes, h, w, torch.float64), true))
             acc["sal"].append(label_errors(sal, true))
             acc["noisy"].append(noisy_mask(r.lam, pasted).double())
         out[name] = {k: torch.cat(v).mean().item() for k, v in acc.items()}

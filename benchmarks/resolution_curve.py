@@ -64,7 +64,8 @@ from label_noise import mixed_batches  # noqa: E402
 
 from saliencymixplus.cache import SaliencyCache, quantize  # noqa: E402
 from saliencymixplus.datasets import get_spec  # noqa: E402
-from saliencymixplus.label_noise import area_weights, label_errors, true_label_weights  # noqa: E402
+from saliencymixplus import ops  # noqa: E402
+from saliencymixplus.label_noise import label_errors, true_label_weights  # noqa: E402
 from saliencymixplus.mix import SaliencyMixPlus  # noqa: E402
 from saliencymixplus.rawdata import load_split, read_pet_trimap, trimap_object_mask  # noqa: E402
 from saliencymixplus.saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, compute_saliency,  # noqa: E402
@@ -119,7 +120,7 @@ def sample_errors(images, labels, saliency, masks, *, seeds, batch: int, num_cla
     for (_, _, _, m), r in mixed_batches(MIXER, mixer, (images, labels, saliency, masks), seeds, batch):
         true = true_label_weights(m, r.perm, r.boxes)
         own.append(label_errors(r.lam, true))
-        area.append(label_errors(area_weights(r.boxes, h, w), true))
+        area.append(label_errors(ops.area_rule(r.boxes, h, w, torch.float64), true))
     return torch.cat(own), torch.cat(area)
 
 

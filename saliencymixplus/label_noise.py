@@ -6,12 +6,11 @@ gives the *true* weight of each target label. Used by ``benchmarks/label_noise.p
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from . import ops
 
-__all__ = ["object_shares", "true_label_weights", "area_weights", "label_errors", "noisy_mask",
+__all__ = ["object_shares", "true_label_weights", "label_errors", "noisy_mask",
            "NOISY_PASTED_BELOW", "NOISY_SOURCE_WEIGHT_FROM"]
 
 #: A sample is noisy when its box holds less than this share of the source object ...
@@ -31,10 +30,7 @@ def _checked(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor
     if not isinstance(boxes, Tensor) or boxes.shape != (b, 4):
         raise ValueError(f"boxes must be a Tensor[{b}, 4] of (y1, x1, y2, x2), got {ops.describe(boxes)}")
     perm, boxes = perm.to(masks.device).long(), boxes.to(masks.device).long()
-    if b:
-        y1, x1, y2, x2 = boxes.unbind(1)
-        if not bool(((0 <= y1) & (y1 <= y2) & (y2 <= h) & (0 <= x1) & (x1 <= x2) & (x2 <= w)).all()):
-            raise ValueError(f"boxes must satisfy 0 <= y1 <= y2 <= {h} and 0 <= x1 <= x2 <= {w}")
+    ops.check_values(boxes=boxes, height=h, width=w)
     return perm, boxes
 
 
@@ -53,16 +49,10 @@ def object_shares(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, T
     return ops.saliency_shares(masks, *_checked(masks, perm, boxes))
 
 
-def area_weights(boxes: Tensor, height: int, width: int) -> Tensor:
-    """The area rule (:func:`saliencymixplus.ops.area_rule`) as float64 ``Tensor[B]``."""
-    return ops.area_rule(boxes.long(), height, width, torch.float64)
-
-
 def true_label_weights(masks: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
     """The true weight of each target label, float64 ``Tensor[B]`` in [0, 1], from the arguments
     of :func:`object_shares`."""
-    perm, boxes = _checked(masks, perm, boxes)
-    return ops.weights_from_shares(*ops.saliency_shares(masks, perm, boxes), boxes, *masks.shape[1:])
+    return ops.saliency_weights(masks, *_checked(masks, perm, boxes))
 
 
 def label_errors(weights: Tensor, true_weights: Tensor) -> Tensor:

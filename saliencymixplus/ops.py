@@ -89,14 +89,6 @@ def saliency_mix_plus(images: Tensor, saliency: Tensor, perm: Tensor, box_h: Box
 
 # ------------------------------------------------------------------------ the argument path
 
-_ARGUMENTS = {  # each op's arguments, in order; the first (images or saliency) holds the batch
-    "window_search": ("saliency", "box_h", "box_w"),
-    "peak_boxes": ("saliency", "box_h", "box_w"),
-    "paste": ("images", "perm", "boxes"),
-    "label_weights": ("saliency", "perm", "boxes"),
-    "saliency_mix_plus": ("images", "saliency", "perm", "box_h", "box_w", "box"),
-}
-
 
 def _run(op: str, values: tuple, check: bool, reference: bool = False):
     """The path of every public op and reference: convert and check the arguments' metadata,
@@ -105,7 +97,7 @@ def _run(op: str, values: tuple, check: bool, reference: bool = False):
     if check:
         height, width = values[0].shape[-2:]
         check_values(args.get("saliency"), args.get("perm"), args.get("boxes"), height, width)
-    return _REFERENCES[op](*args.values()) if reference else dispatch(op, *args.values())
+    return _OPS[op][1](*args.values()) if reference else dispatch(op, *args.values())
 
 
 def dispatch(op: str, *args):
@@ -113,13 +105,13 @@ def dispatch(op: str, *args):
     mixer that made them), or its reference where the extension is not built."""
     if _extension.has_ops():
         return getattr(torch.ops.saliencymixplus, op)(*args)
-    return _REFERENCES[op](*args)
+    return _OPS[op][1](*args)
 
 
 def _arguments(op: str, values: tuple) -> dict:
     """``op``'s arguments by name, integer tensors made int64 and ``int`` box sizes
     ``LongTensor[B]``, their shapes, dtypes and devices checked against the batch."""
-    args = dict(zip(_ARGUMENTS[op], values))
+    args = dict(zip(_OPS[op][0], values))
     if "box" in args:
         one_of("box", args["box"], BOXES)
     if "images" in args:
@@ -127,32 +119,27 @@ def _arguments(op: str, values: tuple) -> dict:
     else:
         check_saliency(values[0])
     batch, device = values[0].shape[0], values[0].device
-    for name in ("perm", "box_h", "box_w"):
+    for name in ("perm", "box_h", "box_w", "boxes"):
         if name in args:
-            args[name] = _long_vector(args[name], name, batch, device)
-    if "boxes" in args:
-        boxes = args["boxes"]
-        if not isinstance(boxes, Tensor) or boxes.dtype != torch.long or boxes.shape != (batch, 4):
-            raise ValueError(f"boxes must be a LongTensor[{batch}, 4], got {describe(boxes)}")
-        if boxes.device != device:
-            raise ValueError(f"boxes must be on {device}, got {boxes.device}")
+            args[name] = _long_tensor(args[name], name, (batch, 4) if name == "boxes" else (batch,), device)
     return args
 
 
-def _long_vector(value, name: str, batch: int, device: torch.device) -> Tensor:
-    """``perm``, ``box_h`` or ``box_w`` as the ``LongTensor[batch]`` on ``device`` the kernels take:
-    an integer tensor made int64; a box size may also be an ``int``."""
-    sizes = name != "perm"
+def _long_tensor(value, name: str, shape: tuple, device: torch.device) -> Tensor:
+    """``perm``, ``box_h``, ``box_w`` or ``boxes`` as the ``LongTensor`` of ``shape`` on ``device`` the
+    kernels take: an integer tensor made int64; a box size may also be an ``int``."""
+    sizes = name in ("box_h", "box_w")
     if sizes and isinstance(value, int) and not isinstance(value, bool):
         if not -(2**63) <= value < 2**63:
             raise ValueError(f"{name} must be an int64 value (box sizes are clamped to [0, H] and [0, W]), got {value}")
-        return torch.full((batch,), value, dtype=torch.long, device=device)
+        return torch.full(shape, value, dtype=torch.long, device=device)
     if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be {'an int or ' if sizes else ''}an integer Tensor[B], got {describe(value)}")
-    if not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"{name} must be {'an int or ' if sizes else ''}an integer Tensor{list(shape)}, "
+                        f"got {describe(value)}")
+    if value.dtype != torch.long and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
         value = value.long()
-    if value.dtype != torch.long or value.shape != (batch,):
-        raise ValueError(f"{name} must be a LongTensor[{batch}], got {describe(value)}")
+    if value.dtype != torch.long or value.shape != shape:
+        raise ValueError(f"{name} must be a LongTensor{list(shape)}, got {describe(value)}")
     if value.device != device:
         raise ValueError(f"{name} must be on {device}, got {value.device}")
     return value
@@ -289,10 +276,11 @@ def saliency_shares(saliency: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tens
     return (total - direct_sums(saliency, boxes)) / total, direct_sums(saliency[sources], boxes) / total[sources]
 
 
-def weights_from_shares(a: Tensor, b: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
-    """Step 4's ``lam_i`` from :func:`saliency_shares`, float64 ``Tensor[B]``."""
+def saliency_weights(saliency: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
+    """Step 4's ``lam_i`` of :func:`saliency_shares`, float64 ``Tensor[B]``; ``boxes`` lie inside the maps."""
+    a, b = saliency_shares(saliency, perm, boxes)
     lam = a / (a + b)
-    return torch.where((a + b > 0) & torch.isfinite(lam), lam, area_rule(boxes, height, width, torch.float64))
+    return torch.where((a + b > 0) & torch.isfinite(lam), lam, area_rule(boxes, *saliency.shape[1:], torch.float64))
 
 
 def direct_sums(saliency: Tensor, boxes: Optional[Tensor] = None) -> Tensor:
@@ -390,9 +378,7 @@ def _paste(images: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
 
 
 def _label_weights(saliency: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
-    height, width = saliency.shape[1:]
-    boxes = _clamped_boxes(boxes, height, width)
-    return weights_from_shares(*saliency_shares(saliency, perm, boxes), boxes, height, width).float()
+    return saliency_weights(saliency, perm, _clamped_boxes(boxes, *saliency.shape[1:])).float()
 
 
 def _saliency_mix_plus(images: Tensor, saliency: Tensor, perm: Tensor, box_h: Tensor, box_w: Tensor,
@@ -401,8 +387,13 @@ def _saliency_mix_plus(images: Tensor, saliency: Tensor, perm: Tensor, box_h: Te
     return _paste(images, perm, boxes), boxes, _label_weights(saliency, perm, boxes)
 
 
-_REFERENCES = {"window_search": _window_search, "peak_boxes": _peak_boxes, "paste": _paste,
-               "label_weights": _label_weights, "saliency_mix_plus": _saliency_mix_plus}
+_OPS = {  # each op's arguments in order (the first, images or saliency, holds the batch) and its reference
+    "window_search": (("saliency", "box_h", "box_w"), _window_search),
+    "peak_boxes": (("saliency", "box_h", "box_w"), _peak_boxes),
+    "paste": (("images", "perm", "boxes"), _paste),
+    "label_weights": (("saliency", "perm", "boxes"), _label_weights),
+    "saliency_mix_plus": (("images", "saliency", "perm", "box_h", "box_w", "box"), _saliency_mix_plus),
+}
 
 
 # ---------------------------------------------------------------- fake (meta) kernels
@@ -432,7 +423,5 @@ if _extension.has_ops():
 
     @torch.library.register_fake("saliencymixplus::saliency_mix_plus")
     def _saliency_mix_plus_fake(images, saliency, perm, box_h, box_w, box):
-        _check_dim("images", images, 4, "B, C, H, W")
-        batch = images.shape[0]
-        return (torch.empty_like(images, memory_format=paste_memory_format(images)),
-                images.new_empty((batch, 4), dtype=torch.long), images.new_empty((batch,), dtype=torch.float32))
+        return (_paste_fake(images, perm, None), _window_search_fake(saliency, box_h, box_w),
+                _label_weights_fake(saliency, perm, None))

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from saliencymixplus import ops
-from saliencymixplus.label_noise import (area_weights, label_errors, noisy_mask, object_shares,
-                                         true_label_weights)
+from saliencymixplus.label_noise import label_errors, noisy_mask, object_shares, true_label_weights
 from saliencymixplus.saliency import format_postprocess, parse_postprocess, sharpen
 
 
@@ -59,7 +58,7 @@ def test_empty_mask_falls_back_to_area():
 
 def test_area_errors_and_noisy():
     boxes = torch.tensor([[0, 0, 4, 4], [2, 2, 6, 6]])
-    np.testing.assert_allclose(area_weights(boxes, 8, 8).numpy(), [0.75, 0.75])
+    np.testing.assert_allclose(ops.area_rule(boxes, 8, 8, torch.float64).numpy(), [0.75, 0.75])
     np.testing.assert_allclose(label_errors(torch.tensor([0.75, 0.5]), torch.tensor([1.0, 0.5],
                                                                                    dtype=torch.float64)).numpy(),
                                [0.25, 0.0])
@@ -81,7 +80,7 @@ def test_bad_shapes_raise():
         object_shares(m, torch.arange(3), torch.zeros(3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="perm must be a Tensor"):
         object_shares(m, torch.arange(2), torch.zeros(3, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="0 <= y1 <= y2 <= 8"):
+    with pytest.raises(ValueError, match="0 <= y1 <= y2 <= H = 8"):
         object_shares(m, torch.arange(3), torch.tensor([[0, 0, 9, 1]] * 3))
 
 
