@@ -38,11 +38,7 @@ def _is_image(name: str) -> bool:
 
 def find_classes(folder) -> list[str]:
     """The sorted names of the sub-folders of ``folder`` (symbolic links to folders included),
-    as torchvision's ``find_classes``.
-
-    Raises:
-        FileNotFoundError: ``folder`` is not a folder.
-    """
+    as torchvision's ``find_classes``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
@@ -138,11 +134,7 @@ def load_imagefolder(data_dir, split: str, *, download: bool = False) -> FileSpl
 
 def count_classes(data_dir) -> int:
     """The number of classes of the tree at ``data_dir`` (folders in ``DIR/train``), without
-    reading the images.
-
-    Raises:
-        FileNotFoundError: no ``DIR/train`` or no class folder in it.
-    """
+    reading the images."""
     return len(_train_classes(get_spec("imagefolder").title, data_dir, FOLDER_HOWTO)[1])
 
 
