@@ -1,7 +1,6 @@
-"""The mixing ops (window search, peak boxes, paste, label weights, SaliencyMix+ fused), their
-pure-PyTorch references (``*_reference``, used where the extension is not built) and the rules
-the mixers share (:func:`box_sizes`, :func:`centred_boxes`, :func:`area_rule`, :func:`saliency_peaks`).
-What they compute, what odd values mean, which checks run where: docs/design.md ("The algorithm", "Checks").
+"""The mixing ops, their pure-PyTorch references (``*_reference``, used where the extension is not
+built) and the rules the mixers share. What they compute, what odd values mean, which checks run
+where: docs/design.md ("The algorithm", "Checks").
 
 The ops' arguments:
 
@@ -91,27 +90,11 @@ def saliency_mix_plus(images: Tensor, saliency: Tensor, perm: Tensor, box_h: Box
 
 
 def _run(op: str, values: tuple, check: bool, reference: bool = False):
-    """The path of every public op and reference: convert and check the arguments' metadata,
-    check their values when ``check``, then run :func:`dispatch` (or the reference)."""
-    args = _arguments(op, values)
-    if check:
-        height, width = values[0].shape[-2:]
-        check_values(args.get("saliency"), args.get("perm"), args.get("boxes"), height, width)
-    return _OPS[op][1](*args.values()) if reference else dispatch(op, *args.values())
-
-
-def dispatch(op: str, *args):
-    """The compiled op ``op`` on arguments already converted and checked (by :func:`_run`, or by a
-    mixer that made them), or its reference where the extension is not built."""
-    if _extension.has_ops():
-        return getattr(torch.ops.saliencymixplus, op)(*args)
-    return _OPS[op][1](*args)
-
-
-def _arguments(op: str, values: tuple) -> dict:
-    """``op``'s arguments by name, integer tensors made int64 and ``int`` box sizes
-    ``LongTensor[B]``, their shapes, dtypes and devices checked against the batch."""
-    args = dict(zip(_OPS[op][0], values))
+    """The path of every public op and reference: the arguments by name, integer tensors made int64
+    and ``int`` box sizes ``LongTensor[B]``, their shapes, dtypes and devices checked against the
+    batch (the first argument), their values when ``check``; then :func:`dispatch` (or the reference)."""
+    names, run_reference = _OPS[op]
+    args = dict(zip(names, values))
     if "box" in args:
         one_of("box", args["box"], BOXES)
     if "images" in args:
@@ -122,7 +105,17 @@ def _arguments(op: str, values: tuple) -> dict:
     for name in ("perm", "box_h", "box_w", "boxes"):
         if name in args:
             args[name] = _long_tensor(args[name], name, (batch, 4) if name == "boxes" else (batch,), device)
-    return args
+    if check:
+        check_values(args.get("saliency"), args.get("perm"), args.get("boxes"), *values[0].shape[-2:])
+    return run_reference(*args.values()) if reference else dispatch(op, *args.values())
+
+
+def dispatch(op: str, *args):
+    """The compiled op ``op`` on arguments already converted and checked (by :func:`_run`, or by a
+    mixer that made them), or its reference where the extension is not built."""
+    if _extension.has_ops():
+        return getattr(torch.ops.saliencymixplus, op)(*args)
+    return _OPS[op][1](*args)
 
 
 def _long_tensor(value, name: str, shape: tuple, device: torch.device) -> Tensor:
@@ -322,8 +315,7 @@ def _box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
 
 
 # ------------------------------------------------------------------------- references
-# What the kernels compute, written plainly; odd values mean what they mean to the kernels
-# (_counted, _clamped_boxes, _sources). The public references check arguments as the ops do.
+# What the kernels compute, written plainly; odd values as the kernels read them (_counted, _clamped_boxes, _sources).
 
 
 def window_search_reference(saliency: Tensor, box_h: BoxSize, box_w: BoxSize) -> Tensor:
