@@ -96,12 +96,13 @@ def _compute_block(bounds: tuple[int, int]) -> tuple[int, np.ndarray, list]:
             img = _decode(raw, i, bad)
             if img is not None:
                 maps[i - a] = _resize(compute_saliency(img, method)[0], res)
-    return a, quantize(_postprocess(maps, _STATE.get("postprocess")), _STATE["dtype"]), bad
+    return a, _stored(maps, _STATE["postprocess"], _STATE["dtype"]), bad
 
 
-def _postprocess(maps: np.ndarray, kwargs: dict | None) -> np.ndarray:
-    """:func:`~saliencymixplus.saliency.sharpen` with ``kwargs`` (the identity when empty)."""
-    return sharpen(maps, **kwargs) if kwargs else maps
+def _stored(maps: np.ndarray, postprocess: dict, dtype: str) -> np.ndarray:
+    """``float32[n, h, w]`` maps sharpened with ``postprocess`` (:func:`~saliencymixplus.saliency.sharpen`'s
+    keyword arguments; none: as they are), in the storage ``dtype``."""
+    return quantize(sharpen(maps, **postprocess) if postprocess else maps, dtype)
 
 
 def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, postprocess=None):
@@ -121,16 +122,11 @@ def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, p
         yield from pool.imap(_compute_block, pending, chunksize=1)
 
 
-def _load_gradient_model(checkpoint, raw, device=None):
-    """The model of ``checkpoint`` on ``device`` (default: the best one), checked against
-    ``raw``'s classes.
-
-    Raises:
-        ValueError: not a readable ``train.py`` checkpoint, or trained on another class count.
-    """
+def _load_gradient_model(checkpoint, raw):
+    """The model of ``checkpoint`` on the best device, checked against ``raw``'s classes."""
     from .checkpoint_file import load_checkpoint_model
 
-    model, cfg = load_checkpoint_model(checkpoint, device)
+    model, cfg = load_checkpoint_model(checkpoint)
     if int(cfg["num_classes"]) != raw.num_classes:
         raise ValueError(f"checkpoint {checkpoint} has {cfg['num_classes']} classes but {raw.name} has "
                          f"{raw.num_classes}: use a checkpoint trained on {raw.name}")
@@ -163,8 +159,7 @@ def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess=None):
             x = torch.stack(xs).to(device)
             y = torch.as_tensor(raw.labels[a:b], device=device)
             s = gradient_saliency(model, x, y).cpu().numpy()
-            maps = np.stack([_resize(m, resolution) for m in s])
-            yield a, quantize(_postprocess(maps, parse_postprocess(postprocess)), dtype), []
+            yield a, _stored(np.stack([_resize(m, resolution) for m in s]), parse_postprocess(postprocess), dtype), []
 
 
 def _settings(method: str, checkpoint, resolution, postprocess) -> tuple[tuple[int, int] | None, dict]:
@@ -187,48 +182,33 @@ def _settings(method: str, checkpoint, resolution, postprocess) -> tuple[tuple[i
 def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolution=None, workers: int | None = None,
                 resume: bool = True, checkpoint=None, progress: bool = True, dtype: str = "uint8",
                 block_size: int | None = None, download: bool = False, log=print,
-                postprocess=DEFAULT_POSTPROCESS, wait: bool = True, shard: tuple[int, int] | None = None,
-                device=None) -> Path:
-    """Compute the saliency maps of one split and write them to the HDF5 cache ``out``.
+                postprocess=DEFAULT_POSTPROCESS, wait: bool = True, shard: tuple[int, int] | None = None) -> Path:
+    """Compute the saliency maps of one split and write them to the HDF5 cache ``out``; return
+    its path (the shard file's, for ``shard``).
 
     Args:
-        dataset: a key of :data:`~saliencymixplus.datasets.SPECS`.
-        data_dir: the data folder (``None`` for a generated set).
-        split: ``"train"`` or ``"test"``.
-        method: one of :data:`~saliencymixplus.saliency.METHODS`.
-        out: the ``.h5`` file to write.
         resolution: ``(h, w)`` or ``"HxW"`` of the stored maps (default: the spec's
             ``stored_resolution``, else the images' size).
         workers: processes for the OpenCV methods (default: every core; 0 or 1: in process).
         resume: continue a matching ``out.partial`` and return at once if ``out`` is already a
-            matching complete cache (every byte checked, :func:`~saliencymixplus.cache.verify_cache`);
-            ``False`` starts afresh.
-        checkpoint: a ``train.py`` checkpoint, required for ``method="gradient"``.
-        progress: show a progress bar (images/s).
-        dtype: ``"uint8"`` (default) or ``"float16"``.
-        block_size: images per task and per resumable block (default 500 for in-memory sets,
-            16 for image files).
-        download: fetch the data set first if missing (when online).
-        log: where to print notes.
+            matching complete cache (every byte checked); ``False`` starts afresh.
+        checkpoint: a ``train.py`` checkpoint, required for ``method="gradient"`` (which runs
+            on the best device).
+        block_size: images per task and per resumable block (default: 500, 256 for gradient,
+            for sets in memory; 16 for image files).
         postprocess: :func:`~saliencymixplus.saliency.sharpen` applied to every map before it
             is stored, as ``"top=0.2,power=2"`` or a dict; ``"none"`` stores the maps as the
             method gives them. Recorded in the cache attribute ``postprocess``.
         wait: when another process is building ``out``, wait for it (saying so through ``log``)
             and then reuse its cache if it matches; ``False`` raises :class:`~saliencymixplus.files.BusyError`.
-        shard: ``(k, n)``: build only shard ``k`` of ``n``, the images
-            :func:`~saliencymixplus.precompute_command.shard_range` gives it, into its own cache
-            ``shard_path(out, k, n)`` (with :data:`~saliencymixplus.cache.SHARD_ATTRS`), which
-            :func:`join_shards` joins.
-        device: where ``gradient`` runs (default: the best device).
-
-    Returns:
-        the path of the finished cache (of the shard file, for ``shard``).
+        shard: ``(k, n)``: build only shard ``k`` of ``n`` (the images
+            :func:`~saliencymixplus.precompute_command.shard_range` gives it) into its own cache
+            ``shard_path(out, k, n)``, which :func:`join_shards` joins.
 
     Raises:
         ValueError: bad arguments. OutputPathError: ``out`` cannot be written (checked first).
         FileNotFoundError: missing data or checkpoint. ImageDecodeError: image files that
         cannot be decoded (all of them named; finished blocks are kept for ``resume``).
-        BusyError: ``wait=False`` and another process is building ``out``.
     """
     spec = get_spec(dataset)
     if workers is not None and workers < 0:
@@ -275,7 +255,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             log(f"{out} is already a complete cache of {dataset}/{split} ({method}); nothing to do")
             return out
         check_output_file(out)
-    model = _load_gradient_model(checkpoint, raw, device) if method == "gradient" else None  # fails before any writing
+    model = _load_gradient_model(checkpoint, raw) if method == "gradient" else None  # fails before any writing
 
     lock = cache_lock(out).acquire(
         wait=wait, on_wait=lambda pid: log(f"another process (pid {pid}) is building {out}; waiting for it to "
@@ -336,25 +316,19 @@ class _Span:
 
 def join_shards(dataset: str, data_dir, split: str, method: str, out, num_shards: int, *, resolution=None,
                 checkpoint=None, dtype: str = "uint8", postprocess=DEFAULT_POSTPROCESS, download: bool = False,
-                wait: bool = True, log=print, raw=None) -> Path:
+                wait: bool = True, log=print) -> Path:
     """Join the ``num_shards`` shard files that :func:`build_cache` with ``shard=(k, num_shards)``
     wrote for ``out`` into the cache ``out`` (:func:`~saliencymixplus.cache.join_cache`: a virtual
     dataset over the shard files, which stay where they are). The arguments are those the shards
-    were built with; the split is loaded (``raw``, if given, is it) to check that every shard was
-    built from its current images.
-
-    Raises:
-        ValueError: bad arguments. FileNotFoundError: missing data or checkpoint.
-        CacheMismatchError: shards missing, unfinished, damaged or built otherwise (each named,
-            with the command that builds it). BusyError: ``wait=False`` and ``out`` is locked.
+    were built with (errors as :func:`build_cache`'s and ``join_cache``'s); the split is loaded to
+    check that every shard was built from its current images.
     """
     spec = get_spec(dataset)
     if int(num_shards) < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     resolution, extra = _settings(method, checkpoint, resolution, postprocess)
     out = check_output_file(out)
-    if raw is None:
-        raw = load_split(dataset, data_dir, split, download=download)
+    raw = load_split(dataset, data_dir, split, download=download)
     attrs = {"dataset": raw.name, "split": raw.split, "count": len(raw), "fingerprint": raw.fingerprint(),
              "method": method, "resolution": resolution or spec.stored_resolution or raw.image_size(), **extra}
     lock = cache_lock(out).acquire(
@@ -508,10 +482,8 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
     import torch
     import torch.distributed as dist
 
-    device = None
     if args.method == "gradient" and torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())  # the best device of build_cache
     if args.workers is None:
         args.workers = max(1, default_workers() // max(1, local_world))
     args.no_progress = args.no_progress or rank != 0
