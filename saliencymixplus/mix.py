@@ -1,8 +1,6 @@
 """CutMix (Yun et al., ICCV 2019, https://arxiv.org/abs/1905.04899), SaliencyMix (Uddin et al.,
-ICLR 2021, https://arxiv.org/abs/2006.01791) and SaliencyMix+, each called as ``mixer(images,
-labels[, saliency]) -> (images, targets)`` (``mixer.mix(...)``: the whole :class:`MixResult`), and
-the soft-target loss. What they compute and why a call never syncs: docs/design.md ("The
-algorithm", "The hot path").
+ICLR 2021, https://arxiv.org/abs/2006.01791), SaliencyMix+ and the soft-target loss. What they
+compute and why a call never syncs: docs/design.md ("The algorithm", "The hot path").
 """
 
 from __future__ import annotations
@@ -97,10 +95,10 @@ def sample_beta(alpha: float, n: int, generator: Optional[torch.Generator], devi
     return gammas[0] / (gammas[0] + gammas[1])
 
 
-def _checked_generator(generator) -> Optional[torch.Generator]:
+def _checked_generator(generator, default: Optional[torch.Generator] = None) -> Optional[torch.Generator]:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
-    return generator
+    return default if generator is None else generator
 
 
 def _device_generator(generator: Optional[torch.Generator], device: torch.device) -> Optional[torch.Generator]:
@@ -159,20 +157,18 @@ class _Mixer:
 
     def mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor] = None, *,
             generator: Optional[torch.Generator] = None, mixed: Optional[bool] = None) -> MixResult:
-        """Mix a batch; like calling the mixer, but returns the whole :class:`MixResult`.
+        """Mix a batch; like calling the mixer (its class docstring's Call), but returns the whole :class:`MixResult`.
 
         Args:
-            images: ``Tensor[B, C, H, W]``, any dtype, layout and device.
-            labels: ``LongTensor[B]`` in ``[0, num_classes)`` on the same device.
-            saliency: ``Tensor[B, H, W]``, float (finite, ``>= 0``) or uint8, on the same device;
-                needed by the saliency mixers, ignored by :class:`CutMix`.
+            images, labels, saliency: as the Call says, on one device; ``labels`` in ``[0, num_classes)``,
+                ``images`` and ``saliency`` as :mod:`saliencymixplus.ops` takes them.
             generator: this call's generator, instead of the mixer's own.
             mixed: the answer of :meth:`coin`, tossed beforehand by the caller; ``None``: toss it here.
         """
         if self.needs_saliency and saliency is None:
             raise ValueError(f"{type(self).__name__} needs saliency: call it as mixer(images, labels, saliency)")
         self._check(images, labels, saliency if self.needs_saliency else None)
-        gen = self._pick(generator)
+        gen = _checked_generator(generator, self.generator)
         if not (self.coin(gen) if mixed is None else mixed):
             targets = one_hot(labels, self.num_classes, self.label_smoothing)
             return MixResult(images, targets, None, None, torch.ones(labels.shape[0], device=labels.device), labels)
@@ -209,15 +205,11 @@ class _Mixer:
                 raise ValueError(f"labels must be in [0, {self.num_classes}), got values in [{int(lo)}, {int(hi)}]")
         ops.check_values(saliency)
 
-    def _pick(self, generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
-        """This call's generator: ``generator``, else the mixer's own."""
-        return self.generator if generator is None else _checked_generator(generator)
-
     def coin(self, generator: Optional[torch.Generator] = None) -> bool:
         """Whether the next batch is mixed (probability ``prob``): one host draw, made even when
         ``prob`` is 0 or 1 so that streams stay aligned, from ``generator`` (or the mixer's own)
         when on the CPU, else from a CPU generator seeded like it (or the global one)."""
-        gen = self._pick(generator)
+        gen = _checked_generator(generator, self.generator)
         host = gen if gen is not None and gen.device.type == "cpu" else self._coin_generator
         return bool(torch.rand((), generator=host, dtype=torch.float64) < self.prob)
 
