@@ -1,9 +1,6 @@
-"""The offline saliency cache, one HDF5 file per data set split: its format
-(:data:`FORMAT_VERSION`, :func:`content_hash`), the resumable writer (:class:`CacheWriter`), the
-checked reader (:class:`SaliencyCache`, :func:`verify_cache`) and the join of a cache built in
-shards (:func:`join_cache`). docs/design.md, "The saliency cache", describes the format, how a
-build is written, resumed, locked and sharded, and what is checked when.
-"""
+"""The offline saliency cache, one HDF5 file per data set split: its format, the resumable
+writer, the checked reader and the join of a cache built in shards, as docs/design.md, "The
+saliency cache", describes them."""
 
 from __future__ import annotations
 
@@ -65,15 +62,9 @@ def cache_lock(out) -> FileLock:
 
 
 def quantize(maps, dtype: str = "uint8"):
-    """Saliency in [0, 1] -> the storage dtype: ``uint8`` ``round(255 * s)`` (ties to even) or
-    ``float16``. Values are clipped to [0, 1]; NaN becomes 0, +inf 1.
-
-    Args:
-        maps: ``[..., h, w]``, a numpy array (or anything ``np.asarray`` takes) or a torch tensor.
-
-    Returns:
-        a numpy array, or for a tensor a tensor on its device (no host sync).
-    """
+    """Saliency ``maps`` in [0, 1] -> the storage dtype: ``uint8`` ``round(255 * s)`` (ties to
+    even) or ``float16``. Values are clipped to [0, 1]; NaN becomes 0, +inf 1. A numpy array (or
+    anything ``np.asarray`` takes) gives a numpy array; a tensor, a tensor on its device (no sync)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     if hasattr(maps, "nan_to_num") and not isinstance(maps, np.ndarray):  # a torch tensor
@@ -132,12 +123,8 @@ def _write_attrs(f: h5py.File, attrs: dict) -> None:
 def content_hash(f: h5py.File) -> str:
     """Hex SHA-256 of an open cache: its attributes (all but :data:`HASH_ATTR`, as canonical
     JSON), the dtype and shape of ``saliency`` and its bytes in C order, read in steps of 16 MB
-    (so that a damaged chunk fails here, with HDF5's checksum error).
-
-    Raises:
-        OSError: a chunk cannot be read (checksum failure, truncation); the message gives the
-            range of maps.
-    """
+    (a chunk that cannot be read, failing its checksum or truncated, raises ``OSError`` with the
+    range of maps)."""
     h = _hash_header(f)
     _hash_maps(f[DATASET], h)
     return h.hexdigest()
@@ -170,7 +157,6 @@ def _hash_maps(ds: h5py.Dataset, *hashes) -> None:
 def _missing_maps(ds: h5py.Dataset) -> list[int]:
     """Indices of the maps of a ``saliency`` dataset that lack a chunk in the file: never
     written, so HDF5 would read them as the fill value (zeros) without a checksum error.
-    Contiguous datasets are stored whole: none missing.
 
     Raises:
         OSError: the chunk index cannot be read (a damaged file).
@@ -206,14 +192,10 @@ def _unwritten(ds: h5py.Dataset, start: int, maps: np.ndarray) -> int | None:
 
 
 class CacheWriter:
-    """Writes a cache to ``out + ".partial"`` in blocks of ``block_size`` images, resumably.
+    """Writes the cache ``out`` to ``out + ".partial"`` in blocks of ``block_size`` images (the
+    unit of resumption); ``dataset`` to ``resolution`` are stored as attributes, ``dtype`` is the maps'.
 
     Args:
-        out: final path (``.h5``).
-        dataset, split, count, fingerprint, method: identify the data (stored as attributes).
-        resolution: ``(h, w)`` of the stored maps.
-        dtype: ``"uint8"`` (default) or ``"float16"``.
-        block_size: images per written block (the unit of resumption).
         resume: reuse a matching ``.partial`` file's finished blocks; a partial file that does
             not match (or cannot be read) is discarded and :attr:`note` says why.
         extra_attrs: more attributes that must also match to resume (e.g. ``checkpoint``).
@@ -316,7 +298,6 @@ class CacheWriter:
         return f
 
     def _create(self):
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
         f = None
         try:
             f = h5py.File(self.partial, "w", rdcc_nbytes=0)
@@ -365,8 +346,7 @@ class CacheWriter:
 
     def write(self, start: int, maps: np.ndarray) -> None:
         """Write one block: ``maps`` ``[n, h, w]``, float in [0, 1] or already the storage dtype;
-        ``start`` must be a block boundary and ``n`` the block's length. The block counts as
-        written once every map reads back from the file as written.
+        ``start`` must be a block boundary and ``n`` the block's length.
 
         Raises:
             DiskFullError: the file system is full (the finished blocks stay written).
@@ -405,8 +385,7 @@ class CacheWriter:
 
     def finalize(self) -> Path:
         """Check every block is written and every map is in the file, write the content hash
-        (read back from the file, so that it vouches for what is on disk), fsync, and rename
-        ``.partial`` to the final path atomically; then release the writer's own lock.
+        (read back from the file) and move the file into place; then release the writer's own lock.
 
         Raises:
             RuntimeError: blocks not written yet.
@@ -463,19 +442,10 @@ class CacheWriter:
 
 
 def verify_cache(path, *, expect=None, method: str | None = None) -> "SaliencyCache":
-    """Check a finished cache completely: the checks of :class:`SaliencyCache` (attributes,
-    shape, the split ``expect`` and ``method`` when given), then every chunk's checksum and the
-    content hash, by reading the whole file once (a CIFAR-100 cache, 54 MB: about 1 s).
-
-    Returns:
-        the checked cache, opened with ``in_memory=False`` (``.attrs``, ``.dtype``, ``.resolution``).
-
-    Raises:
-        FileNotFoundError: no such file.
-        CacheMismatchError: see :class:`SaliencyCache`.
-        CacheCorruptError: a map is missing from the file, a chunk fails its checksum or the
-            content hash differs; the message gives the command that rebuilds the cache.
-    """
+    """Check a finished cache completely: the checks of :class:`SaliencyCache` (raised as it
+    raises them), then every map's chunk, every chunk's checksum and the content hash, by reading
+    the whole file once; :class:`CacheCorruptError` names the first damage and the command that
+    rebuilds the cache. Returns the checked cache, opened with ``in_memory=False``."""
     cache = SaliencyCache(path, expect=expect, method=method, in_memory=False)
     fail = lambda what: cache._fail(what, CacheCorruptError)  # noqa: E731
     if cache._parts is None:
@@ -524,10 +494,11 @@ def _check_hash(want, got: str, when: str, fail: Callable[[str], Exception]) -> 
 _VERIFIED: dict[str, tuple] = {}
 
 
-def _file_signature(path: Path) -> tuple | None:
-    """``(resolved path, device, inode, size, mtime_ns)``: a file rewritten or touched since has another."""
+def _file_signature(path: Path, fd: int | None = None) -> tuple | None:
+    """``(resolved path, device, inode, size, mtime_ns)`` of ``path`` (or of its open file ``fd``): a
+    file rewritten or touched since has another."""
     try:
-        st = os.stat(path)
+        st = os.stat(path) if fd is None else os.fstat(fd)
     except OSError:
         return None
     return (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -693,20 +664,16 @@ class SaliencyCache:
             # Per process: never share a handle with a fork. No chunk cache: each map is read once
             # per epoch in random order, so a cache never hits and only adds a copy of each map.
             self._file = h5py.File(self.path, "r", rdcc_nbytes=0)
-            if self._direct:  # the file opened must be the one verified, unchanged since
-                st = os.fstat(self._file.id.get_vfd_handle())
-                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._signature[1:]:
-                    self._direct = False  # back to checked reads
+            if self._direct and _file_signature(self.path, self._file.id.get_vfd_handle()) != self._signature:
+                self._direct = False  # the file opened is not the one verified: back to checked reads
             self._ds = self._file[DATASET]  # kept: looking it up costs more than reading a map
             self._pid = os.getpid()
         return self._ds
 
     @property
     def reads_checked(self) -> bool:
-        """Whether each read map passes HDF5's per-chunk checksum. ``False`` once
-        :func:`verify_cache` has checked every byte of this unchanged file in this process
-        (or the cache is in memory): then a map is read as its chunk's bytes, read directly, about 4x faster.
-        A joined cache reads each map from its shard file, so this holds for all its shards."""
+        """Whether each read map passes HDF5's per-chunk checksum: ``False`` in memory and for a
+        file :func:`verify_cache` checked (docs/design.md); a joined cache asks its shard files."""
         if self._parts is not None:
             return self._data is None and any(p.reads_checked for p in self._live)
         return self._data is None and not self._direct
@@ -839,13 +806,10 @@ def join_cache(out, num_shards: int, *, attrs: dict, dtype: str = "uint8", data_
     the cache ``out``, an HDF5 virtual dataset over them (docs/design.md, "The saliency cache",
     Shards), written as ``out.partial`` and renamed when complete.
 
-    Args:
-        attrs: what every shard must have been built with: ``dataset``, ``split``, ``count``
-            (the split's), ``fingerprint``, ``method``, ``resolution``, ``postprocess`` and,
-            for gradient saliency, ``checkpoint``.
-        dtype: the shards' storage dtype.
-        data_dir: the data folder, named in the commands the errors print.
-        lock: a held :func:`cache_lock` of ``out`` (default: taken here without waiting).
+    ``attrs`` is what every shard must have been built with: ``dataset``, ``split``, ``count``
+    (the split's), ``fingerprint``, ``method``, ``resolution``, ``postprocess`` and, for gradient
+    saliency, ``checkpoint``; ``data_dir`` is named in the commands the errors print; ``lock``,
+    a held :func:`cache_lock` of ``out``, is otherwise taken here without waiting.
 
     Raises:
         CacheMismatchError: shards missing, unfinished or built otherwise (every such shard
