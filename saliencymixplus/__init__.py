@@ -1,8 +1,4 @@
-"""saliencymixplus: SaliencyMix+, CutMix and SaliencyMix as batched PyTorch ops.
-
-``import saliencymixplus`` loads the compiled ops (``torch.ops.saliencymixplus.*``) when they
-were built; without them every op runs its pure-PyTorch reference.
-"""
+"""saliencymixplus: SaliencyMix+, CutMix and SaliencyMix as batched PyTorch ops (README.md, docs/design.md)."""
 
 import torch  # noqa: F401  (torch must be loaded before the extension)
 
@@ -13,6 +9,5 @@ from .ops import label_weights, paste, peak_boxes, saliency_mix_plus, window_sea
 
 __version__ = "0.1.0"
 
-# the mixers and their helpers (all of mix.__all__), then the public ops
 __all__ = [*mix.__all__, "window_search", "peak_boxes", "paste", "label_weights", "saliency_mix_plus",
            "extension_info", "__version__"]

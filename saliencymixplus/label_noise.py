@@ -10,13 +10,7 @@ from torch import Tensor
 
 from . import ops
 
-__all__ = ["object_shares", "true_label_weights", "label_errors", "noisy_mask",
-           "NOISY_PASTED_BELOW", "NOISY_SOURCE_WEIGHT_FROM"]
-
-#: A sample is noisy when its box holds less than this share of the source object ...
-NOISY_PASTED_BELOW = 0.05
-#: ... while the source label gets at least this weight.
-NOISY_SOURCE_WEIGHT_FROM = 0.3
+__all__ = ["object_shares", "true_label_weights", "label_errors", "noisy_mask"]
 
 
 def _checked(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
@@ -40,8 +34,7 @@ def object_shares(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, T
     Args:
         masks: ``Tensor[B, H, W]``, the object masks (``> 0`` on the object; soft masks are
             weights) of the images *before* mixing.
-        perm: ``LongTensor[B]``, image ``i`` received from ``perm[i]``.
-        boxes: ``Tensor[B, 4]``, the box pasted into image ``i``.
+        perm, boxes: the pairing and the boxes of a :class:`~saliencymixplus.mix.MixResult`.
 
     Returns:
         float64 ``Tensor[B]`` each (NaN where a mask is empty).
@@ -60,8 +53,7 @@ def label_errors(weights: Tensor, true_weights: Tensor) -> Tensor:
     return (weights.double().to(true_weights.device) - true_weights.double()).abs()
 
 
-def noisy_mask(weights: Tensor, pasted: Tensor, *, pasted_below: float = NOISY_PASTED_BELOW,
-               source_from: float = NOISY_SOURCE_WEIGHT_FROM) -> Tensor:
+def noisy_mask(weights: Tensor, pasted: Tensor, *, pasted_below: float = 0.05, source_from: float = 0.3) -> Tensor:
     """The noisy samples: their box holds under ``pasted_below`` of the source object while the
     source label gets ``source_from`` or more.
 

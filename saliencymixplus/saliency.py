@@ -28,12 +28,11 @@ def _opencv_saliency(method: str):
 
 
 def compute_saliency(images: np.ndarray, method: str) -> np.ndarray:
-    """OpenCV static saliency of a batch of raw images.
+    """OpenCV static saliency (``method`` one of :data:`OPENCV_METHODS`) of a batch of raw images.
 
     Args:
         images: ``np.uint8[N, H, W, 3]``, RGB (a single ``[H, W, 3]`` image is also accepted
             and gives ``[1, H, W]``).
-        method: ``"fine_grained"`` or ``"spectral_residual"``.
 
     Returns:
         ``np.float32[N, H, W]`` in [0, 1].
@@ -59,8 +58,7 @@ def compute_saliency(images: np.ndarray, method: str) -> np.ndarray:
 
 
 #: What the cache tool and ``--saliency refresh`` apply unless told otherwise (``none``: raw maps):
-#: the best post-processing measured (``benchmarks/RESULTS.md``, label noise; on the demo set it
-#: about halves the label error of OpenCV fine-grained maps).
+#: the best post-processing measured (``benchmarks/RESULTS.md``, label noise).
 DEFAULT_POSTPROCESS = "top=0.2,power=2"
 
 
@@ -120,11 +118,7 @@ def sharpen(maps, *, top: float = 1.0, power: float = 1.0):
 
 
 def parse_postprocess(spec) -> dict:
-    """``"top=0.2,power=2"`` (or ``"none"``, ``""``, ``None``, a dict) -> :func:`sharpen` keyword arguments.
-
-    Raises:
-        ValueError: an unknown key or a value out of range, with what was expected.
-    """
+    """``"top=0.2,power=2"`` (or ``"none"``, ``""``, ``None``, a dict) -> :func:`sharpen` keyword arguments."""
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
         return {}
     if isinstance(spec, dict):
@@ -143,7 +137,7 @@ def parse_postprocess(spec) -> dict:
     if unknown:
         raise ValueError(f"postprocess keys must be 'top' and/or 'power', got {sorted(unknown)}")
     sharpen(np.zeros((1, 1, 1), np.float32), **items)  # range checks
-    return {k: float(v) for k, v in items.items() if not (k in ("top", "power") and float(v) == 1.0)}
+    return {k: float(v) for k, v in items.items() if float(v) != 1.0}
 
 
 def format_postprocess(spec) -> str:
