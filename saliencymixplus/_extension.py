@@ -1,6 +1,5 @@
 """Loads the compiled ops (``saliencymixplus._C``, registered as ``torch.ops.saliencymixplus``) and
-says which kernels they have; :mod:`saliencymixplus.ops` is their Python face, with the references
-that serve without them.
+says which kernels they have; :mod:`saliencymixplus.ops` is their Python face.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ __all__ = ["object_shares", "true_label_weights", "label_errors", "noisy_mask"]
 
 
 def _checked(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """``(perm, boxes)`` as int64 on the masks' device, after checking shapes and that every box
-    lies inside the masks."""
     if not isinstance(masks, Tensor) or masks.dim() != 3:
         raise ValueError(f"masks must be a Tensor[B, H, W], got {ops.describe(masks)}")
     b, h, w = masks.shape

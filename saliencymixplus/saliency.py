@@ -82,14 +82,12 @@ def sharpen(maps, *, top: float = 1.0, power: float = 1.0):
 
     Per map: divide by its maximum; subtract its ``1 - top`` quantile ``t`` and rescale
     ``(s - t) / (1 - t)``, clipped at 0 (only about the ``top`` fraction of pixels stays
-    non-zero; ``top=1`` keeps all); then raise to ``power``.
+    non-zero; ``top=1`` keeps all); then raise to ``power`` (``> 1`` sharpens).
 
     Args:
         maps: ``float[N, H, W]`` (or one ``[H, W]`` map), ``>= 0``; numpy or anything
             ``np.asarray`` takes, or a torch ``Tensor`` (sharpened on its device, without a
             host sync, e.g. inside a training step).
-        top: fraction of pixels to keep, in ``(0, 1]``.
-        power: exponent ``> 0`` (``> 1`` sharpens).
 
     Returns:
         ``np.float32`` of the input's shape (a ``float32`` ``Tensor`` on the input's device
