@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fixtures_data import tiny_net
+from saliencymixplus.datasets import SPECS
 from saliencymixplus.training import build_parser, load_checkpoint, main, runner
 
 from cli_helpers import exit_code, no_traceback
@@ -73,6 +74,12 @@ def test_refused_flags_exit_2_before_any_work(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_sets_on_the_device_loader_have_a_recipe_it_can_batch():
+    """The device loader flips whole batches and nothing more; Config refuses --loader device for
+    the other sets, so it is their spec that must not give it a crop or resize."""
+    assert all(s.recipe.batchable for s in SPECS.values() if s.train.loader == "device")
 
 
 def test_largest_seed_runs_through_every_stream(tmp_path, demo_cache, capsys):

@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import data
 from ..cache import SaliencyCache, quantize
-from ..datasets import get_spec
-from ..rawdata import default_workers
-from ..transforms import Normalize, random_flip_batch
+from ..data import SaliencyDataset
+from ..datasets import SPLITS, get_spec
+from ..rawdata import RawSplit, default_workers
+from ..transforms import Normalize, eval_transform, random_flip_batch, train_transform
 from .config import Config, UsageError
 from .distributed import Dist, epoch_seed, seed_worker
 
-__all__ = ["Batch", "BatchPlacement", "DeviceLoader", "TorchLoader", "build_loaders"]
+__all__ = ["Batch", "BatchPlacement", "DeviceLoader", "TorchLoader", "build_loaders", "split_loader"]
 
 #: ``(images float32[B, 3, H, W] normalised, saliency float32[B, H, W] in [0, 1] or None,
 #: labels int64[B])``, all on the loader's device.
@@ -138,7 +138,7 @@ class DeviceLoader:
 
 
 class TorchLoader:
-    """A ``DataLoader`` over :func:`saliencymixplus.data.build_dataset` yielding :data:`Batch` triples
+    """A ``DataLoader`` over a :class:`saliencymixplus.data.SaliencyDataset` yielding :data:`Batch` triples
     on ``device`` (saliency travels from the workers as uint8). Training uses a ``DistributedSampler``
     under DDP; the test split is sharded ``rank::world`` without padding, so reduced errors are exact.
     """
@@ -192,42 +192,39 @@ class TorchLoader:
             yield x, s, y.to(self.device, non_blocking=True)
 
 
-def build_loaders(cfg: Config, d: Dist) -> tuple[DeviceLoader | TorchLoader, DeviceLoader | TorchLoader]:
-    """``(train_loader, test_loader)`` for the config; :class:`UsageError` for a batch larger than
-    this process's share of the training split."""
-    local_batch = cfg.batch_size // d.world
-    download = cfg.download and d.main
+def build_loaders(cfg: Config, d: Dist, splits: Optional[tuple[RawSplit, RawSplit]] = None
+                  ) -> tuple[DeviceLoader | TorchLoader, DeviceLoader | TorchLoader]:
+    """``(train_loader, test_loader)`` over ``splits`` (``(train, test)`` as rank 0 has loaded them),
+    else the splits loaded here; :class:`UsageError` for a batch larger than this process's share of
+    the training split."""
     spec = get_spec(cfg.dataset)
-    cache = cfg.saliency_cache if cfg.reads_cache else None
-    common = dict(dist_=d, channels_last=cfg.channels_last)
-    if cfg.loader == "device":
-        if not spec.recipe.batchable:
-            raise UsageError(f"--loader device applies a flip to whole batches; {cfg.dataset}'s training "
-                             f"recipe ({spec.recipe}) needs --loader torch")
-        train_raw = spec.load(cfg.data_dir, "train", download=download)  # fails before cache work
-        size = cfg.train_count(len(train_raw))
-        test_raw = spec.load(cfg.data_dir, "test", download=download)
-        sal = None
-        if cache is not None:
-            sal = SaliencyCache(cache, expect=train_raw).read_all()
-            if sal.dtype != np.uint8:  # float caches: to the uint8 the loader keeps
-                sal = quantize(sal, "uint8")
-        train = DeviceLoader(train_raw.images, train_raw.labels, cfg.mean_std, d.device, batch_size=local_batch,
-                             train=True, saliency=sal, flip=spec.recipe.flip, size=size, **common)
-        test = DeviceLoader(test_raw.images, test_raw.labels, cfg.mean_std, d.device,
-                            batch_size=max(local_batch, 256), train=False, **common)
-    else:
-        workers = cfg.workers if cfg.workers is not None else max(0, min(8, default_workers() // d.world - 1))
-        sized = dict(image_size=cfg.image_size, mean_std=cfg.mean_std)
-        train_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "train", train=True, saliency_cache=cache,
-                                      download=download, **sized)
-        size = cfg.train_count(len(train_ds))
-        test_ds = data.build_dataset(cfg.dataset, cfg.data_dir, "test", train=False, **sized)
-        train = TorchLoader(train_ds, d.device, batch_size=local_batch, train=True, workers=workers, size=size,
-                            **common)
-        test = TorchLoader(test_ds, d.device, batch_size=local_batch, train=False, workers=workers, **common)
-    train.limit, test.limit = cfg.limit_train_batches, cfg.limit_test_batches
+    train_raw, test_raw = splits or [spec.load(cfg.data_dir, s, download=cfg.download and d.main) for s in SPLITS]
+    size = cfg.train_count(len(train_raw))
+    cache = SaliencyCache(cfg.saliency_cache, expect=train_raw) if cfg.reads_cache else None
+    train = split_loader(cfg, d, train_raw, train=True, cache=cache, size=size)
     if len(train) == 0:
         raise UsageError(f"--batch_size {cfg.batch_size} is larger than the {size} training images "
                          f"({d.world} process(es)): no full batch to train on")
-    return train, test
+    return train, split_loader(cfg, d, test_raw, train=False)
+
+
+def split_loader(cfg: Config, d: Dist, raw: RawSplit, *, train: bool, cache: Optional[SaliencyCache] = None,
+                 size: Optional[int] = None) -> DeviceLoader | TorchLoader:
+    """The loader of one split for ``--loader``: training (its first ``size`` images, with ``cache``'s
+    maps) or test, each limited by its ``--limit-*-batches``."""
+    local_batch = cfg.batch_size // d.world
+    common = dict(train=train, size=size, dist_=d, channels_last=cfg.channels_last)
+    if cfg.loader == "device":
+        sal = None if cache is None else cache.read_all()
+        if sal is not None and sal.dtype != np.uint8:  # float caches: to the uint8 the loader keeps
+            sal = quantize(sal, "uint8")
+        loader = DeviceLoader(raw.images, raw.labels, cfg.mean_std, d.device, saliency=sal,
+                              batch_size=local_batch if train else max(local_batch, 256),
+                              flip=get_spec(cfg.dataset).recipe.flip, **common)
+    else:
+        workers = cfg.workers if cfg.workers is not None else max(0, min(8, default_workers() // d.world - 1))
+        transform = (train_transform if train else eval_transform)(cfg.dataset, cfg.image_size, cfg.mean_std)
+        loader = TorchLoader(SaliencyDataset(raw, transform, cache), d.device, batch_size=local_batch,
+                             workers=workers, **common)
+    loader.limit = cfg.limit_train_batches if train else cfg.limit_test_batches
+    return loader

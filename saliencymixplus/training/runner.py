@@ -32,7 +32,7 @@ from ..precompute_command import rebuild_command
 from ..rawdata import DataFileError, ImageDecodeError
 from .config import PROG, Config, UsageError, parse_config
 from .distributed import Dist, barrier, log, rng_state, seed_everything, set_rng_state, setup_distributed
-from .loaders import DeviceLoader, build_loaders
+from .loaders import DeviceLoader, build_loaders, split_loader
 from .loop import REFRESH_KEY, InPlaceRefresh, NonFiniteLossError, PassRefresh, build_mixer, evaluate, train_one_epoch
 
 __all__ = ["main", "run", "evaluate_checkpoint", "load_checkpoint", "check_outputs", "prepare_data", "CSV_FIELDS",
@@ -293,7 +293,7 @@ def prepare_data(cfg: Config, d: Dist, train_raw, test_raw) -> Optional[dict]:
     is verified against the training split or built; every bad image is named in one
     :class:`ImageDecodeError`. Returns the cache's attributes, or ``None`` without one.
     """
-    bad = test_raw.find_bad_images() if test_raw is not train_raw else []
+    bad = test_raw.find_bad_images()
     build = cfg.reads_cache and not Path(cfg.saliency_cache).exists()
     if build:  # building decodes every training image and names those it cannot decode
         from ..precompute import build_cache  # OpenCV and worker pools: only when building
@@ -347,15 +347,15 @@ def run(cfg: Config) -> dict:
         log(d, f"nothing to train: {resumed[0]} has already done all {cfg.epochs} epochs "
                f"(pass --epochs {cfg.epochs + 1} or more to train further)")
         return {**summarize(cfg, *_done_so_far(resumed[1]), "finished"), "nothing_to_train": True}
-    cache_sha = None
+    cache_sha, splits = None, None  # rank 0 loads the splits once, for its checks and its loaders
     with contextlib.ExitStack() as held:  # the run folder's lock
         if d.main:
             spec = get_spec(cfg.dataset)
             train_raw = spec.load(cfg.data_dir, "train", download=cfg.download)  # missing data: nothing made yet
             cfg.train_count(len(train_raw))  # a bad --train-size: nothing made yet
-            test_raw = train_raw if train_raw.in_memory else spec.load(cfg.data_dir, "test", download=cfg.download)
+            splits = train_raw, spec.load(cfg.data_dir, "test", download=cfg.download)
             _take_run_folder(cfg, resumed, held)
-            cache = prepare_data(cfg, d, train_raw, test_raw)
+            cache = prepare_data(cfg, d, *splits)
             if cache is not None:
                 cfg.saliency_method, cache_sha = str(cache["method"]), str(cache["content_sha256"])
                 want = resumed and resumed[1].get(CACHE_KEY)
@@ -365,12 +365,13 @@ def run(cfg: Config) -> dict:
                         f"..., but --saliency-cache {cfg.saliency_cache} has {cache_sha[:16]}...: continue with the "
                         f"run's own cache, or start a new run (another --out-dir) on this one")
         barrier(d)
-        return _train(cfg, d, out, resumed, cache_sha)
+        return _train(cfg, d, out, resumed, cache_sha, splits)
 
 
-def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]], cache_sha: Optional[str]) -> dict:
+def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]], cache_sha: Optional[str],
+           splits) -> dict:
     """:func:`run` once the data and the run folder are ready."""
-    train_loader, test_loader = build_loaders(cfg, d)
+    train_loader, test_loader = build_loaders(cfg, d, splits)
     net = build_model(cfg.model, cfg.num_classes, cfg.image_size).to(d.device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -464,10 +465,9 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data_dir: Optional[str] = No
     fields = {f.name for f in dataclasses.fields(Config)}
     cfg = Config(**{k: v for k, v in saved.items() if k in fields})
     cfg.data_dir = data_dir if data_dir is not None else cfg.data_dir
-    cfg.device, cfg.limit_test_batches, cfg.mix_aug = device, limit_test_batches, "none"
-    cfg.saliency_cache = None
+    cfg.limit_test_batches = limit_test_batches
     d = Dist(device=torch.device(device))
-    _, test = build_loaders(dataclasses.replace(cfg, limit_train_batches=1, batch_size=1), d)
+    test = split_loader(cfg, d, get_spec(cfg.dataset).load(cfg.data_dir, "test"), train=False)
     return evaluate(cfg, d, net, test)
 
 
