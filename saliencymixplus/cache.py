@@ -519,7 +519,6 @@ class SaliencyCache:
     """Reads a saliency cache and checks it against the split it is paired with.
 
     Args:
-        path: the ``.h5`` file.
         expect: the :class:`~saliencymixplus.rawdata.RawSplit` it belongs to; its name, split,
             length and fingerprint must match the file's attributes.
         method: if given, the saliency method the file must hold.
@@ -685,16 +684,15 @@ class SaliencyCache:
         """Map ``i`` in the storage dtype, ``[h, w]`` (read-only when its chunk is read directly)."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for a cache of {len(self)} maps")
+        i %= len(self)
         if self._data is not None:
             return self._data[i]
         if self._parts is not None:  # read from its shard file (HDF5 cannot read a virtual dataset's chunks)
-            i = i % len(self)
             k = bisect.bisect_right(self._starts, i) - 1
             return self._live[k].stored(i - self._starts[k])
         try:
             ds = self._handle()
             if self._direct:
-                i = i % len(self)
                 mask, chunk = ds.id.read_direct_chunk((i, 0, 0))
                 n = self.resolution[0] * self.resolution[1]
                 if mask == 0 and len(chunk) == n * self.dtype.itemsize + 4:  # the map, then its checksum

@@ -15,14 +15,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
-__all__ = ["OutputPathError", "BusyError", "DiskFullError", "FileLock", "atomic_write", "replace_durably", "fsync_path",
+__all__ = ["OutputPathError", "BusyError", "DiskFullError", "FileLock", "atomic_write", "replace_durably",
            "ensure_writable_dir", "check_writable_dir", "check_output_file", "is_disk_full", "free_bytes",
            "format_bytes", "file_sha256", "arrays_sha256"]
 
 
 class OutputPathError(ValueError):
     """An output path that cannot be written: a folder where a file is expected, a folder that
-    cannot be created, or one that is not writable (read-only mount, permissions)."""
+    cannot be created, or one that is not writable (read-only mount, permissions). The checks
+    below raise it with one line that says what (their ``what``) and where."""
 
 
 class BusyError(RuntimeError):
@@ -75,11 +76,7 @@ def format_bytes(n) -> str:
 
 def ensure_writable_dir(folder, what: str) -> Path:
     """Create ``folder`` (and its parents) if missing and check that a file can be written in it
-    (:func:`check_writable_dir`).
-
-    Raises:
-        OutputPathError: one line saying what (``what``) and where.
-    """
+    (:func:`check_writable_dir`)."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -92,11 +89,7 @@ def ensure_writable_dir(folder, what: str) -> Path:
 def check_writable_dir(folder, what: str) -> None:
     """Creating nothing, check that files can be written in ``folder``, or, where it does not exist
     yet, in its nearest existing parent (by writing and removing a small temporary file: this also
-    catches read-only mounts).
-
-    Raises:
-        OutputPathError: one line saying what (``what``) and where.
-    """
+    catches read-only mounts)."""
     folder = probe = Path(folder)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -113,11 +106,7 @@ def check_writable_dir(folder, what: str) -> None:
 
 def check_output_file(path, what: str = "--out") -> Path:
     """Check, before any work, that the file ``path`` can be written: it is not a folder and its
-    folder exists (created if missing) and is writable.
-
-    Raises:
-        OutputPathError: one line saying what (``what``) and where.
-    """
+    folder exists (created if missing) and is writable."""
     p = Path(path)
     if p.is_dir():
         raise OutputPathError(f"{what} {p} is a folder; give the file to write, e.g. {p / (p.name or 'cache') }.h5")
@@ -127,7 +116,7 @@ def check_output_file(path, what: str = "--out") -> Path:
 
 # ----------------------------------------------------------------------------- atomic writes
 
-def fsync_path(path: Path, directory: bool = False) -> None:
+def _fsync_path(path: Path, directory: bool = False) -> None:
     """``fsync`` a file, or a folder (after a rename in it; skipped where folders cannot be opened)."""
     try:
         fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
@@ -147,9 +136,9 @@ def fsync_path(path: Path, directory: bool = False) -> None:
 def replace_durably(src, dst) -> None:
     """fsync the file ``src``, rename it to ``dst`` and fsync their folder: a reader sees the old
     ``dst`` or the whole new one, also after a crash."""
-    fsync_path(src)
+    _fsync_path(src)
     os.replace(src, dst)
-    fsync_path(Path(dst).parent, directory=True)
+    _fsync_path(Path(dst).parent, directory=True)
 
 
 def atomic_write(path, write: Callable[[Path], None]) -> None:

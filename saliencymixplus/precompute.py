@@ -1,9 +1,6 @@
-"""The cache tool (``saliencymixplus-precompute`` or ``python tools/precompute_saliency.py``):
-a data set split's saliency maps into an HDF5 cache, on every core, resumably, in shards on
-many processes or machines if asked (``--shard K/N``, ``--join N``, or by rank under
-``torchrun``). docs/design.md, "The saliency cache", says how a build is written, locked,
-resumed, sharded and joined; ``saliencymixplus-precompute --help`` lists the flags.
-"""
+"""The cache tool (``saliencymixplus-precompute``, ``--help`` lists its flags): a data set
+split's saliency maps into an HDF5 cache, on every core, resumably, in shards if asked; docs/design.md,
+"The saliency cache", says how a build is written, locked, resumed, sharded and joined."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The precompute tool's command line, below the cache reader so that it can name the command
-that rebuilds a cache without importing the tool (:mod:`saliencymixplus.precompute`): the
-spellings of ``--resolution`` and ``--shard``, the shard files' names and the rebuild command.
-It imports only the light spec table; ``tests/test_precompute.py`` checks that the tool's parser
-accepts every command spelled here. See docs/design.md, "The saliency cache".
-"""
+"""The precompute tool's spellings (``--resolution``, ``--shard``, the shard files' names, the
+command that rebuilds a cache), below the cache reader so that its messages can name the command
+without importing the tool (docs/design.md, "The saliency cache")."""
 
 from __future__ import annotations
 
@@ -82,13 +79,9 @@ def shard_range(count: int, block_size: int, k: int, n: int) -> tuple[int, int]:
 
 def rebuild_command(dataset, split, method, out, resolution=None, data_dir=None, *, dtype=None, postprocess=None,
                     shard=None, join=None, resume=False) -> str:
-    """The command line that builds this cache. ``method`` ``None`` leaves the tool's default
-    (``fine_grained``); ``data_dir`` ``None`` leaves ``--data-dir`` out for generated sets
-    and writes a ``DATA_DIR`` placeholder for the others (the folder is not known);
-    ``resolution`` is ``(h, w)``; ``dtype`` (other than ``uint8``) and ``postprocess`` are
-    spelled when given; ``shard`` ``(k, n)`` builds that shard of ``out``, ``join`` ``n`` joins
-    ``n`` shards into ``out``; ``resume`` adds ``--resume``. Paths are quoted for a POSIX shell
-    where they need it."""
+    """The command line that builds this cache, paths quoted for a POSIX shell: each argument
+    given spelled as its flag (``dtype`` only other than ``uint8``), ``method`` ``None`` leaving the
+    tool's default, ``data_dir`` ``None`` a ``DATA_DIR`` placeholder (none for a generated set)."""
     cmd = f"{PROGRAM} --dataset {dataset}"
     if data_dir is not None:
         cmd += f" --data-dir {shlex.quote(str(data_dir))}"
