@@ -6,6 +6,8 @@ model, and :func:`sharpen`, the post-processing of the cache and of ``--saliency
 
 from __future__ import annotations
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 __all__ = ["METHODS", "OPENCV_METHODS", "DEFAULT_METHOD", "compute_saliency", "gradient_saliency",
            "input_gradient_saliency", "sharpen", "parse_postprocess", "format_postprocess", "DEFAULT_POSTPROCESS"]
@@ -100,8 +102,7 @@ def sharpen(maps, *, top: float = 1.0, power: float = 1.0):
         raise ValueError(f"power must be > 0, got {power!r}")
     xp = np
     if type(maps).__module__.startswith("torch"):
-        import torch as xp
-
+        xp = torch
         m = xp.nan_to_num(maps.to(xp.float32), nan=0.0, posinf=0.0, neginf=0.0)
     else:
         m = np.nan_to_num(np.array(maps, dtype=np.float32, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
@@ -155,8 +156,6 @@ def input_gradient_saliency(grad):
         ``Tensor[N, H, W]`` float32 on ``grad.device``, each map's maximum 1 (all-zero for a zero
         gradient; non-finite for a non-finite one).
     """
-    import torch
-
     s = grad.detach().abs().sum(1, dtype=torch.float32)
     peak = s.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
     return s / peak[:, None, None]
@@ -176,9 +175,6 @@ def gradient_saliency(model, images, labels, *, batch_size: int | None = None):
     Returns:
         ``Tensor[N, H, W]`` float32 on ``images.device`` (:func:`input_gradient_saliency`).
     """
-    import torch
-    import torch.nn.functional as F
-
     if not torch.is_tensor(images) or images.dim() != 4:
         raise ValueError(f"images must be a Tensor[N, C, H, W], got {getattr(images, 'shape', type(images))}")
     if not images.is_floating_point():
