@@ -1,5 +1,5 @@
 // The memory layout paste writes, shared by the CPU and CUDA kernels and mirrored by
-// saliencymixplus._extension.memory_format (the fake kernels).
+// saliencymixplus.ops.paste_memory_format (the references and the fake kernels).
 #pragma once
 
 #include <ATen/core/Tensor.h>
