@@ -278,8 +278,6 @@ def test_mean_std_and_image_size_reach_the_config():
     c = parse_config(["--dataset", "imagefolder", "--data-dir", "x", "--mean", "0.5", "0.4", "0.3",
                       "--std", "0.1", "0.2", "0.3", "--image-size", "96"])
     assert c.mean_std == ((0.5, 0.4, 0.3), (0.1, 0.2, 0.3)) and c.image_size == 96 and c.num_classes is None
-    with pytest.raises(UsageError, match="--std must be 3 finite numbers"):
-        Config(dataset="imagefolder", std=(1.0, -1.0, 1.0))
     with pytest.raises(UsageError, match="cifar100's recipe is fixed at 32 px, got --image-size 64"):
         Config(dataset="cifar100", image_size=64)
 

@@ -17,7 +17,7 @@ from ..ops import BOXES
 from ..saliency import DEFAULT_METHOD, DEFAULT_POSTPROCESS, OPENCV_METHODS, format_postprocess
 
 __all__ = ["PROG", "MIX_AUGS", "SALIENCY_MIXES", "METHOD_DEFAULTS", "PAPER", "MAX_SEED", "UsageError", "Config",
-           "build_parser", "parse_config"]
+           "CACHE_NAME", "build_parser", "parse_config"]
 
 PROG = "train.py"
 MIX_AUGS = ("none", "cutmix", "saliencymix", "saliencymixplus")
@@ -28,6 +28,8 @@ METHOD_DEFAULTS = dict(box="window", pairing="full", saliency="cache")
 PAPER = dict(box="peak", pairing="half", saliency="online")
 #: ``--seed`` range: what every random stream of a run accepts (torch takes 64-bit seeds).
 MAX_SEED = 2 ** 63 - 1
+#: The training split's cache in a folder (``--saliency-cache``'s default, in ``--data-dir`` or ``data``).
+CACHE_NAME = "{dataset}-train-{method}.h5"
 
 
 class UsageError(ValueError):
@@ -41,10 +43,7 @@ class Config:
     A field left ``None`` is filled in when the config is made: from the data set's spec
     (:class:`~saliencymixplus.datasets.TrainDefaults`, classes, mean/std), the method's
     (:data:`METHOD_DEFAULTS`, :data:`PAPER` with ``paper``), the training split's cache path
-    and the run folder.
-
-    Raises:
-        UsageError: a combination of settings that cannot run (when the config is made).
+    and the run folder. A combination of settings that cannot run is a :class:`UsageError` then.
     """
 
     dataset: str = "demo"
@@ -103,7 +102,7 @@ class Config:
                            *(PAPER if self.paper else METHOD_DEFAULTS).items()]:
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        self.mean, self.std = _channels("--mean", self.mean), _channels("--std", self.std, positive=True)
+        self.mean, self.std = tuple(self.mean), tuple(self.std)  # checked by the parser, and by Normalize
         self.milestones = tuple(self.milestones)
         self.amp = None if self.amp == "none" else self.amp
         if self.loader == "auto":
@@ -118,7 +117,7 @@ class Config:
             self.saliency_cache = None  # no cached saliency needed
         elif self.saliency_cache is None:
             self.saliency_cache = os.path.join(self.data_dir or "data",
-                                               f"{self.dataset}-train-{self.saliency_method}.h5")
+                                               CACHE_NAME.format(dataset=self.dataset, method=self.saliency_method))
         if self.out_dir is None:  # not --epochs: a run continued with more epochs stays in its folder
             self.out_dir = os.path.join("runs", f"{self.dataset}_{self.model}_{self.mix_aug}{self.mix_prob:g}_s{self.seed}")
 
@@ -135,11 +134,7 @@ class Config:
 
     def train_count(self, split_size: int) -> int:
         """How many images of the training split (of ``split_size``) the run trains on: the first
-        ``train_size``, or all of them when it is ``None``.
-
-        Raises:
-            UsageError: ``train_size`` above ``split_size``.
-        """
+        ``train_size``, or all of them when it is ``None``."""
         if self.train_size is None:
             return split_size
         if self.train_size > split_size:
@@ -152,18 +147,6 @@ class Config:
         for key in ("milestones", "mean", "std"):
             d[key] = list(getattr(self, key))
         return d
-
-
-def _channels(flag: str, values, positive: bool = False) -> tuple[float, float, float]:
-    """3 finite floats (``> 0`` if ``positive``), else UsageError naming ``flag``."""
-    try:
-        v = tuple(float(x) for x in values)
-    except (TypeError, ValueError):
-        raise UsageError(f"{flag} must be 3 numbers (R G B), got {values!r}") from None
-    if len(v) != 3 or not all(math.isfinite(x) for x in v) or (positive and min(v) <= 0):
-        raise UsageError(f"{flag} must be 3 finite numbers (R G B){', each > 0' if positive else ''}, "
-                         f"got {list(values)}")
-    return v
 
 
 def _sets(key: str, value) -> list[str]:
@@ -271,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--download", action="store_true", help="download a missing data set")
     g.add_argument("--saliency-cache", "--saliency_cache", metavar="FILE",
                    help="HDF5 saliency cache of the training split; built when missing "
-                        "(default: <data-dir or data>/<dataset>-train-<method>.h5)")
+                        f"(default: <data-dir or data>/{CACHE_NAME.format(dataset='<dataset>', method='<method>')})")
     g.add_argument("--saliency-method", "--saliency_method", choices=OPENCV_METHODS,
                    help="OpenCV saliency used when the cache must be built")
     g.add_argument("--workers", type=NONNEG_INT, help="DataLoader worker processes (default: cores / processes, at most 8)")
@@ -342,10 +325,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_config(argv: Optional[list[str]] = None) -> Config:
-    """Parse the command line into a :class:`Config` with all defaults resolved.
-
-    Raises:
-        SystemExit(2): bad flags (argparse).
-        UsageError: a bad combination (e.g. ``--loader device`` with ``oxford_pet``).
-    """
+    """The command line's :class:`Config`, every default resolved (argparse exits 2 on a bad flag)."""
     return Config(**vars(build_parser().parse_args(argv)))

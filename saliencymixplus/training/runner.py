@@ -30,7 +30,7 @@ from ..interrupts import ctrl_c_remembered, raise_if_interrupted
 from ..models import build_model
 from ..precompute_command import rebuild_command
 from ..rawdata import DataFileError, ImageDecodeError
-from .config import PROG, Config, UsageError, parse_config
+from .config import CACHE_NAME, PROG, Config, UsageError, parse_config
 from .distributed import Dist, barrier, log, rng_state, seed_everything, set_rng_state, setup_distributed
 from .loaders import DeviceLoader, build_loaders, split_loader
 from .loop import REFRESH_KEY, InPlaceRefresh, NonFiniteLossError, PassRefresh, build_mixer, evaluate, train_one_epoch
@@ -181,11 +181,7 @@ def _differences(old: dict, now: dict, form: str) -> str:
 
 def read_resume(cfg: Config, d: Dist) -> Optional[tuple[Path, dict[str, Any]]]:
     """The checked ``--resume`` checkpoint ``(path, checkpoint)`` on the CPU, or ``None`` when there
-    is nothing to resume (no flag, or a bare ``--resume`` and no ``<out-dir>/last.pt`` yet).
-
-    Raises:
-        FileNotFoundError, CheckpointFileError: one line saying what is wrong with the file.
-    """
+    is nothing to resume (no flag, or a bare ``--resume`` and no ``<out-dir>/last.pt`` yet)."""
     if cfg.resume is None:
         return None
     p = Path(cfg.out_dir) / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
@@ -233,8 +229,6 @@ def check_outputs(cfg: Config) -> None:
     """Before any work, creating nothing: :class:`OutputPathError` unless ``--out-dir`` and the files
     in it, and a saliency cache that must be built, can be written."""
     out = Path(cfg.out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputPathError(f"--out-dir {out} is a file, not a folder")
     check_writable_dir(out, "--out-dir")
     for name in ("config.json", *OUTPUT_FILES):
         if (out / name).is_dir():
@@ -245,7 +239,7 @@ def check_outputs(cfg: Config) -> None:
     cache = Path(cfg.saliency_cache)
     if cache.is_dir():
         raise OutputPathError(f"--saliency-cache {cache} is a folder; give the .h5 file "
-                              f"(e.g. {cache / f'{cfg.dataset}-train-{cfg.saliency_method}.h5'})")
+                              f"(e.g. {cache / CACHE_NAME.format(dataset=cfg.dataset, method=cfg.saliency_method)})")
     if not cache.exists():
         try:
             check_writable_dir(cache.parent, "the folder of --saliency-cache")
