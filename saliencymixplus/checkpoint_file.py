@@ -43,14 +43,9 @@ def describe_load_error(e: BaseException) -> str:
 def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model", "config"),
                     label: str = "checkpoint") -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` of a checkpoint that must hold the keys ``need``
-    (a dict ``config`` among them, and an int ``epoch`` when needed). Error messages start
-    with ``label`` and the path (``label=""``: the path alone, for a caller that names it).
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointFileError: a folder, or the file is cut, refused by ``weights_only`` (it would run
-            code when unpickled), not a dict, or lacks keys of ``need``.
-    """
+    (a dict ``config`` among them, and an int ``epoch`` when needed); else ``FileNotFoundError`` or
+    :class:`CheckpointFileError`, whose one line starts with ``label`` and the path (``label=""``:
+    the path alone, for a caller that names it)."""
     p = Path(path)
     name = f"{label} {p}" if label else str(p)
     if p.is_dir():
@@ -80,12 +75,8 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model
 def load_checkpoint_model(path, device=None):
     """The trained model of a ``train.py`` checkpoint, for inference, as ``(model in eval mode on
     device, config dict)``; built for the config's ``image_size``, else its data set's training
-    default, on ``device`` (default: :func:`best_device`).
-
-    Raises:
-        FileNotFoundError: no such file. CheckpointFileError: an unreadable checkpoint, a config it
-        cannot build a model from, or weights that do not fit that model.
-    """
+    default, on ``device`` (default: :func:`best_device`). A checkpoint it cannot read or build a
+    model from is a :class:`CheckpointFileError` (``FileNotFoundError`` where there is none)."""
     ckpt = read_checkpoint(path)
     cfg = dict(ckpt["config"])
     for k in ("model", "dataset", "num_classes"):

@@ -18,7 +18,7 @@ _TORCHVISION = {name: getattr(tvm, name) for name in
 #: Names accepted by :func:`build_model`.
 MODELS: tuple[str, ...] = ("resnet_tiny", *_TORCHVISION)
 
-#: Inputs at most this many pixels on a side get the CIFAR stem.
+#: Inputs at most this many pixels on a side get the CIFAR stem (:func:`build_model`).
 SMALL_INPUT_MAX = 64
 #: ``resnet_tiny`` keeps full resolution in its stem only up to this side (the demo's 32 px);
 #: larger inputs (the hard demo set's 48 px, Pet's 224 px) get a stride-2 stem, which keeps a
@@ -49,14 +49,9 @@ class _Block(nn.Module):
 
 
 class TinyResNet(nn.Module):
-    """A three-stage ResNet, one basic block per stage, widths ``(w, 2w, 4w)``, strides 1, 2, 2 after
-    a 3x3 stem (stride 1, or 2 above :data:`TINY_FULL_RES_MAX`), global average pooling, a linear head.
-
-    Args:
-        num_classes: number of output logits.
-        width: channels of the first stage.
-        image_size: side of the (square) input, used only to pick the stem.
-    """
+    """A three-stage ResNet, one basic block per stage, ``width``, twice and four times as many
+    channels, strides 1, 2, 2 after a 3x3 stem (stride 1, or 2 for an ``image_size`` above
+    :data:`TINY_FULL_RES_MAX`), global average pooling, a linear head."""
 
     def __init__(self, num_classes: int, width: int = 16, image_size: int = 32):
         super().__init__()
@@ -82,17 +77,9 @@ class TinyResNet(nn.Module):
 
 
 def build_model(name: str, num_classes: int, image_size: int) -> nn.Module:
-    """Build a randomly initialised classifier.
-
-    Args:
-        name: one of :data:`MODELS`.
-        num_classes: number of output logits (> 0).
-        image_size: side of the square training input in pixels; ``<= 64`` (:data:`SMALL_INPUT_MAX`)
-            gives the torchvision ResNets the CIFAR stem (3x3 stride-1 first conv, no max-pool).
-
-    Returns:
-        an ``nn.Module`` mapping ``Tensor[N, 3, image_size, image_size]`` to ``Tensor[N, num_classes]``.
-    """
+    """A randomly initialised classifier ``name`` (:data:`MODELS`) of ``Tensor[N, 3, image_size,
+    image_size]`` to ``Tensor[N, num_classes]``; for inputs up to :data:`SMALL_INPUT_MAX` px the
+    torchvision ResNets get the CIFAR stem (3x3 stride-1 first conv, no max-pool)."""
     if num_classes <= 0:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     if image_size <= 0:

@@ -168,20 +168,12 @@ def maps_digest(maps) -> str:
 
 
 def save_refreshed(path, maps, *, like: dict, epoch: int, postprocess=None, extra_attrs: Optional[dict] = None) -> Path:
-    """Write refreshed maps as a saliency cache, atomically.
-
-    Args:
-        path: the ``.h5`` file.
-        maps: ``uint8[N, H, W]``, tensor or numpy.
-        like: the attributes of the cache the maps started from (its ``dataset``, ``split``,
-            ``count`` and ``fingerprint`` are copied, so the file pairs with the same split).
-        epoch: epochs of training the maps have seen (attribute ``epoch``).
-        postprocess: the sharpening applied to refreshed maps (attribute ``postprocess``).
-        extra_attrs: more attributes to store.
-
-    Returns:
-        the path (method :data:`METHOD`, attribute ``maps_sha256``: :func:`maps_digest`).
-    """
+    """Write ``maps`` (``uint8[N, H, W]``, tensor or numpy) as a saliency cache of method :data:`METHOD`
+    at ``path``, atomically, and return the path. ``like`` holds the attributes of the cache the maps
+    started from (its ``dataset``, ``split``, ``count`` and ``fingerprint`` are copied, so the file pairs
+    with the same split); ``epoch`` (epochs of training the maps have seen), ``postprocess`` (the
+    sharpening of refreshed maps), ``maps_sha256`` (:func:`maps_digest`) and ``extra_attrs`` are stored
+    as attributes."""
     a = maps.detach().cpu().numpy() if isinstance(maps, Tensor) else np.asarray(maps)
     if a.dtype != np.uint8 or a.ndim != 3:
         raise ValueError(f"maps must be uint8[N, H, W], got {a.dtype}{list(a.shape)}")
@@ -202,17 +194,9 @@ def save_refreshed(path, maps, *, like: dict, epoch: int, postprocess=None, extr
 
 def load_refreshed(path, *, like: Optional[dict] = None, epoch: Optional[int] = None,
                    digest: Optional[str] = None) -> np.ndarray:
-    """Read a cache written by :func:`save_refreshed`, checked.
-
-    Args:
-        path: the ``.h5`` file.
-        like: attributes its ``dataset``, ``split``, ``count`` and ``fingerprint`` must equal.
-        epoch: the ``epoch`` attribute it must have.
-        digest: the ``maps_sha256`` its maps must have (checked on the maps read).
-
-    Returns:
-        ``np.uint8[N, H, W]``; :class:`CacheMismatchError` (saying what differs) for any other file.
-    """
+    """The maps (``np.uint8[N, H, W]``) of a cache written by :func:`save_refreshed`, whose ``dataset``,
+    ``split``, ``count`` and ``fingerprint`` must equal ``like``'s, ``epoch`` attribute ``epoch``, and
+    maps (as read) hash to ``digest``, each where given; else :class:`CacheMismatchError` saying what differs."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"refreshed saliency {path} does not exist")
     cache = SaliencyCache(path, method=METHOD, in_memory=True)
