@@ -254,10 +254,8 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         check_output_file(out)
     model = _load_gradient_model(checkpoint, raw) if method == "gradient" else None  # fails before any writing
 
-    lock = cache_lock(out).acquire(
-        wait=wait, on_wait=lambda pid: log(f"another process (pid {pid}) is building {out}; waiting for it to "
-                                           f"finish (lock {out}.lock) ..."))
-    try:
+    with cache_lock(out).acquire(wait=wait, on_wait=lambda pid: log(
+            f"another process (pid {pid}) is building {out}; waiting for it to finish (lock {out}.lock) ...")) as lock:
         if lock.waited and reusable(False):
             log(f"{out} was built by the other process; reusing it")
             return out
@@ -292,8 +290,6 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             if bad_images:
                 raise ImageDecodeError.for_files(bad_images, raw.name, raw.split, resume=True)
             return writer.finalize()
-    finally:
-        lock.release()
 
 
 class _Span:
@@ -328,12 +324,9 @@ def join_shards(dataset: str, data_dir, split: str, method: str, out, num_shards
     raw = load_split(dataset, data_dir, split, download=download)
     attrs = {"dataset": raw.name, "split": raw.split, "count": len(raw), "fingerprint": raw.fingerprint(),
              "method": method, "resolution": resolution or spec.stored_resolution or raw.image_size(), **extra}
-    lock = cache_lock(out).acquire(
-        wait=wait, on_wait=lambda pid: log(f"another process (pid {pid}) is writing {out}; waiting for it ..."))
-    try:
+    with cache_lock(out).acquire(wait=wait, on_wait=lambda pid: log(
+            f"another process (pid {pid}) is writing {out}; waiting for it ...")) as lock:
         return join_cache(out, num_shards, attrs=attrs, dtype=dtype, data_dir=data_dir, lock=lock)
-    finally:
-        lock.release()
 
 
 def _torchrun_world() -> tuple[int, int, int, int] | None:
@@ -418,12 +411,8 @@ def main(argv=None) -> int:
     partial = Path(str(shard_path(args.out, *shard) if shard else args.out) + ".partial")
     t0 = time.perf_counter()
     if args.join is not None:
-        rc, path = _attempt(parser, partial, lambda: _join(args, args.join))
-    else:
-        rc, path = _attempt(parser, partial, lambda: _build(args, shard))
-    if rc == 0:
-        _report(path, time.perf_counter() - t0, args.join)
-    return rc
+        return _attempt(parser, partial, lambda: _report(_join(args, args.join), t0, args.join))
+    return _attempt(parser, partial, lambda: _report(_build(args, shard), t0))
 
 
 def _build(args, shard) -> Path:
@@ -446,23 +435,25 @@ _FLAGS = {"resolution": "--resolution", "postprocess": "--postprocess", "top": "
           "checkpoint": "--checkpoint", "num_shards": "--join"}
 
 
-def _attempt(parser, partial: Path, work) -> tuple[int, Path | None]:
-    """``(0, work())``, or the exit status (2: bad arguments, data, output or shards; 130:
-    interrupted) after printing why."""
+def _attempt(parser, partial: Path, work) -> int:
+    """Run ``work()``; the exit status: 0, or 2 (bad arguments, data, output or shards) or 130
+    (interrupted) after printing why."""
     try:
         with ctrl_c_remembered():
-            return 0, work()
+            work()
+            return 0
     except (FileNotFoundError, ValueError, BusyError, DiskFullError) as e:  # OutputPathError, ImageDecodeError included
         name, space, rest = str(e).partition(" ")
         print(f"{parser.prog}: error: {_FLAGS.get(name, name)}{space}{rest}", file=sys.stderr)
-        return 2, None
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished blocks are kept in {partial}; rerun with --resume to continue",
               file=sys.stderr)
-        return 130, None
+        return 130
 
 
-def _report(path: Path, dt: float, joined: int | None) -> None:
+def _report(path: Path, t0: float, joined: int | None = None) -> None:
+    dt = time.perf_counter() - t0
     cache = SaliencyCache(path, in_memory=False)
     size = sum(p.stat().st_size for p in [path, *(q.path for q in cache._parts or ())])
     what = f" (joined from {joined} shard files)" if joined else ""
@@ -494,7 +485,7 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
         return 2
     try:
         t0 = time.perf_counter()
-        rc, _ = _attempt(parser, partial, lambda: _build(args, (rank, world)))
+        rc = _attempt(parser, partial, lambda: _build(args, (rank, world)))
         status = torch.tensor([rc])
         dist.all_reduce(status, op=dist.ReduceOp.MAX)  # the barrier: every shard is finished, or one failed
         if int(status) != 0:
@@ -503,9 +494,7 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
                       f"command again (with --resume) to finish it", file=sys.stderr)
             return rc or int(status)
         if rank == 0:
-            rc, path = _attempt(parser, partial, lambda: _join(args, world))
-            if rc == 0:
-                _report(path, time.perf_counter() - t0, world)
+            rc = _attempt(parser, partial, lambda: _report(_join(args, world), t0, world))
         return rc
     finally:
         dist.destroy_process_group()
