@@ -47,16 +47,15 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _init_worker(dataset, data_dir, split, method, resolution, dtype, postprocess=None, in_pool=False) -> None:
+def _init_worker(dataset, data_dir, split, method, resolution, dtype, postprocess, in_pool=False, raw=None) -> None:
     import cv2
 
     if in_pool:
         _die_with_parent()
     cv2.setNumThreads(1)  # one process per core already
-    key = (dataset, str(data_dir), split)
-    if _STATE.get("key") != key:  # a worker process loads the split itself
-        _STATE.update(key=key, raw=load_split(dataset, data_dir, split))
-    _STATE.update(method=method, resolution=tuple(resolution), dtype=dtype, postprocess=parse_postprocess(postprocess))
+    raw = load_split(dataset, data_dir, split) if raw is None else raw  # a worker process loads the split itself
+    _STATE.update(raw=raw, method=method, resolution=tuple(resolution), dtype=dtype,
+                  postprocess=parse_postprocess(postprocess))
 
 
 def _resize(m: np.ndarray, resolution) -> np.ndarray:
@@ -102,12 +101,11 @@ def _stored(maps: np.ndarray, postprocess: dict, dtype: str) -> np.ndarray:
     return quantize(sharpen(maps, **postprocess) if postprocess else maps, dtype)
 
 
-def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, postprocess=None):
+def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, postprocess):
     """Yield ``(start, maps, bad)`` for the pending blocks, in order, computed by ``workers`` processes."""
     args = (raw.name, data_dir, raw.split, method, resolution, dtype, postprocess)
-    _STATE.update(key=(raw.name, str(data_dir), raw.split), raw=raw)  # for the in-process path
     if workers <= 1 or len(pending) <= 1:
-        _init_worker(*args)
+        _init_worker(*args, raw=raw)
         yield from map(_compute_block, pending)
         return
     import multiprocessing as mp
@@ -130,7 +128,7 @@ def _load_gradient_model(checkpoint, raw):
     return model
 
 
-def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess=None):
+def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess):
     """Yield ``(start, maps, bad)`` of gradient saliency of ``model``, batched on its device."""
     from concurrent.futures import ThreadPoolExecutor
 
