@@ -464,11 +464,8 @@ def verify_cache(path, *, expect=None, method: str | None = None) -> "SaliencyCa
 
 def _verify_file(path, fail: Callable[[str], Exception], *also) -> None:
     """Read every map of the cache file ``path`` once, feeding them to the hashes ``also`` too:
-    each map must have its chunk and pass its checksum, and the content match its content hash.
-
-    Raises:
-        ``fail(what)`` for the first damage found.
-    """
+    each map must have its chunk and pass its checksum, and the content match its content hash;
+    raise ``fail(what)`` for the first damage found."""
     try:
         with h5py.File(path, "r") as f:
             ds = f[DATASET]
