@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import (DTYPES, SHARD_ATTRS, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, format_resolution,
-                    join_cache, parse_resolution, quantize, verify_cache)
+from .cache import (DTYPES, SHARD_ATTRS, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, join_cache, quantize,
+                    verify_cache)
 from .datasets import DATASETS, SPECS, SPLITS, get_spec
 from .files import BusyError, DiskFullError, check_output_file, file_sha256
 from .interrupts import ctrl_c_remembered, raise_if_interrupted
-from .precompute_command import PROGRAM, parse_shard, shard_path, shard_range
+from .precompute_command import PROGRAM, format_resolution, parse_resolution, parse_shard, shard_path, shard_range
 from .rawdata import ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
                        parse_postprocess, sharpen)
