@@ -224,7 +224,7 @@ def test_imagenet_training_defaults_are_the_published_recipe():
     c = parse_config(["--dataset", "imagenet", "--data-dir", "x"])
     assert (c.model, c.epochs, c.batch_size, c.learning_rate, c.milestones, c.loader, c.image_size) == \
         ("resnet50", 300, 256, 0.1, (75, 150, 225), "torch", 224)
-    assert c.num_classes == 1000 and c.mean_std == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert c.num_classes == 1000 and (c.mean, c.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert get_spec("imagenet").stored_resolution == (96, 96) == get_spec("imagefolder").stored_resolution
 
 
@@ -277,7 +277,7 @@ def test_mean_std_and_image_size_reach_the_config():
 
     c = parse_config(["--dataset", "imagefolder", "--data-dir", "x", "--mean", "0.5", "0.4", "0.3",
                       "--std", "0.1", "0.2", "0.3", "--image-size", "96"])
-    assert c.mean_std == ((0.5, 0.4, 0.3), (0.1, 0.2, 0.3)) and c.image_size == 96 and c.num_classes is None
+    assert (c.mean, c.std) == ((0.5, 0.4, 0.3), (0.1, 0.2, 0.3)) and c.image_size == 96 and c.num_classes is None
     with pytest.raises(UsageError, match="cifar100's recipe is fixed at 32 px, got --image-size 64"):
         Config(dataset="cifar100", image_size=64)
 

@@ -122,11 +122,6 @@ class Config:
             self.out_dir = os.path.join("runs", f"{self.dataset}_{self.model}_{self.mix_aug}{self.mix_prob:g}_s{self.seed}")
 
     @property
-    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """``(mean, std)`` of the normalisation, per RGB channel in [0, 1] units."""
-        return self.mean, self.std
-
-    @property
     def reads_cache(self) -> bool:
         """Whether the run reads the training split's saliency cache (``--saliency cache``, and
         ``--saliency refresh``, which starts from it)."""

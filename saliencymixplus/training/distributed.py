@@ -69,12 +69,12 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def broadcast_buffers(d: Dist, module: nn.Module, src: int = 0) -> None:
-    """Give every process ``src``'s buffers (BatchNorm running statistics), in place: each rank
+def broadcast_buffers(d: Dist, module: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics), in place: each rank
     updates them from its own shard, and the checkpoint holds rank 0's (docs/design.md, "Training")."""
     if not d.enabled:
         return
-    works = [dist.broadcast(b, src, async_op=True) for b in module.buffers()]
+    works = [dist.broadcast(b, 0, async_op=True) for b in module.buffers()]
     for w in works:
         w.wait()
 

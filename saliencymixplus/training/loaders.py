@@ -218,12 +218,12 @@ def split_loader(cfg: Config, d: Dist, raw: RawSplit, *, train: bool, cache: Opt
         sal = None if cache is None else cache.read_all()
         if sal is not None and sal.dtype != np.uint8:  # float caches: to the uint8 the loader keeps
             sal = quantize(sal, "uint8")
-        loader = DeviceLoader(raw.images, raw.labels, cfg.mean_std, d.device, saliency=sal,
+        loader = DeviceLoader(raw.images, raw.labels, (cfg.mean, cfg.std), d.device, saliency=sal,
                               batch_size=local_batch if train else max(local_batch, 256),
                               flip=get_spec(cfg.dataset).recipe.flip, **common)
     else:
         workers = cfg.workers if cfg.workers is not None else max(0, min(8, default_workers() // d.world - 1))
-        transform = (train_transform if train else eval_transform)(cfg.dataset, cfg.image_size, cfg.mean_std)
+        transform = (train_transform if train else eval_transform)(cfg.dataset, cfg.image_size, (cfg.mean, cfg.std))
         loader = TorchLoader(SaliencyDataset(raw, transform, cache), d.device, batch_size=local_batch,
                              workers=workers, **common)
     loader.limit = cfg.limit_train_batches if train else cfg.limit_test_batches

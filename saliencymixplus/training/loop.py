@@ -193,7 +193,6 @@ def evaluate(cfg: Config, d: Dist, model: nn.Module, loader) -> dict[str, float]
         seen += len(y)
         raise_if_interrupted()
     loss_sum, c1, c5, n = _reduce(d, tot, seen)
-    model.train()
     return {"test_loss": loss_sum / n, "test_top1_err": _err(c1, n), "test_top5_err": _err(c5, n)}
 
 
@@ -353,7 +352,7 @@ class PassRefresh(_Refresh):
         dl = torch.utils.data.DataLoader(ds, batch_size=max(1, cfg.batch_size // d.world),
                                          num_workers=self.loader.loader.num_workers,
                                          pin_memory=d.device.type == "cuda")
-        normalize = Normalize(*cfg.mean_std)
+        normalize = Normalize(cfg.mean, cfg.std)
         with progress(cfg, d, len(dl), "refresh saliency") as bar:
             for img, y, idx in dl:
                 x = normalize(img.to(d.device, non_blocking=True))
