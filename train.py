@@ -1,14 +1,7 @@
 #!/usr/bin/env python
-"""Train an image classifier with SaliencyMix+, CutMix or SaliencyMix.
-
-    python train.py --dataset demo                       # the embedded demo set, on a CPU
-    python train.py --dataset cifar100 --model resnet50 --epochs 200 --batch_size 128 \\
-        --mix_prob=0.5 --learning_rate 0.1 --mix_aug saliencymixplus --data-dir data
-    torchrun --nproc_per_node 8 train.py ...             # DDP, one process per GPU
-
-See ``python train.py --help`` for all flags; the training code is in
-saliencymixplus/training/ (see its __init__ and docs/design.md).
-"""
+"""Train an image classifier with SaliencyMix+, CutMix or SaliencyMix (one process, or DDP under
+torchrun): ``python train.py --help`` for the flags, README.md for the commands; the code is in
+saliencymixplus/training/ (docs/design.md, "Training")."""
 
 import os
 import sys

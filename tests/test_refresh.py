@@ -37,15 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MEAN_STD = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory) -> str:
-    from saliencymixplus.precompute import build_cache
-
-    path = tmp_path_factory.mktemp("cache") / "demo-train.h5"
-    return str(build_cache("demo", None, "train", "fine_grained", path, workers=0, progress=False,
-                           log=lambda *a: None))
-
-
 def _maps(path) -> np.ndarray:
     with h5py.File(path, "r") as f:
         return f["saliency"][...]
