@@ -1,9 +1,6 @@
-"""Ctrl-C that is not lost: CPython drops an exception raised inside a weakref callback or
-``__del__`` ("Exception ignored in ..."), so a ``KeyboardInterrupt`` that lands there would let
-``train.py`` or the cache tool run on. Within :func:`ctrl_c_remembered` a Ctrl-C is also
-remembered, and :func:`raise_if_interrupted`, called at safe points (a training step, a
-written cache block), raises it again.
-"""
+"""A Ctrl-C that CPython drops (raised inside a weakref callback or ``__del__``) is remembered
+within :func:`ctrl_c_remembered` and raised again by :func:`raise_if_interrupted` at a safe point
+(docs/design.md, "Training", exit codes)."""
 
 from __future__ import annotations
 

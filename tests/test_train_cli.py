@@ -59,6 +59,9 @@ REFUSED = [
     (["--milestones", "5,x"], "expected comma-separated epochs like 75,150,225, got '5,x'"),
     (["--milestones", "0,5"], "argument --milestones: must be positive epochs, got 0,5"),
     (["--refresh-postprocess", "sharp"], "--refresh-postprocess"),
+    (["--std", "0.2", "0", "0.2"], "--std: must be > 0, got 0"),
+    (["--mean", "0.5", "0.5"], "--mean: expected 3 argument"),
+    (["--mean", "0.5", "nan", "0.5"], "--mean: must be a finite number"),
     # combinations, missing data and checkpoints
     (["--dataset", "oxford_pet", "--loader", "device"], "--loader device needs an in-memory data set"),
     (["--saliency", "refresh", "--mix_aug", "cutmix"], "--saliency refresh needs a saliency mixer"),

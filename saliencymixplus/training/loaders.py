@@ -51,7 +51,6 @@ class DeviceLoader:
     Args:
         images: ``np.uint8[N, H, W, 3]`` RGB.
         labels: ``[N]`` integer class indices.
-        mean_std: per-channel ``(mean, std)`` in [0, 1] units.
         saliency: ``np.uint8[N, h, w]`` (resized bilinearly to ``H x W`` when it differs).
         size: draw from the first ``size`` images only (all ``N`` are held, so rows stay those of
             the stored maps); ``None``: all.

@@ -1,8 +1,6 @@
 """``train.py`` from start to end: :func:`main` (the command line), :func:`run` (one run, from the
-start or ``--resume`` to its summary), the checkpoints and the files a run leaves in its folder,
-and :func:`evaluate_checkpoint`. The run folder, ``--resume`` rules and exit codes are those of
-docs/design.md, "Training"; :func:`run` checks what can fail cheaply before any training.
-"""
+start or ``--resume`` to its summary, and the files it leaves in its folder) and
+:func:`evaluate_checkpoint`; the rules are those of docs/design.md, "Training"."""
 
 from __future__ import annotations
 
