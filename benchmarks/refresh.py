@@ -47,9 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_noise import gradient_maps, score  # noqa: E402
 
 from saliencymixplus.cache import SaliencyCache, quantize  # noqa: E402
+from saliencymixplus.checkpoint_file import read_checkpoint  # noqa: E402
 from saliencymixplus.data import load_split  # noqa: E402
 from saliencymixplus.saliency import compute_saliency, sharpen  # noqa: E402
-from saliencymixplus.training import load_checkpoint, parse_config, run  # noqa: E402
+from saliencymixplus.training import parse_config, run  # noqa: E402
 
 #: mode -> train.py flags (besides the shared ones).
 MODES = {
@@ -82,7 +83,7 @@ def train(out: Path, cache: Path, epochs: int, seed: int, device: str, extra: li
             with contextlib.redirect_stdout(io.StringIO()):
                 run(cfg)
             shutil.copyfile(folder / "last.pt", kept)
-            row = load_checkpoint(kept)["history"][-1]
+            row = read_checkpoint(kept)["history"][-1]
             print(f"  epoch {epoch:2d}  {mode:17s} {row['time_s']:6.1f} s  test err {row['test_top1_err']:.2f}",
                   flush=True)
 
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     t_train = time.perf_counter() - t0
 
     # ---- time per epoch
-    hist = {m: load_checkpoint(_folder(out, m) / "last.pt")["history"] for m in MODES}
+    hist = {m: read_checkpoint(_folder(out, m) / "last.pt")["history"] for m in MODES}
     gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
     print(f"\ntorch {torch.__version__}, {platform.machine()}{gpu}, {torch.get_num_threads()} threads; "
           f"load {load0:.2f} at the start; training {t_train:.0f} s")

@@ -2,8 +2,9 @@
 "Training"): a dict saved with ``torch.save``, ``model`` (the plain module's state_dict), ``config``
 (the run's :class:`~saliencymixplus.training.Config` as a dict) and, for ``--resume``,
 ``optimizer``, ``scheduler``, ``scaler`` (or None), ``epoch`` (epochs done), ``rng``, ``history``
-(a row per epoch), ``best`` (the best row or None) and ``wall_time_s``. Written by
-:mod:`saliencymixplus.training.runner`; read by ``train.py`` and the cache tool (gradient saliency).
+(a row per epoch), ``best`` (the best row or None), ``wall_time_s`` and, when the run used them,
+``saliency_cache_sha256`` and ``saliency_refresh``. Written by :mod:`saliencymixplus.training.runner`;
+read by ``train.py`` and the cache tool (gradient saliency).
 """
 
 from __future__ import annotations

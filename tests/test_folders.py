@@ -289,9 +289,9 @@ def test_cache_tool_and_train_py_on_a_tree(tree, tmp_path, capsys):
                                "--batch_size", "4", "--limit-train-batches", "2", "--limit-test-batches", "1",
                                "--workers", "0", "--no-progress", "--out-dir", tmp_path / "run"])
     assert rc == 0, capsys.readouterr().err
-    from saliencymixplus.training import load_checkpoint
+    from saliencymixplus.checkpoint_file import read_checkpoint
 
-    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    ck = read_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["config"]["num_classes"] == 3 and ck["config"]["image_size"] == 32
     assert ck["model"]["fc.weight"].shape[0] == 3
 
@@ -388,7 +388,7 @@ def test_torchrun_two_ranks_train_on_a_tree(tree, tmp_path):
 
     from cli_helpers import subprocess_env
 
-    from saliencymixplus.training import load_checkpoint
+    from saliencymixplus.checkpoint_file import read_checkpoint
 
     root = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -399,5 +399,5 @@ def test_torchrun_two_ranks_train_on_a_tree(tree, tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "on 2 x cpu" in r.stdout
     assert (tree / "imagefolder-train-fine_grained.h5").is_file()  # built once, by rank 0, beside the tree
-    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    ck = read_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["config"]["num_classes"] == 3 and ck["model"]["fc.weight"].shape[0] == 3

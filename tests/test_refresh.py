@@ -21,7 +21,8 @@ import torch
 
 from saliencymixplus import refresh as R
 from saliencymixplus.cache import CacheMismatchError, SaliencyCache
-from saliencymixplus.training import DeviceLoader, load_checkpoint, main
+from saliencymixplus.checkpoint_file import read_checkpoint
+from saliencymixplus.training import DeviceLoader, main
 from saliencymixplus.training.distributed import Dist
 
 from cli_helpers import exit_code, subprocess_env as _env
@@ -43,7 +44,7 @@ def _maps(path) -> np.ndarray:
 
 
 def _weights_equal(a, b) -> bool:
-    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    wa, wb = read_checkpoint(a)["model"], read_checkpoint(b)["model"]
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -245,7 +246,7 @@ def test_train_refreshes_exactly_the_unmixed_images_and_saves_a_reusable_cache(t
     # Sharpened (top 20 %): most pixels of a refreshed map are 0, its maximum 255.
     new = cache.read_all()[changed].reshape(len(changed), -1)
     assert (new.max(1) == 255).all() and ((new == 0).mean(1) >= 0.75).all()
-    ck = load_checkpoint(run / "last.pt")
+    ck = read_checkpoint(run / "last.pt")
     assert ck["saliency_refresh"]["file"] == f.name and ck["saliency_refresh"]["epoch"] == 1
     assert ck["config"]["saliency"] == "refresh"
     # --mix_prob 1: no unmixed step, nothing refreshed.
@@ -278,7 +279,7 @@ def test_kill_and_resume_give_the_same_weights_and_maps(tmp_path, demo_cache, ca
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    done = load_checkpoint(run / "last.pt")["epoch"]
+    done = read_checkpoint(run / "last.pt")["epoch"]
     assert 1 <= done < 100
     total = done + 1
     assert call([*common, "--epochs", total, "--out-dir", run, "--resume"]) == 0, capsys.readouterr().err
@@ -289,7 +290,7 @@ def test_kill_and_resume_give_the_same_weights_and_maps(tmp_path, demo_cache, ca
     name = f"saliency-refresh-e{total:04d}.h5"
     np.testing.assert_array_equal(_maps(run / name), _maps(straight / name))
     # --refresh-keep last: only the files of last.pt and best.pt stay.
-    best = load_checkpoint(straight / "best.pt")["saliency_refresh"]["file"]
+    best = read_checkpoint(straight / "best.pt")["saliency_refresh"]["file"]
     assert {p.name for p in straight.glob("saliency-refresh-*.h5")} == {name, best}
     # Without its maps the resume would not be exact: a missing file is an error, not a guess.
     for p in run.glob("saliency-refresh-*.h5"):
@@ -342,7 +343,7 @@ def test_torch_loader_refresh_pass_and_resume(tmp_path, cifar_dir, capsys):
     # channels_last and takes other conv kernels) in batches of --batch_size, normalised with
     # the library's Normalize (hand-checked in test_transforms.py): (x / 255 - mean) / std
     # written another way differs in the last bit, and that is enough to flip such a unit.
-    ck = load_checkpoint(tmp_path / "a" / "last.pt")
+    ck = read_checkpoint(tmp_path / "a" / "last.pt")
     net = build_model("resnet_tiny", 100, 32)
     net.load_state_dict(ck["model"])
     net.eval()
@@ -430,7 +431,7 @@ def test_train_py_demo_refresh_runs_out_of_the_box(tmp_path, demo_cache):
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     cache = SaliencyCache(tmp_path / "run" / "saliency-refresh-e0001.h5", method="gradient_refresh")
     assert cache.attrs["epoch"] == 1 and cache.attrs["source"] == "demo-train-fine_grained.h5"
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["saliency_refresh"]["file"] == "saliency-refresh-e0001.h5"
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["saliency_refresh"]["file"] == "saliency-refresh-e0001.h5"
 
 
 def test_ddp_each_rank_refreshes_what_it_trains_on(tmp_path, demo_cache):

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from saliencymixplus import training
-from saliencymixplus.training import evaluate_checkpoint, load_checkpoint, main, parse_config
+from saliencymixplus.checkpoint_file import read_checkpoint
+from saliencymixplus.training import evaluate_checkpoint, main, parse_config
 
 from cli_helpers import exit_code, subprocess_env as _env
 
@@ -37,7 +38,7 @@ TINY = ["--limit-train-batches", "3", "--limit-test-batches", "1", "--batch_size
 
 
 def _weights(path) -> dict:
-    return load_checkpoint(path)["model"]
+    return read_checkpoint(path)["model"]
 
 
 def _same_weights(a, b) -> bool:
@@ -168,7 +169,7 @@ def test_oxford_pet_folder_224px_with_cache(tmp_path, pet_dir, capsys):
                "--saliency-cache", tmp_path / "pet.h5", "--epochs", "1", "--batch_size", "4",
                "--limit-test-batches", "1", "--no-progress", "--workers", "0", "--out-dir", tmp_path / "run"])
     assert rc == 0, capsys.readouterr().err
-    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    ck = read_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["config"]["image_size"] == 224 and ck["config"]["num_classes"] == 37
 
 
@@ -211,7 +212,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, demo_cache
     assert proc.returncode == 130, stderr[-3000:]
     assert "--resume" in stderr and "Traceback" not in stderr
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
-    done = load_checkpoint(run_dir / "last.pt")["epoch"]
+    done = read_checkpoint(run_dir / "last.pt")["epoch"]
     assert 1 <= done < 100
     total = done + 1
     assert call([*common, "--epochs", total, "--out-dir", run_dir, "--resume"]) == 0
@@ -240,7 +241,7 @@ def test_ddp_two_gloo_processes_evaluate_exactly_like_one_process(tmp_path, demo
     single = evaluate_checkpoint(out / "last.pt")
     assert single["test_top1_err"] == s["last_top1_err"]
     assert single["test_top5_err"] == s["last_top5_err"]
-    assert single["test_loss"] == pytest.approx(load_checkpoint(out / "last.pt")["history"][0]["test_loss"], rel=1e-6)
+    assert single["test_loss"] == pytest.approx(read_checkpoint(out / "last.pt")["history"][0]["test_loss"], rel=1e-6)
 
 
 def test_run_table_writes_markdown_beside_published(tmp_path, demo_cache, capsys):

@@ -19,7 +19,8 @@ from torch import nn
 
 from fixtures_data import tiny_net
 from saliencymixplus.datasets import SPECS
-from saliencymixplus.training import build_parser, load_checkpoint, main, runner
+from saliencymixplus.checkpoint_file import read_checkpoint
+from saliencymixplus.training import build_parser, main, runner
 
 from cli_helpers import exit_code, no_traceback
 
@@ -93,7 +94,7 @@ def test_largest_seed_runs_through_every_stream(tmp_path, demo_cache, capsys):
     args = ["--dataset", "demo", "--saliency-cache", demo_cache, "--epochs", "2", "--mix_prob", "0.5", *TINY]
     for name, seed in (("a", top), ("b", top), ("c", top - 1)):
         assert call([*args, "--seed", seed, "--out-dir", tmp_path / name]) == 0, capsys.readouterr().err
-    a, b, c = (load_checkpoint(tmp_path / name / "last.pt") for name in "abc")
+    a, b, c = (read_checkpoint(tmp_path / name / "last.pt") for name in "abc")
     assert a["config"]["seed"] == top
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
@@ -220,7 +221,7 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(cifar_dir, tmp_p
     assert "the training loss is nan in epoch 2" in err and "the run diverged" in err
     assert f"{tmp_path / 'run'}/last.pt holds epoch 1, the last good one" in err
     run = tmp_path / "run"
-    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    last, best = read_checkpoint(run / "last.pt"), read_checkpoint(run / "best.pt")
     assert last["epoch"] == 1 and best["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert len(list(csv.DictReader(open(run / "log.csv")))) == 1
@@ -251,7 +252,7 @@ def test_learning_rate_1e6_exits_non_zero(cifar_dir, tmp_path, capsys):
     assert "the run diverged" in err and "Lower --learning_rate (now 1e+06)" in err
     for name in ("last.pt", "best.pt"):  # whatever was kept has finite weights
         if (tmp_path / "run" / name).exists():
-            ck = load_checkpoint(tmp_path / "run" / name)
+            ck = read_checkpoint(tmp_path / "run" / name)
             assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 
@@ -287,7 +288,7 @@ def test_bad_resume_files(kind, finished_run, tmp_path, capsys):
             pickle.dump({"model": _Evil()}, f, protocol=2)
         why = "refused: it holds objects other than tensors and plain data"
     elif kind == "model-only":
-        torch.save({"model": load_checkpoint(run / "last.pt")["model"]}, path)
+        torch.save({"model": read_checkpoint(run / "last.pt")["model"]}, path)
         why = "is not a train.py checkpoint (lacks ['optimizer', 'scheduler', 'epoch', 'rng', 'config']"
     else:
         path.mkdir()

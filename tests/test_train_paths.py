@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from saliencymixplus import mix
-from saliencymixplus.training import Config, load_checkpoint, main
+from saliencymixplus.checkpoint_file import read_checkpoint
+from saliencymixplus.training import Config, main
 from saliencymixplus.training.distributed import Dist
 from saliencymixplus.training.loop import train_one_epoch
 
@@ -151,7 +152,7 @@ def test_cuda_training_paths(extra, tmp_path, demo_cache, capsys):
     rc = call(["--dataset", "demo", "--epochs", "1", "--mix_prob", "1", "--device", "cuda",
                "--saliency-cache", demo_cache, "--out-dir", tmp_path, *TINY, *extra])
     assert rc == 0, capsys.readouterr().err
-    ck = load_checkpoint(tmp_path / "last.pt")
+    ck = read_checkpoint(tmp_path / "last.pt")
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     assert (ck["scaler"] is not None) == ("fp16" in extra)
 
@@ -180,7 +181,7 @@ def test_compile_with_the_default_backend_trains_like_eager(tmp_path, monkeypatc
     finally:
         torch._dynamo.reset()
     assert call([*argv, "--out-dir", tmp_path / "eager"]) == 0, capsys.readouterr().err
-    a, b = load_checkpoint(tmp_path / "compiled" / "last.pt"), load_checkpoint(tmp_path / "eager" / "last.pt")
+    a, b = read_checkpoint(tmp_path / "compiled" / "last.pt"), read_checkpoint(tmp_path / "eager" / "last.pt")
     assert a["model"].keys() == b["model"].keys()  # the plain module's names, no _orig_mod. prefix
     for k, v in b["model"].items():
         torch.testing.assert_close(a["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
@@ -207,7 +208,7 @@ def test_resume_equals_an_uninterrupted_run(extra, tmp_path, demo_cache, monkeyp
     assert call([*common, "--epochs", "2", "--out-dir", run, "--resume"]) == 0, capsys.readouterr().err
     assert "resumed from" in capsys.readouterr().out
     assert call([*common, "--epochs", "2", "--out-dir", tmp_path / "straight"]) == 0, capsys.readouterr().err
-    a, b = load_checkpoint(run / "last.pt"), load_checkpoint(tmp_path / "straight" / "last.pt")
+    a, b = read_checkpoint(run / "last.pt"), read_checkpoint(tmp_path / "straight" / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
     for k, v in b["model"].items():
         assert torch.equal(a["model"][k], v), k

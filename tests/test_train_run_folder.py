@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from saliencymixplus.cache import CacheWriter, SaliencyCache, cache_lock
-from saliencymixplus.training import load_checkpoint, main
+from saliencymixplus.checkpoint_file import read_checkpoint
+from saliencymixplus.training import main
 
 from cli_helpers import exit_code, subprocess_env
 
@@ -101,7 +102,7 @@ def test_a_finished_or_foreign_run_is_not_overwritten(tmp_path, demo_cache, caps
     assert files_of(run) == before  # nothing of the first run was touched
 
     assert call([*demo(demo_cache, "--epochs", "2", "--resume"), "--out-dir", run]) == 0  # as the message says
-    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    assert read_checkpoint(run / "last.pt")["epoch"] == 2
 
 
 def test_resume_with_more_epochs_continues_in_the_default_folder(tmp_path, demo_cache, capsys, monkeypatch):
@@ -113,7 +114,7 @@ def test_resume_with_more_epochs_continues_in_the_default_folder(tmp_path, demo_
     assert "resumed from" in capsys.readouterr().out
     folders = list((tmp_path / "runs").iterdir())
     assert len(folders) == 1, folders
-    ck = load_checkpoint(folders[0] / "last.pt")
+    ck = read_checkpoint(folders[0] / "last.pt")
     assert ck["epoch"] == 2 and [r["epoch"] for r in ck["history"]] == [1, 2]
 
 
@@ -133,7 +134,7 @@ def test_resume_on_another_cache_is_refused(tmp_path, demo_cache, capsys):
     assert f"--resume {run / 'last.pt'}: the run trained on a saliency cache with content_sha256 {want}" in err
     assert f"--saliency-cache {other} has {got}" in err
     assert (run / "last.pt").read_bytes() == last
-    assert load_checkpoint(run / "last.pt")["saliency_cache_sha256"].startswith(want)
+    assert read_checkpoint(run / "last.pt")["saliency_cache_sha256"].startswith(want)
 
 
 def test_the_method_the_cache_says_is_recorded(tmp_path, demo_cache, capsys):
@@ -144,7 +145,7 @@ def test_the_method_the_cache_says_is_recorded(tmp_path, demo_cache, capsys):
         capsys.readouterr().err
     assert json.loads((run / "summary.json").read_text())["config"]["saliency_method"] == "spectral_residual"
     assert json.loads((run / "config.json").read_text())["saliency_method"] == "spectral_residual"
-    assert load_checkpoint(run / "last.pt")["config"]["saliency_method"] == "spectral_residual"
+    assert read_checkpoint(run / "last.pt")["config"]["saliency_method"] == "spectral_residual"
     # The run resumes with the command that started it (the method flag is not what identifies the cache).
     assert call(["--dataset", "demo", "--saliency-cache", sr, *TINY, "--epochs", "2", "--resume",
                  "--out-dir", run]) == 0, capsys.readouterr().err
@@ -157,7 +158,7 @@ def test_the_method_the_cache_says_is_recorded(tmp_path, demo_cache, capsys):
 def test_a_checkpoint_with_an_invalid_epoch_is_refused(epoch, history, why, tmp_path, demo_cache, capsys):
     run = tmp_path / "run"
     assert call([*demo(demo_cache, "--epochs", "1"), "--out-dir", run]) == 0
-    ck = load_checkpoint(run / "last.pt")
+    ck = read_checkpoint(run / "last.pt")
     ck["epoch"], ck["history"] = epoch, ck["history"] * history
     bad = tmp_path / "bad.pt"
     torch.save(ck, bad)

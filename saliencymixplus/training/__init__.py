@@ -5,9 +5,9 @@ what each holds: docs/design.md, "Training".
 
 from .config import MIX_AUGS, Config, UsageError, build_parser, parse_config
 from .loaders import DeviceLoader
-from .runner import CSV_FIELDS, evaluate_checkpoint, load_checkpoint, main, run
+from .runner import CSV_FIELDS, evaluate_checkpoint, main, run
 
 __all__ = [
     "MIX_AUGS", "CSV_FIELDS", "Config", "UsageError", "build_parser", "parse_config",
-    "run", "main", "evaluate_checkpoint", "load_checkpoint", "DeviceLoader",
+    "run", "main", "evaluate_checkpoint", "DeviceLoader",
 ]

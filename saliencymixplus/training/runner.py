@@ -33,7 +33,7 @@ from .distributed import Dist, barrier, log, rng_state, seed_everything, set_rng
 from .loaders import DeviceLoader, build_loaders, split_loader
 from .loop import REFRESH_KEY, InPlaceRefresh, NonFiniteLossError, PassRefresh, build_mixer, evaluate, train_one_epoch
 
-__all__ = ["main", "run", "evaluate_checkpoint", "load_checkpoint", "check_outputs", "prepare_data", "CSV_FIELDS",
+__all__ = ["main", "run", "evaluate_checkpoint", "check_outputs", "prepare_data", "CSV_FIELDS",
            "OUTPUT_FILES", "RESUME_MAY_DIFFER", "CacheBuildInterrupted"]
 
 #: What a run leaves in its folder besides ``config.json`` (the last line lists those that exist).
@@ -156,14 +156,6 @@ def result_table(summary: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`run` (its keys: :mod:`saliencymixplus.checkpoint_file`; also
-    :data:`CACHE_KEY` and :data:`~.loop.REFRESH_KEY` when the run used them), read with
-    ``weights_only=True``; :class:`CheckpointFileError` (one line) for a file that is not such a checkpoint.
-    """
-    return read_checkpoint(path, map_location, need=RESUME_KEYS, label="")
-
 
 def _done_so_far(ck: dict[str, Any]) -> tuple[list[dict], Optional[dict], float]:
     """A checkpoint's ``(history, best row, wall time)``: what :func:`summarize` takes of the epochs it has done."""
@@ -417,7 +409,7 @@ def _train(cfg: Config, d: Dist, out: Path, resumed: Optional[tuple[Path, dict]]
             if is_best:
                 best = row
             if d.main:
-                ck = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),  # see load_checkpoint
+                ck = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),  # see checkpoint_file
                       "scheduler": scheduler.state_dict(), "scaler": None if scaler is None else scaler.state_dict(),
                       "epoch": epoch + 1, "rng": rng_state(), "config": cfg.to_dict(), "history": history,
                       "best": best, "wall_time_s": wall_before + time.perf_counter() - t_start}
