@@ -33,8 +33,7 @@ from .distributed import Dist, barrier, log, rng_state, seed_everything, set_rng
 from .loaders import DeviceLoader, build_loaders, split_loader
 from .loop import REFRESH_KEY, InPlaceRefresh, NonFiniteLossError, PassRefresh, build_mixer, evaluate, train_one_epoch
 
-__all__ = ["main", "run", "evaluate_checkpoint", "check_outputs", "prepare_data", "CSV_FIELDS",
-           "OUTPUT_FILES", "RESUME_MAY_DIFFER", "CacheBuildInterrupted"]
+__all__ = ["main", "run", "evaluate_checkpoint", "prepare_data", "CSV_FIELDS"]
 
 #: What a run leaves in its folder besides ``config.json`` (the last line lists those that exist).
 OUTPUT_FILES = ("log.csv", "summary.json", "curves.png", "last.pt", "best.pt")
