@@ -30,9 +30,13 @@ class Normalize:
     """
 
     def __init__(self, mean, std):
-        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean and std must be 3 values each, std > 0; got {mean}, {std}")
+        try:
+            self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+        except (TypeError, ValueError):
+            self.mean = self.std = []
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(map(math.isfinite, self.mean + self.std)) \
+                or min(self.std) <= 0:
+            raise ValueError(f"mean and std must be 3 finite numbers each (R G B), std > 0; got {mean!r}, {std!r}")
         std64 = torch.tensor(self.std, dtype=torch.float64).view(3, 1, 1)
         self._scale64 = 1.0 / (255.0 * std64)
         self._shift64 = torch.tensor(self.mean, dtype=torch.float64).view(3, 1, 1) / std64

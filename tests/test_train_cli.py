@@ -20,7 +20,7 @@ from torch import nn
 from fixtures_data import tiny_net
 from saliencymixplus.datasets import SPECS
 from saliencymixplus.checkpoint_file import read_checkpoint
-from saliencymixplus.training import build_parser, main, runner
+from saliencymixplus.training import Config, UsageError, build_parser, main, runner
 
 from cli_helpers import exit_code, no_traceback
 
@@ -78,6 +78,16 @@ def test_refused_flags_exit_2_before_any_work(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("mean, std", [(0.5, (0.2, 0.2, 0.2)), ((0.5, 0.5), (0.2, 0.2, 0.2)),
+                                       ((0.5, float("nan"), 0.5), (0.2, 0.2, 0.2)), ((0.5, 0.5, 0.5), (0.2, 0, 0.2)),
+                                       ((0.5, 0.5, 0.5), ("a", 1, 1))])
+def test_config_made_in_code_refuses_a_bad_normalisation(mean, std):
+    """The parser's checks do not cover a Config made in code: its mean and std are refused too."""
+    with pytest.raises(UsageError, match=r"--mean/--std: mean and std must be 3 finite numbers each"):
+        Config(dataset="demo", mean=mean, std=std)
+    assert Config(dataset="demo", mean=[0, 0.5, 1], std=[1, 1, 2]).mean == (0.0, 0.5, 1.0)
 
 
 def test_sets_on_the_device_loader_have_a_recipe_it_can_batch():

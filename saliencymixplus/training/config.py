@@ -15,6 +15,7 @@ from ..mix import LAM_MODES, PAIRINGS
 from ..models import MODELS
 from ..ops import BOXES
 from ..saliency import DEFAULT_METHOD, DEFAULT_POSTPROCESS, OPENCV_METHODS, format_postprocess
+from ..transforms import Normalize
 
 __all__ = ["PROG", "MIX_AUGS", "SALIENCY_MIXES", "METHOD_DEFAULTS", "PAPER", "MAX_SEED", "UsageError", "Config",
            "CACHE_NAME", "build_parser", "parse_config"]
@@ -102,7 +103,11 @@ class Config:
                            *(PAPER if self.paper else METHOD_DEFAULTS).items()]:
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        self.mean, self.std = tuple(self.mean), tuple(self.std)  # checked by the parser, and by Normalize
+        try:  # the parser checks the flags; a Config made in code is checked by the normalisation itself
+            Normalize(self.mean, self.std)
+        except ValueError as e:
+            raise UsageError(f"--mean/--std: {e}") from None
+        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
         self.milestones = tuple(self.milestones)
         self.amp = None if self.amp == "none" else self.amp
         if self.loader == "auto":
