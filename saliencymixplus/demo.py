@@ -1,7 +1,5 @@
-"""The embedded demo data set (README, "Data sets"): one glyph of 10 classes per 32x32 image, 12..22 px
-across, on a cluttered background drawn independently of the class, with its object mask; generated
-from a seed in vectorised numpy. The drawing rules here are shared with :mod:`saliencymixplus.demo_hard`.
-:func:`load_demo` is the loader of the ``demo`` spec in :mod:`saliencymixplus.datasets`.
+"""The embedded demo data set (what it holds: README, "Data sets"), generated from a seed in vectorised
+numpy with the drawing rules :mod:`saliencymixplus.demo_hard` shares; :func:`load_demo` is its spec's loader.
 """
 
 from __future__ import annotations
@@ -23,9 +21,7 @@ _LINES = 8
 
 
 def _shape_table():
-    """``[(name, rule)]``: the glyph of each class index; ``rule(u, v)`` is the mask at object
-    coordinates ``u, v`` (the glyph spans about [-1, 1]; ``v`` points down). The demo set uses
-    the first 10, the hard set all 20."""
+    """``[(name, rule)]``: the glyph of each class index; ``rule(u, v)`` is its mask (:func:`_glyph_masks`)."""
     def rho(u, v):
         return np.sqrt(u * u + v * v)
 
@@ -48,7 +44,6 @@ def _shape_table():
                            | ((np.abs(u) <= 0.24) & (v >= -0.85) & (v <= 0.85))),
         ("h", lambda u, v: ((np.abs(u) >= 0.5) & (np.abs(u) <= 0.85) & (np.abs(v) <= 0.85))
                            | ((np.abs(v) <= 0.2) & (np.abs(u) <= 0.85))),
-        # The hard set's ten more.
         ("l", lambda u, v: ((u >= -0.8) & (u <= -0.38) & (np.abs(v) <= 0.85)) | ((v >= 0.43) & (v <= 0.85) & (np.abs(u) <= 0.8))),
         ("u", lambda u, v: ((np.abs(u) >= 0.45) & (np.abs(u) <= 0.85) & (np.abs(v) <= 0.85))
                            | ((v >= 0.45) & (v <= 0.85) & (np.abs(u) <= 0.85))),
@@ -175,7 +170,7 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, n
 def generate_arrays(render, n: int, seed: int, num_classes: int, size: int, *, chunk: int = 1000):
     """``(images uint8[n, S, S, 3] RGB, labels int64[n], masks uint8[n, S, S] (1 = object pixel))``
     drawn by ``render(rng, labels)`` chunk by chunk from one ``seed``; labels balanced over
-    ``num_classes`` and shuffled. Shared by the demo and the hard demo set."""
+    ``num_classes`` and shuffled."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = np.random.default_rng(seed)

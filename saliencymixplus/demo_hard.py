@@ -1,9 +1,6 @@
-"""The hard demo set ``demo_hard`` (README, "Data sets"), the set that separates the mixers: one small
-glyph of 20 classes per 48x48 image (about 1-6 % of it, so a CutMix box often holds all or none of
-it), among line segments and distractor fragments that also draw OpenCV's saliency away from the
-object, with its object mask (fragments 0); drawn with :mod:`saliencymixplus.demo`'s rules. Drawing
-takes seconds, so the first process keeps each split with its SHA-256 in :func:`cache_dir`.
-:func:`load_demo_hard` is the loader of the ``demo_hard`` spec in :mod:`saliencymixplus.datasets`.
+"""The hard demo set ``demo_hard`` (what it holds: README, "Data sets"), drawn with :mod:`saliencymixplus.demo`'s
+rules; drawing takes seconds, so the first process keeps each split with its SHA-256 in :func:`cache_dir`.
+:func:`load_demo_hard` is its spec's loader.
 """
 
 from __future__ import annotations

@@ -158,16 +158,21 @@ class _Mixer:
     def mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor] = None, *,
             generator: Optional[torch.Generator] = None, mixed: Optional[bool] = None) -> MixResult:
         """Mix a batch; like calling the mixer (its class docstring's Call), but returns the whole :class:`MixResult`.
-
-        Args:
-            images, labels, saliency: as the Call says, on one device; ``labels`` in ``[0, num_classes)``,
-                ``images`` and ``saliency`` as :mod:`saliencymixplus.ops` takes them.
-            generator: this call's generator, instead of the mixer's own.
-            mixed: the answer of :meth:`coin`, tossed beforehand by the caller; ``None``: toss it here.
-        """
+        ``generator``: this call's, instead of the mixer's own; ``mixed``: the answer of :meth:`coin`, tossed
+        beforehand by the caller (``None``: toss it here). The batch's shapes, dtypes and devices are checked,
+        its label and saliency values only on the CPU (docs/design.md, "Checks")."""
         if self.needs_saliency and saliency is None:
             raise ValueError(f"{type(self).__name__} needs saliency: call it as mixer(images, labels, saliency)")
-        self._check(images, labels, saliency if self.needs_saliency else None)
+        ops.check_images(images, saliency if self.needs_saliency else None)
+        if not isinstance(labels, Tensor) or labels.dtype != torch.long or labels.shape != images.shape[:1]:
+            raise ValueError(f"labels must be a LongTensor[{images.shape[0]}], got {ops.describe(labels)}")
+        if labels.device != images.device:
+            raise ValueError(f"labels must be on {images.device} like images, got {labels.device}")
+        if images.device.type == "cpu":
+            lo, hi = torch.aminmax(labels) if labels.numel() else (0, 0)
+            if lo < 0 or hi >= self.num_classes:
+                raise ValueError(f"labels must be in [0, {self.num_classes}), got values in [{int(lo)}, {int(hi)}]")
+            ops.check_values(saliency if self.needs_saliency else None)
         gen = _checked_generator(generator, self.generator)
         if not (self.coin(gen) if mixed is None else mixed):
             targets = one_hot(labels, self.num_classes, self.label_smoothing)
@@ -187,23 +192,6 @@ class _Mixer:
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "generator")
         return f"{type(self).__name__}({options})"
-
-    # The pieces the subclasses put together.
-
-    def _check(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor] = None) -> None:
-        """Shapes, dtypes and devices; label and saliency values on the CPU only (docs/design.md, "Checks")."""
-        ops.check_images(images, saliency)
-        if not isinstance(labels, Tensor) or labels.dtype != torch.long or labels.shape != images.shape[:1]:
-            raise ValueError(f"labels must be a LongTensor[{images.shape[0]}], got {ops.describe(labels)}")
-        if labels.device != images.device:
-            raise ValueError(f"labels must be on {images.device} like images, got {labels.device}")
-        if images.device.type != "cpu":
-            return
-        if labels.numel():
-            lo, hi = torch.aminmax(labels)
-            if lo < 0 or hi >= self.num_classes:
-                raise ValueError(f"labels must be in [0, {self.num_classes}), got values in [{int(lo)}, {int(hi)}]")
-        ops.check_values(saliency)
 
     def coin(self, generator: Optional[torch.Generator] = None) -> bool:
         """Whether the next batch is mixed (probability ``prob``): one host draw, made even when

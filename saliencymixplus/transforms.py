@@ -17,6 +17,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from .datasets import get_spec
+from .ops import check_images
 
 __all__ = ["JointTransform", "Geometry", "Normalize", "resample_saliency", "train_transform", "eval_transform",
            "random_flip_batch"]
@@ -285,16 +286,10 @@ def random_flip_batch(images: torch.Tensor, saliency: torch.Tensor | None = None
     """Flip each image ``Tensor[B, C, H, W]`` (any dtype and device) and its saliency map
     ``Tensor[B, H, W]`` (or ``None``) horizontally with probability ``p``: new tensors ``(images,
     saliency)``, and the ``bool[B]`` flips third when ``return_flips``. ``generator`` (``None``: the
-    global RNG) draws the flips on its own device."""
-    if images.dim() != 4:
-        raise ValueError(f"images must be Tensor[B, C, H, W], got {list(images.shape)}")
-    b = images.shape[0]
-    if saliency is not None and (saliency.dim() != 3 or saliency.shape[0] != b
-                                 or saliency.shape[-2:] != images.shape[-2:]):
-        raise ValueError(f"saliency must be Tensor[{b}, {images.shape[2]}, {images.shape[3]}], "
-                         f"got {list(saliency.shape)}")
+    global RNG) draws the flips on its own device. The batch is checked as a mixer's (:func:`ops.check_images`)."""
+    check_images(images, saliency)
     dev = generator.device if generator is not None else images.device
-    flip = (torch.rand(b, generator=generator, device=dev) < p).to(images.device)
+    flip = (torch.rand(images.shape[0], generator=generator, device=dev) < p).to(images.device)
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     if saliency is not None:
         saliency = torch.where(flip[:, None, None], saliency.flip(-1), saliency)
