@@ -47,13 +47,13 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _init_worker(dataset, data_dir, split, method, resolution, dtype, postprocess, in_pool=False, raw=None) -> None:
+def _init_worker(dataset, data_dir, split, method, resolution, dtype, postprocess, raw=None) -> None:
     import cv2
 
-    if in_pool:
-        _die_with_parent()
     cv2.setNumThreads(1)  # one process per core already
-    raw = load_split(dataset, data_dir, split) if raw is None else raw  # a worker process loads the split itself
+    if raw is None:  # a pool worker: it loads the split itself
+        _die_with_parent()
+        raw = load_split(dataset, data_dir, split)
     _STATE.update(raw=raw, method=method, resolution=tuple(resolution), dtype=dtype,
                   postprocess=parse_postprocess(postprocess))
 
@@ -113,7 +113,7 @@ def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, p
     # Fresh worker processes: a fork of a process whose OpenCV/OpenMP thread pools are running
     # can deadlock in the child's first parallel call.
     context = mp.get_context("spawn")
-    with context.Pool(min(workers, len(pending)), initializer=_init_worker, initargs=(*args, True)) as pool:
+    with context.Pool(min(workers, len(pending)), initializer=_init_worker, initargs=args) as pool:
         yield from pool.imap(_compute_block, pending, chunksize=1)
 
 
@@ -200,10 +200,8 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             :func:`~saliencymixplus.precompute_command.shard_range` gives it) into its own cache
             ``shard_path(out, k, n)``, which :func:`join_shards` joins.
 
-    Raises:
-        ValueError: bad arguments. OutputPathError: ``out`` cannot be written (checked first).
-        FileNotFoundError: missing data or checkpoint. ImageDecodeError: image files that
-        cannot be decoded (all of them named; finished blocks are kept for ``resume``).
+    Undecodable images are one :class:`~saliencymixplus.rawdata.ImageDecodeError` naming them
+    all, raised after the other blocks are written (kept for ``resume``).
     """
     spec = get_spec(dataset)
     if workers is not None and workers < 0:
@@ -378,17 +376,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_args(parser: argparse.ArgumentParser, args) -> None:
+def _check_args(parser: argparse.ArgumentParser, args, world) -> None:
     """What argparse cannot check alone and the library does not check (:func:`_attempt` names
     the flags in the library's errors); ``parser.error`` exits with status 2."""
-    if args.shard is not None:  # parsed here too: main names the shard's partial file
-        try:
-            parse_shard(args.shard)
-        except ValueError as e:
-            parser.error(f"--{e}")
     if args.join is not None and args.shard is not None:
         parser.error("--shard builds one shard and --join joins them all: give one of them")
-    world = _torchrun_world()
     if world is not None and (args.shard is not None or args.join is not None):
         parser.error(f"--shard and --join are not used under torchrun (WORLD_SIZE={world[1]}): each rank builds "
                      f"its shard and rank 0 joins them")
@@ -397,28 +389,26 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit status (2 for bad arguments)."""
     parser = _parser()
+    world = _torchrun_world()
     try:  # argparse exits (2 on bad arguments, 0 on --help): return the status instead
         args = parser.parse_args(argv)
-        _check_args(parser, args)
+        _check_args(parser, args, world)
     except SystemExit as e:
         return int(e.code or 0)
-    world = _torchrun_world()
     if world is not None:
         return _main_ranks(args, parser, *world)
-    shard = parse_shard(args.shard) if args.shard is not None else None
-    partial = Path(str(shard_path(args.out, *shard) if shard else args.out) + ".partial")
     t0 = time.perf_counter()
     if args.join is not None:
-        return _attempt(parser, partial, lambda: _report(_join(args, args.join), t0, args.join))
-    return _attempt(parser, partial, lambda: _report(_build(args, shard), t0))
+        return _attempt(parser, args, lambda: _report(_join(args, args.join), t0, args.join))
+    return _attempt(parser, args, lambda: _report(_build(args), t0))
 
 
-def _build(args, shard) -> Path:
+def _build(args) -> Path:
     return build_cache(args.dataset, args.data_dir, args.split, args.method, args.out,
                        resolution=args.resolution, workers=args.workers, resume=args.resume,
                        checkpoint=args.checkpoint, progress=not args.no_progress, dtype=args.dtype,
                        block_size=args.block_size, download=args.download, postprocess=args.postprocess,
-                       wait=not args.no_wait, log=functools.partial(print, flush=True), shard=shard)
+                       wait=not args.no_wait, log=functools.partial(print, flush=True), shard=args.shard)
 
 
 def _join(args, n: int) -> Path:
@@ -430,12 +420,12 @@ def _join(args, n: int) -> Path:
 #: The arguments of build_cache and join_shards that an error can start with, as the tool spells them.
 _FLAGS = {"resolution": "--resolution", "postprocess": "--postprocess", "top": "--postprocess top",
           "power": "--postprocess power", "workers": "--workers", "block_size": "--block-size",
-          "checkpoint": "--checkpoint", "num_shards": "--join"}
+          "checkpoint": "--checkpoint", "shard": "--shard", "num_shards": "--join"}
 
 
-def _attempt(parser, partial: Path, work) -> int:
-    """Run ``work()``; the exit status: 0, or 2 (bad arguments, data, output or shards) or 130
-    (interrupted) after printing why."""
+def _attempt(parser, args, work) -> int:
+    """Run ``work()`` for the command line ``args``; the exit status: 0, or 2 (bad arguments,
+    data, output or shards) or 130 (interrupted) after printing why."""
     try:
         with ctrl_c_remembered():
             work()
@@ -445,7 +435,8 @@ def _attempt(parser, partial: Path, work) -> int:
         print(f"{parser.prog}: error: {_FLAGS.get(name, name)}{space}{rest}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished blocks are kept in {partial}; rerun with --resume to continue",
+        out = shard_path(args.out, *parse_shard(args.shard)) if args.shard is not None else args.out
+        print(f"\ninterrupted: finished blocks are kept in {out}.partial; rerun with --resume to continue",
               file=sys.stderr)
         return 130
 
@@ -472,8 +463,8 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
         torch.cuda.set_device(local_rank % torch.cuda.device_count())  # the best device of build_cache
     if args.workers is None:
         args.workers = max(1, default_workers() // max(1, local_world))
+    args.shard = (rank, world)  # what _build builds, and the partial file _attempt names
     args.no_progress = args.no_progress or rank != 0
-    partial = Path(str(shard_path(args.out, rank, world)) + ".partial")
     # A rank waits for the slowest shard: allow days (torchrun stops the others if one dies).
     try:
         dist.init_process_group("gloo", timeout=timedelta(days=7))
@@ -483,7 +474,7 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
         return 2
     try:
         t0 = time.perf_counter()
-        rc = _attempt(parser, partial, lambda: _build(args, (rank, world)))
+        rc = _attempt(parser, args, lambda: _build(args))
         status = torch.tensor([rc])
         dist.all_reduce(status, op=dist.ReduceOp.MAX)  # the barrier: every shard is finished, or one failed
         if int(status) != 0:
@@ -492,7 +483,7 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
                       f"command again (with --resume) to finish it", file=sys.stderr)
             return rc or int(status)
         if rank == 0:
-            rc = _attempt(parser, partial, lambda: _report(_join(args, world), t0, world))
+            rc = _attempt(parser, args, lambda: _report(_join(args, world), t0, world))
         return rc
     finally:
         dist.destroy_process_group()
