@@ -36,10 +36,10 @@ IN_MEMORY_LIMIT = 256 * 2**20  # caches up to this size are read into memory (CI
 #: split's ``split_count``.
 SHARD_ATTRS = ("shard", "num_shards", "start", "stop", "split_count")
 _SHARDS = "shards"  # a joined cache's record of its shard files (JSON text)
-REQUIRED_ATTRS = ("dataset", "split", "count", "fingerprint", "method", "resolution", "format_version", HASH_ATTR)
 _TEXT_ATTRS = ("dataset", "split", "fingerprint", "method")
+REQUIRED_ATTRS = (*_TEXT_ATTRS, "count", "resolution", "format_version", HASH_ATTR)
 # What every shard holds as the cache joined from it does (besides SHARD_ATTRS and count).
-_BUILD_ATTRS = ("dataset", "split", "fingerprint", "method", "resolution", "postprocess", "checkpoint")
+_BUILD_ATTRS = (*_TEXT_ATTRS, "resolution", "postprocess", "checkpoint")
 DTYPES = {"uint8": np.uint8, "float16": np.float16}
 _HASH_BYTES = 16 << 20  # maps read per step when hashing
 # Free space a block needs beyond its chunks (chunk index, flags): this much, plus this much per map.
@@ -82,17 +82,13 @@ class _BadText(str):
 
 
 def _decode(v):
+    if isinstance(v, str):
+        v = v.encode("utf-8", "surrogateescape")  # h5py gives undecodable UTF-8 as lone surrogates
     if isinstance(v, bytes):
         try:
             return v.decode()
         except UnicodeDecodeError:
             return _BadText(v.decode("utf-8", "backslashreplace"))
-    if isinstance(v, str):
-        try:
-            v.encode()
-        except UnicodeEncodeError:  # h5py gives undecodable UTF-8 as lone surrogates
-            return _BadText(v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
-        return v
     if isinstance(v, np.ndarray) and v.dtype.kind in "iu" and v.ndim == 1:
         return tuple(int(x) for x in v.tolist())
     if isinstance(v, (np.integer, np.floating)):
@@ -109,12 +105,10 @@ def _is_resolution(v) -> bool:
 
 
 def _text(v) -> str | None:
-    """``v`` when it is UTF-8 text, else ``None``."""
     return v if isinstance(v, str) and not isinstance(v, _BadText) else None
 
 
 def _write_attrs(f: h5py.File, attrs: dict) -> None:
-    """Store ``attrs`` as attributes of ``f`` (``None`` values left out; ``resolution`` as int64)."""
     for k, v in attrs.items():
         if v is not None:
             f.attrs[k] = np.asarray(v, dtype=np.int64) if k == "resolution" else v
@@ -156,11 +150,7 @@ def _hash_maps(ds: h5py.Dataset, *hashes) -> None:
 
 def _missing_maps(ds: h5py.Dataset) -> list[int]:
     """Indices of the maps of a ``saliency`` dataset that lack a chunk in the file: never
-    written, so HDF5 would read them as the fill value (zeros) without a checksum error.
-
-    Raises:
-        OSError: the chunk index cannot be read (a damaged file).
-    """
+    written, so HDF5 would read them as the fill value (zeros) without a checksum error."""
     if ds.chunks is None or not ds.shape[0]:
         return []
     grid = tuple(-(-s // c) for s, c in zip(ds.shape, ds.chunks))
@@ -346,12 +336,7 @@ class CacheWriter:
 
     def write(self, start: int, maps: np.ndarray) -> None:
         """Write one block: ``maps`` ``[n, h, w]``, float in [0, 1] or already the storage dtype;
-        ``start`` must be a block boundary and ``n`` the block's length.
-
-        Raises:
-            DiskFullError: the file system is full (the finished blocks stay written).
-            CacheCorruptError: a map did not reach the file although HDF5 reported no error.
-        """
+        ``start`` must be a block boundary and ``n`` the block's length."""
         if start % self.block_size:
             raise ValueError(f"start must be a multiple of block_size={self.block_size}, got {start}")
         stop = min(start + self.block_size, self.count)
@@ -385,14 +370,7 @@ class CacheWriter:
 
     def finalize(self) -> Path:
         """Check every block is written and every map is in the file, write the content hash
-        (read back from the file) and move the file into place; then release the writer's own lock.
-
-        Raises:
-            RuntimeError: blocks not written yet.
-            CacheCorruptError: a block marked written lacks maps (they are marked unwritten, so
-                that a resumed build writes them again).
-            DiskFullError: the file system is full (the partial file is kept).
-        """
+        (read back from the file) and move the file into place; then release the writer's own lock."""
         self._done = self._f[_DONE][...].astype(bool)  # the file's record
         missing = int(np.count_nonzero(~self._done))
         if missing:
@@ -521,14 +499,10 @@ class SaliencyCache:
         method: if given, the saliency method the file must hold.
         in_memory: read the whole file into memory (default: when it is at most 256 MB).
 
-    ``cache[i]`` is ``np.float32[h, w]`` in [0, 1]. Safe with DataLoader workers: no HDF5
-    handle is shared across processes (each process opens its own on first use).
-
-    Raises:
-        FileNotFoundError: no file (the message gives the command that builds it).
-        CacheMismatchError: wrong data set/split/count/fingerprint/method/version, a truncated
-            or incomplete file, or a wrong shape; the message says what differs and how to rebuild.
-            (Opening checks the structure only; :func:`verify_cache` also checks every byte.)
+    Safe with DataLoader workers: no HDF5 handle is shared across processes (each process opens
+    its own on first use). A missing file raises ``FileNotFoundError``, a file that does not match
+    or is malformed :class:`CacheMismatchError`, each with the command that builds it; opening
+    checks the structure only, :func:`verify_cache` also checks every byte.
     """
 
     def __init__(self, path, *, expect=None, method: str | None = None, in_memory: bool | None = None,
@@ -642,8 +616,8 @@ class SaliencyCache:
         if ds.shape != want:
             raise self._fail(f"has '{DATASET}' of shape {list(ds.shape or ())}, but its attributes "
                              f"say count x resolution = {list(want)}")
-        if ds.dtype not in (np.uint8, np.float16):
-            raise self._fail(f"has dtype {ds.dtype}; expected uint8 or float16")
+        if ds.dtype not in DTYPES.values():
+            raise self._fail(f"has dtype {ds.dtype}; expected {' or '.join(DTYPES)}")
         diffs = []
         if expect is not None:
             mine = {"dataset": expect.name, "split": expect.split, "count": len(expect),
