@@ -50,13 +50,10 @@ def is_disk_full(e: BaseException) -> bool:
 
 
 def free_bytes(path) -> int | None:
-    """Bytes free to this user on the file system of ``path`` (or of its nearest existing
-    parent); ``None`` when it cannot be told."""
-    p = Path(path).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
+    """Bytes free to this user on the file system of the folder of ``path``; ``None`` when it
+    cannot be told."""
     try:
-        return shutil.disk_usage(p).free
+        return shutil.disk_usage(Path(path).absolute().parent).free
     except OSError:
         return None
 
@@ -110,7 +107,7 @@ def check_output_file(path, what: str = "--out") -> Path:
     p = Path(path)
     if p.is_dir():
         raise OutputPathError(f"{what} {p} is a folder; give the file to write, e.g. {p / (p.name or 'cache') }.h5")
-    ensure_writable_dir(p.parent if str(p.parent) else Path("."), f"the folder of {what}")
+    ensure_writable_dir(p.parent, f"the folder of {what}")
     return p
 
 
@@ -162,16 +159,11 @@ class FileLock:
     when the holder releases it or dies (even by SIGKILL), so a stale lock file never blocks anyone.
     The holder writes its pid into the file (for messages) and removes it on release; a waiter then
     holding the removed file retries with the new one, so two processes never both hold it.
-
-    Args:
-        target: what the lock protects (a file being built, a run folder).
-        busy: the message of :class:`BusyError` when another process holds it and we do not
-            wait; ``{target}``, ``{pid}`` and ``{lock}`` are filled in.
-        lock_path: the lock file (default ``target + ".lock"``).
+    ``busy`` is the message of :class:`BusyError` when another process holds it and we do not
+    wait, with ``{target}``, ``{pid}`` and ``{lock}`` filled in.
     """
 
-    def __init__(self, target, *, busy: str = "{target} is being written by another process (pid {pid}; lock {lock})",
-                 lock_path=None):
+    def __init__(self, target, *, busy: str, lock_path=None):
         self.out = Path(target)
         self.path = Path(lock_path) if lock_path is not None else Path(str(target) + ".lock")
         self.busy = busy
@@ -259,13 +251,13 @@ class FileLock:
 
 # ----------------------------------------------------------------------------- content hashes
 
-def file_sha256(path, digits: int = 16) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MB steps, as ``digits`` hex digits."""
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MB steps: its first 16 hex digits."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:digits]
+    return h.hexdigest()[:16]
 
 
 def arrays_sha256(*arrays, digits: int = 64, with_layout: bool = True) -> str:
