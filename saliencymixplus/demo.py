@@ -129,17 +129,23 @@ def _object_frame(size: int, cx: np.ndarray, cy: np.ndarray, r: np.ndarray, th: 
 _LUM = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def _visible_colours(rng: np.random.Generator, img: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
-    """A random colour ``float32[n, 3]`` per image, pushed darker or lighter where its luminance
-    is within 70 of the background's at ``(cx, cy)``, so that what is painted there stays visible."""
+def _paint_glyphs(rng: np.random.Generator, img: np.ndarray, cls: np.ndarray, cx: np.ndarray, cy: np.ndarray,
+                  r: np.ndarray, th: np.ndarray, cut: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Paint glyph ``cls[n]`` (:func:`_object_frame`; with ``cut``, only its side ``u > cut``) into ``img``
+    in a random colour, pushed darker or lighter where its luminance is within 70 of the background's at
+    ``(cx, cy)`` so that it stays visible: ``(img float32[n, S, S, 3], mask bool[n, S, S])``."""
     n, size = img.shape[0], img.shape[1]
+    u, v = _object_frame(size, cx, cy, r, th)
+    mask = _glyph_masks(cls, u, v)
+    if cut is not None:
+        mask &= u > cut[:, None, None]
     obj = rng.uniform(0, 255, (n, 3)).astype(np.float32)
     ix = np.clip(cx.astype(int), 0, size - 1)
     iy = np.clip(cy.astype(int), 0, size - 1)
     bg_lum = img[np.arange(n), iy, ix] @ _LUM
     low = np.abs(obj @ _LUM - bg_lum) < 70
     obj[low] = np.where((bg_lum[low] > 127)[:, None], obj[low] * 0.3, 255 - (255 - obj[low]) * 0.3)
-    return obj
+    return np.where(mask[..., None], obj[:, None, None, :], img), mask
 
 
 def _paint_object(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, radius: tuple[float, float],
@@ -152,9 +158,7 @@ def _paint_object(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray,
     cx = rng.uniform(margin * r, size - margin * r).astype(np.float32)
     cy = rng.uniform(margin * r, size - margin * r).astype(np.float32)
     th = rng.uniform(-0.3, 0.3, n).astype(np.float32)
-    mask = _glyph_masks(labels, *_object_frame(size, cx, cy, r, th))
-    obj = _visible_colours(rng, img, cx, cy)
-    img = np.where(mask[..., None], obj[:, None, None, :], img)
+    img, mask = _paint_glyphs(rng, img, labels, cx, cy, r, th)
     img += rng.normal(0, 8.0, img.shape).astype(np.float32)
     return np.clip(img + 0.5, 0, 255).astype(np.uint8), mask.astype(np.uint8)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .demo import (GLYPHS, _draw_segments, _glyph_masks, _object_frame, _paint_object, _smooth_field, _visible_colours,
-                   generate_arrays, read_only, split_seed)
+from .demo import (GLYPHS, _draw_segments, _paint_glyphs, _paint_object, _smooth_field, generate_arrays, read_only,
+                   split_seed)
 from .files import arrays_sha256, atomic_write
 from .rawdata import generated_split
 
@@ -44,10 +44,7 @@ def _render_hard(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarr
         cy = rng.uniform(0, S, n).astype(np.float32)
         th = rng.uniform(-np.pi, np.pi, n).astype(np.float32)
         cut = rng.uniform(-0.3, 0.3, n).astype(np.float32)  # keep the side u > cut: about half a glyph
-        u, v = _object_frame(S, cx, cy, r, th)
-        frag = _glyph_masks(cls, u, v) & (u > cut[:, None, None])
-        col = _visible_colours(rng, img, cx, cy)
-        img = np.where(frag[..., None], col[:, None, None, :], img)
+        img, _ = _paint_glyphs(rng, img, cls, cx, cy, r, th, cut)
     return _paint_object(rng, img, labels, OBJECT_RADIUS, 1.0)
 
 
