@@ -17,11 +17,8 @@ import numpy as np
 
 from .datasets import get_spec
 
-__all__ = [
-    "RawSplit", "ArraySplit", "FileSplit", "DataFileError", "ImageDecodeError", "load_split", "load_cifar100",
-    "load_oxford_pet", "find_oxford_pet_root", "generated_split", "read_rgb", "image_file_problem",
-    "read_pet_trimap", "trimap_object_mask", "default_workers",
-]
+__all__ = ["RawSplit", "ArraySplit", "FileSplit", "DataFileError", "ImageDecodeError", "load_split", "load_cifar100",
+           "load_oxford_pet", "generated_split", "read_rgb", "read_pet_trimap", "trimap_object_mask", "default_workers"]
 
 
 class RawSplit:
@@ -60,7 +57,7 @@ class RawSplit:
         return None
 
     def find_bad_images(self) -> list[tuple[str, str]]:
-        """``(file, reason)`` of every image file :func:`image_file_problem` finds; ``[]`` in memory."""
+        """``(file, reason)`` of every image file :func:`_image_file_problem` finds; ``[]`` in memory."""
         return []
 
     def _content(self, i: int):
@@ -142,7 +139,7 @@ class FileSplit(RawSplit):
         return read_rgb(self.paths[i])
 
     def find_bad_images(self) -> list[tuple[str, str]]:
-        return [(p, why) for p in self.paths if (why := image_file_problem(p)) is not None]
+        return [(p, why) for p in self.paths if (why := _image_file_problem(p)) is not None]
 
     def _content(self, i: int) -> bytes:
         st = os.stat(self.paths[i])
@@ -172,8 +169,7 @@ class ImageDecodeError(OSError, DataFileError):
     def for_files(cls, bad, dataset: str, split: str | None = None, *, resume: bool = False) -> "ImageDecodeError":
         """One error for all of ``bad`` (``(file, reason)`` pairs) of ``dataset`` (``split``:
         ``None`` for any): a header line, one line per file, and what to do on the last line
-        (:meth:`~saliencymixplus.datasets.DatasetSpec.unreadable_advice`, ``resume`` for the
-        cache tool, which keeps its finished maps)."""
+        (:meth:`~saliencymixplus.datasets.DatasetSpec.unreadable_advice` of ``split`` and ``resume``)."""
         bad = list(bad)
         n = len(bad)
         where = f"{dataset}/{split}" if split else dataset
@@ -187,7 +183,7 @@ _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 _OTHER_IMAGE_STARTS = (b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")  # + RIFF....WEBP
 
 
-def image_file_problem(path) -> str | None:
+def _image_file_problem(path) -> str | None:
     """Why ``path`` cannot be decoded whole, or ``None`` when it looks intact.
 
     Cheap for the usual files: reads the first 12 and last 8 bytes. A JPEG must end with its
@@ -239,14 +235,10 @@ def _pil_rgb(path) -> tuple[np.ndarray | None, str | None]:
 
 def read_rgb(path: str) -> np.ndarray:
     """Decode an image file to ``np.uint8[H, W, 3]`` RGB (grey, CMYK, alpha and palette images
-    included; a PNG or GIF under a ``.jpg`` name too).
-
-    Raises:
-        ImageDecodeError: the file cannot be read or decoded, or is truncated (the message names it).
-    """
+    included; a PNG or GIF under a ``.jpg`` name too), or raise :class:`ImageDecodeError` naming it."""
     import cv2
 
-    why = image_file_problem(path)
+    why = _image_file_problem(path)
     if why is None:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is not None:
@@ -260,13 +252,16 @@ def read_rgb(path: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- CIFAR-100
 
-def _find_root(name: str, data_dir, find, download: bool, fetch, *, by_hand: str, missing: str) -> Path:
-    """``find(data_dir)``, after ``fetch(data_dir)`` when nothing is there and ``download``;
-    FileNotFoundError ending in ``by_hand`` (the download failed) or ``missing`` (nothing found)."""
+def _find_root(name: str, data_dir, find, download: bool, torchvision_set: str, *, by_hand: str, missing: str,
+               **set_kwargs) -> Path:
+    """``find(data_dir)``, after torchvision's ``torchvision_set(data_dir, download=True, **set_kwargs)``
+    when nothing is there and ``download``; FileNotFoundError ending in ``by_hand`` (the download
+    failed) or ``missing`` (nothing found)."""
     root = find(data_dir)
     if root is None and download:
         try:
-            fetch(str(data_dir))
+            sets = importlib.import_module("torchvision.datasets")
+            getattr(sets, torchvision_set)(str(data_dir), download=True, **set_kwargs)
         except Exception as e:  # noqa: BLE001 - offline: say what to do
             raise FileNotFoundError(f"could not download {get_spec(name).title} into {data_dir} "
                                     f"({type(e).__name__}: {e}). {by_hand}") from e
@@ -274,14 +269,6 @@ def _find_root(name: str, data_dir, find, download: bool, fetch, *, by_hand: str
     if root is None:
         raise FileNotFoundError(missing)
     return root
-
-
-def _torchvision_fetch(cls: str, **kwargs):
-    """``fetch(data_dir)``: torchvision's data set class ``cls`` downloads the set into ``data_dir``."""
-    def fetch(data_dir: str) -> None:
-        getattr(importlib.import_module("torchvision.datasets"), cls)(data_dir, download=True, **kwargs)
-
-    return fetch
 
 
 def _cifar_root(data_dir) -> Path | None:
@@ -297,14 +284,10 @@ def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit
 
     ``data_dir`` may be the folder itself or its parent. With ``download=True`` and no files
     there, torchvision downloads and checks the archive into ``data_dir``.
-
-    Raises:
-        FileNotFoundError: no such folder (the message says how to get it).
-        DataFileError: a pickle without uint8 ``data[N, 3072]``.
     """
     url = get_spec("cifar100").urls[0]
     untar = f"tar xzf cifar-100-python.tar.gz -C {data_dir}"
-    root = _find_root("cifar100", data_dir, _cifar_root, download, _torchvision_fetch("CIFAR100", train=True),
+    root = _find_root("cifar100", data_dir, _cifar_root, download, "CIFAR100", train=True,
                       by_hand=f"Download {url} by hand and extract it there ({untar})",
                       missing=f"CIFAR-100 not found: expected {Path(data_dir) / 'cifar-100-python'}/"
                               f"{{train,test,meta}} (the pickled python version). Pass download=True "
@@ -324,7 +307,7 @@ def load_cifar100(data_dir, split: str, *, download: bool = False) -> ArraySplit
 
 # ----------------------------------------------------------------------------- Oxford-IIIT Pet
 
-def find_oxford_pet_root(data_dir) -> Path | None:
+def _pet_root(data_dir) -> Path | None:
     """The folder holding ``images/`` and ``annotations/``: ``data_dir`` itself or its
     ``oxford-iiit-pet/`` (torchvision's layout) or ``oxford_pet/`` subfolder."""
     d = Path(data_dir)
@@ -350,16 +333,10 @@ def load_oxford_pet(data_dir, split: str, *, download: bool = False) -> FileSpli
 
     Each list line is ``<image name> <class id 1..K> <species> <breed id>`` (K: the spec's
     ``num_classes``); ``#`` lines are skipped.
-
-    Raises:
-        FileNotFoundError: no such folder, list or image (the message says which and how to
-            get the set).
-        DataFileError: a list line that is malformed, has a class id outside 1..K or is not UTF-8.
     """
     spec, d = get_spec("oxford_pet"), Path(data_dir)
     get = f"{spec.fetch_command} {data_dir}"
-    root = _find_root("oxford_pet", data_dir, find_oxford_pet_root, download,
-                      _torchvision_fetch("OxfordIIITPet", split="trainval"),
+    root = _find_root("oxford_pet", data_dir, _pet_root, download, "OxfordIIITPet", split="trainval",
                       by_hand=f"Run {get} when online",
                       missing=f"Oxford-IIIT Pet not found: expected {d}/images/*.jpg and {d}/annotations/"
                               f"trainval.txt, test.txt (or the same under {d / 'oxford-iiit-pet'}). Get them "
@@ -397,12 +374,8 @@ TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
 
 
 def read_pet_trimap(raw: "FileSplit", i: int) -> np.ndarray:
-    """The trimap of Pet image ``i`` as ``np.uint8[H, W]`` (values 1, 2, 3; same size as the image).
-
-    Raises:
-        FileNotFoundError: ``annotations/trimaps/<name>.png`` is missing (the message names it).
-        ValueError: it is not a single-channel image of the image's size with values in {1, 2, 3}.
-    """
+    """The trimap of Pet image ``i`` (``annotations/trimaps/<name>.png``) as ``np.uint8[H, W]``
+    (values 1, 2, 3; same size as the image)."""
     import cv2
 
     image = Path(raw.paths[i])
