@@ -5,6 +5,7 @@ one. The training split's saliency cache must exist. See docs/design.md, "Traini
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterator, NamedTuple, Optional
 
@@ -175,9 +176,7 @@ class TorchLoader:
         return min(len(self.loader), self.limit) if self.limit else len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        for step, batch in enumerate(self.loader):
-            if self.limit and step >= self.limit:
-                break
+        for batch in itertools.islice(self.loader, len(self)):
             if len(batch) == 3:
                 x, s, y = batch
                 s = s.to(self.device, non_blocking=True)

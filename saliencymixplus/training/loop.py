@@ -124,6 +124,7 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
     loader.set_epoch(cfg.seed, epoch)
     dev = d.device
     online = cfg.saliency == "online" and cfg.mix_aug in SALIENCY_MIXES
+    store = None if refresh is None else refresh.store
     tot = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, top-1 hits, top-5 hits
     seen = 0
     t0 = time.perf_counter()
@@ -137,8 +138,8 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
                 x, targets, y = r.images, r.targets, r.labels  # B // 2 of them with half-batch pairing
             else:
                 targets = mix.one_hot(y, cfg.num_classes, cfg.label_smoothing)
-                if refresh is not None:  # --saliency refresh: keep this unmixed step's input gradient
-                    x = refresh.track(x)
+                if store is not None:  # --saliency refresh in place: keep this unmixed step's input gradient
+                    x = store.track(x)
             with _autocast(cfg, dev):
                 logits = model(x)
             loss = mix.soft_target_cross_entropy(logits.float(), targets.to(dev))
@@ -150,8 +151,9 @@ def train_one_epoch(cfg: Config, d: Dist, model: nn.Module, net: nn.Module, load
             else:
                 loss.backward()
                 optimizer.step()
-            if refresh is not None and not mixed:
-                refresh.write_back(x)  # ... and write its saliency back into the stored maps
+            if store is not None and not mixed and x.grad is not None:
+                p = loader.last_batch  # ... and write its saliency back into the stored maps
+                store.update(p.indices, x.grad, flip=p.flip, offsets=p.offsets, pad=p.pad)
             raise_if_interrupted()
             with torch.no_grad():
                 n = x.shape[0]
@@ -213,6 +215,9 @@ class _Refresh:
     every rank after training epoch ``epoch`` (1-based), and ``_use(maps, path)``, which trains on
     the maps (``uint8[N, h, w]``) read from the refreshed file ``path``."""
 
+    #: The maps that every unmixed step of :func:`train_one_epoch` refreshes in place, or ``None``.
+    store: Optional[SaliencyRefresh] = None
+
     def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
         self.cfg, self.d, self.loader, self.out = cfg, d, train_loader, Path(out)
         src = SaliencyCache(cfg.saliency_cache, in_memory=False)  # already checked against the split
@@ -221,13 +226,6 @@ class _Refresh:
         self.source = {"source": Path(cfg.saliency_cache).name, "source_method": str(src.attrs["method"])}
         self.current: Optional[dict] = None  # the file of the latest saved maps
         self.best_file: Optional[str] = None
-
-    def track(self, x: Tensor) -> Tensor:
-        """The unmixed step's input, set up to keep its gradient (or as it is)."""
-        return x
-
-    def write_back(self, x: Tensor) -> None:
-        """After ``backward()`` of an unmixed step: use ``x.grad`` (or not)."""
 
     def _save(self, epoch: int, maps: Tensor) -> Path:
         """Rank 0 writes ``maps`` (``uint8[N, h, w]``, the same on every rank) as the epoch's file."""
@@ -284,14 +282,6 @@ class InPlaceRefresh(_Refresh):
         super().__init__(cfg, d, train_loader, out)
         self.store = SaliencyRefresh(train_loader.saliency, postprocess=cfg.refresh_postprocess)
 
-    def track(self, x: Tensor) -> Tensor:
-        return self.store.track(x)
-
-    def write_back(self, x: Tensor) -> None:
-        if x.grad is not None:
-            p = self.loader.last_batch
-            self.store.update(p.indices, x.grad, flip=p.flip, offsets=p.offsets, pad=p.pad)
-
     def end_epoch(self, epoch: int, net: nn.Module) -> None:
         self.store.synchronize()
         self._save(epoch, self.store.maps)
@@ -326,10 +316,6 @@ class PassRefresh(_Refresh):
     """The ``DataLoader``'s strategy: every ``--refresh-every`` epochs a batched pass computes the
     gradient saliency over the training split in the stored frame; the next epoch reads the file."""
 
-    def __init__(self, cfg: Config, d: Dist, train_loader, out: Path):
-        super().__init__(cfg, d, train_loader, out)
-        self.dataset = train_loader.dataset
-
     def end_epoch(self, epoch: int, net: nn.Module) -> None:
         if epoch % self.cfg.refresh_every:
             return
@@ -338,13 +324,13 @@ class PassRefresh(_Refresh):
         self._use(None, path)
 
     def _use(self, maps: Optional[np.ndarray], path: Path) -> None:
-        self.dataset.cache = SaliencyCache(path)
+        self.loader.dataset.cache = SaliencyCache(path)
 
     def _pass(self, net: nn.Module) -> Tensor:
         """Gradient saliency of ``net`` over the training split at the stored resolution,
         ``uint8[N, h, w]`` on the device, the same on every rank."""
         cfg, d = self.cfg, self.d
-        raw = self.dataset.dataset  # the split the loader reads
+        raw = self.loader.dataset.dataset  # the split the loader reads
         n = len(raw)
         maps = torch.zeros((n, *self.resolution), dtype=torch.uint8, device=d.device)
         store = SaliencyRefresh(maps, postprocess=cfg.refresh_postprocess)
