@@ -83,23 +83,25 @@ def test_window_search_reference_matches_brute_force(shape, kind, sizes):
 
 @needs_ops
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", ["window_search", "peak_boxes"])
 @pytest.mark.parametrize("shape,kind,sizes", CASES)
-def test_window_search_kernel_matches_reference(device, shape, kind, sizes):
+def test_box_kernels_match_reference(device, op, shape, kind, sizes):
     s = make_saliency(kind, shape, seed=7)
     h, w = box_sizes(sizes, shape, seed=5)
-    expected = ops.window_search_reference(s, h, w)
-    got = kernels.window_search(s.to(device), h.to(device), w.to(device)).cpu()
+    expected = getattr(ops, f"{op}_reference")(s, h, w)
+    got = getattr(kernels, op)(s.to(device), h.to(device), w.to(device)).cpu()
     torch.testing.assert_close(got, expected, rtol=0, atol=0)  # every device sums in the same order
 
 
 @needs_ops
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op,kind", [("window_search", "integers"), ("peak_boxes", "blob")])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64, torch.uint8])
-def test_window_search_saliency_dtypes(device, dtype):
-    s = make_saliency("integers", (3, 11, 9), seed=1, dtype=dtype)
+def test_box_kernels_saliency_dtypes(device, op, kind, dtype):
+    s = make_saliency(kind, (3, 11, 9), seed=1, dtype=dtype)
     h, w = box_sizes("random", (3, 11, 9), seed=2)
-    expected = ops.window_search_reference(s, h, w)
-    torch.testing.assert_close(kernels.window_search(s.to(device), h.to(device), w.to(device)).cpu(), expected)
+    expected = getattr(ops, f"{op}_reference")(s, h, w)
+    torch.testing.assert_close(getattr(kernels, op)(s.to(device), h.to(device), w.to(device)).cpu(), expected)
 
 
 @needs_ops
@@ -132,26 +134,6 @@ def test_peak_boxes_reference_matches_brute_force(shape, kind, sizes):
     h, w = box_sizes(sizes, shape, seed=12)
     boxes = ops.peak_boxes_reference(s, h, w)
     assert boxes.tolist() == [brute_peak(s[i], int(h[i]), int(w[i])) for i in range(shape[0])]
-
-
-@needs_ops
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape,kind,sizes", CASES)
-def test_peak_boxes_kernel_matches_reference(device, shape, kind, sizes):
-    s = make_saliency(kind, shape, seed=13)
-    h, w = box_sizes(sizes, shape, seed=14)
-    got = kernels.peak_boxes(s.to(device), h.to(device), w.to(device)).cpu()
-    torch.testing.assert_close(got, ops.peak_boxes_reference(s, h, w), rtol=0, atol=0)
-
-
-@needs_ops
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.uint8])
-def test_peak_boxes_saliency_dtypes(device, dtype):
-    s = make_saliency("blob", (4, 9, 12), seed=15, dtype=dtype)
-    h, w = box_sizes("random", (4, 9, 12), seed=16)
-    got = kernels.peak_boxes(s.to(device), h.to(device), w.to(device)).cpu()
-    torch.testing.assert_close(got, ops.peak_boxes_reference(s, h, w))
 
 
 def test_peak_box_is_the_published_rule():
