@@ -201,9 +201,6 @@ class _Mixer:
         host = gen if gen is not None and gen.device.type == "cpu" else self._coin_generator
         return bool(torch.rand((), generator=host, dtype=torch.float64) < self.prob)
 
-    def _targets(self, labels: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
-        return mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
-
 
 class CutMix(_Mixer):
     """CutMix: a random box of a shuffled batch pasted in, labels weighted by area.
@@ -234,7 +231,8 @@ class CutMix(_Mixer):
         perm = torch.randperm(batch, generator=draws, device=device)
         lam = ops.area_rule(boxes, height, width)
         mixed = ops.dispatch("paste", images, perm, boxes)  # boxes and perm made right here
-        return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam, labels)
+        targets = mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
+        return MixResult(mixed, targets, perm, boxes, lam, labels)
 
 
 class SaliencyMix(_Mixer):
@@ -254,7 +252,8 @@ class SaliencyMix(_Mixer):
         boxes = ops.centred_boxes(py.expand(batch), px.expand(batch), box_h, box_w, height, width)
         lam = ops.area_rule(boxes, height, width)
         mixed = ops.dispatch("paste", images, perm, boxes)  # boxes and perm made right here
-        return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam, labels)
+        targets = mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
+        return MixResult(mixed, targets, perm, boxes, lam, labels)
 
 
 class SaliencyMixPlus(_Mixer):
@@ -285,7 +284,7 @@ class SaliencyMixPlus(_Mixer):
             raise ValueError(f"pairing='half' needs a batch of at least 2 images, got {batch}")
         perm = self._pairing(batch, draws, images.device)
         mixed, boxes, lam = ops.dispatch("saliency_mix_plus", images, saliency, perm, box_h, box_w, self.box)
-        targets = self._targets(labels, perm, lam)
+        targets = mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
         if self.pairing == "half":
             kept = batch // 2
             mixed, targets, lam, labels = mixed[:kept], targets[:kept], lam[:kept], labels[:kept]

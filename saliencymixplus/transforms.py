@@ -77,7 +77,7 @@ def _window(lo: float, hi: float, n: int, margin: bool) -> tuple[int, int]:
 
 
 def _as_image(image) -> torch.Tensor:
-    """``np.uint8[H, W, 3]`` or ``Tensor[H, W, 3]`` (or ``Tensor[3, H, W]``) -> ``Tensor[3, H, W]`` uint8."""
+    """The ``image`` of :class:`JointTransform` as a uint8 ``Tensor[3, H, W]``."""
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"image must be uint8[H, W, 3], got {image.dtype}{list(image.shape)}")
@@ -94,8 +94,7 @@ def _as_image(image) -> torch.Tensor:
 
 
 def _as_map(saliency) -> np.ndarray:
-    """``[h, w]`` uint8 (``0..255`` for ``0..1``) or float in [0, 1], numpy or tensor -> numpy
-    ``uint8`` or ``float32`` (no copy when it already is one of them)."""
+    """The ``saliency`` of :func:`resample_saliency` as numpy ``uint8`` or ``float32`` (no copy when it is one)."""
     m = saliency.detach().cpu().numpy() if torch.is_tensor(saliency) else np.asarray(saliency)
     if m.ndim != 2:
         raise ValueError(f"saliency must be [h, w], got {list(m.shape)}")

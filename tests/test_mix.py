@@ -41,12 +41,6 @@ def hand_targets(labels, perm, lam, smoothing=0.0):
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def run(mixer, images, labels, saliency, **kw):
-    if isinstance(mixer, CutMix):
-        return mixer.mix(images, labels, **kw)
-    return mixer.mix(images, labels, saliency, **kw)
-
-
 MIXERS = {
     "cutmix": lambda **kw: CutMix(K, **kw),
     "saliencymix": lambda **kw: SaliencyMix(K, **kw),
@@ -62,7 +56,7 @@ def test_targets_boxes_and_paste(name, lam_mode, smoothing):
     images, labels, saliency = batch()
     for seed in range(5):
         mixer = MIXERS[name](lam_mode=lam_mode, label_smoothing=smoothing, generator=torch.Generator().manual_seed(seed))
-        r = run(mixer, images, labels, saliency)
+        r = mixer.mix(images, labels, saliency)
         assert r.images.shape == images.shape and r.targets.shape == (6, K)
         torch.testing.assert_close(r.targets.sum(1), torch.ones(6))
         assert sorted(r.perm.tolist()) == list(range(6))
@@ -75,7 +69,7 @@ def test_targets_boxes_and_paste(name, lam_mode, smoothing):
 @pytest.mark.parametrize("name", ["cutmix", "saliencymix"])
 def test_area_rule_baselines(name):
     images, labels, saliency = batch()
-    r = run(MIXERS[name](generator=torch.Generator().manual_seed(3)), images, labels, saliency)
+    r = MIXERS[name](generator=torch.Generator().manual_seed(3)).mix(images, labels, saliency)
     area = (r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1])
     torch.testing.assert_close(r.lam, 1 - area.float() / (12 * 10))
     assert (r.boxes == r.boxes[0]).all(), "one box for the whole batch"
@@ -128,7 +122,7 @@ def test_window_boxes_follow_the_source_saliency():
 @pytest.mark.parametrize("name", MIXERS)
 def test_prob_zero_leaves_the_batch_untouched(name):
     images, labels, saliency = batch()
-    r = run(MIXERS[name](prob=0.0, label_smoothing=0.1), images, labels, saliency)
+    r = MIXERS[name](prob=0.0, label_smoothing=0.1).mix(images, labels, saliency)
     assert r.images is images and r.perm is None and r.boxes is None
     torch.testing.assert_close(r.targets, one_hot(labels, K, 0.1))
     torch.testing.assert_close(r.lam, torch.ones(6))
@@ -166,14 +160,14 @@ def test_coin_asked_first_is_the_coin_mix_tosses(name):
 @pytest.mark.parametrize("lam_mode", ["batch", "sample"])
 def test_same_generator_same_result(name, lam_mode):
     images, labels, saliency = batch()
-    a = run(MIXERS[name](lam_mode=lam_mode, generator=torch.Generator().manual_seed(9)), images, labels, saliency)
-    b = run(MIXERS[name](lam_mode=lam_mode, generator=torch.Generator().manual_seed(9)), images, labels, saliency)
-    c = run(MIXERS[name](lam_mode=lam_mode), images, labels, saliency, generator=torch.Generator().manual_seed(9))
+    a = MIXERS[name](lam_mode=lam_mode, generator=torch.Generator().manual_seed(9)).mix(images, labels, saliency)
+    b = MIXERS[name](lam_mode=lam_mode, generator=torch.Generator().manual_seed(9)).mix(images, labels, saliency)
+    c = MIXERS[name](lam_mode=lam_mode).mix(images, labels, saliency, generator=torch.Generator().manual_seed(9))
     for x, y in [(a, b), (a, c)]:
         torch.testing.assert_close(x.images, y.images, rtol=0, atol=0)
         torch.testing.assert_close(x.targets, y.targets, rtol=0, atol=0)
         assert x.boxes.tolist() == y.boxes.tolist()
-    d = run(MIXERS[name](lam_mode=lam_mode, generator=torch.Generator().manual_seed(10)), images, labels, saliency)
+    d = MIXERS[name](lam_mode=lam_mode, generator=torch.Generator().manual_seed(10)).mix(images, labels, saliency)
     assert d.boxes.tolist() != a.boxes.tolist() or d.perm.tolist() != a.perm.tolist()
 
 
@@ -189,8 +183,8 @@ def test_odd_saliency_is_refused_on_the_cpu(name, dtype, value, found):
     odd[2, 3, 4] = value
     for prob in (1.0, 0.0):
         with pytest.raises(ValueError, match=f"saliency must be finite and >= 0, got .*{found}"):
-            run(MIXERS[name](prob=prob), images, labels, odd)
-    run(MIXERS[name](), images, labels, odd.clamp(0, 1).nan_to_num(0.0))
+            MIXERS[name](prob=prob).mix(images, labels, odd)
+    MIXERS[name]().mix(images, labels, odd.clamp(0, 1).nan_to_num(0.0))
     CutMix(K)(images, labels, odd)  # CutMix ignores saliency
 
 
@@ -493,8 +487,8 @@ def test_mixers_do_not_sync_on_cuda(name, options, seeded):
 def test_cuda_mixers_against_brute_force_and_reproducible(name):
     images, labels, saliency = batch(b=8, h=16, w=12)
     saliency = (saliency * 4).round()
-    a = run(MIXERS[name](generator=torch.Generator().manual_seed(1)), images.cuda(), labels.cuda(), saliency.cuda())
-    b = run(MIXERS[name](generator=torch.Generator().manual_seed(1)), images.cuda(), labels.cuda(), saliency.cuda())
+    a = MIXERS[name](generator=torch.Generator().manual_seed(1)).mix(images.cuda(), labels.cuda(), saliency.cuda())
+    b = MIXERS[name](generator=torch.Generator().manual_seed(1)).mix(images.cuda(), labels.cuda(), saliency.cuda())
     assert a.perm.tolist() == b.perm.tolist() and a.boxes.tolist() == b.boxes.tolist()
     perm, boxes = a.perm.cpu(), a.boxes.cpu()
     torch.testing.assert_close(a.images.cpu(), brute_paste(images, perm, boxes), rtol=0, atol=0)
