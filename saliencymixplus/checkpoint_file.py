@@ -44,7 +44,7 @@ def describe_load_error(e: BaseException) -> str:
 def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model", "config"),
                     label: str = "checkpoint") -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` of a checkpoint that must hold the keys ``need``
-    (a dict ``config`` among them, and an int ``epoch`` when needed); else ``FileNotFoundError`` or
+    (a dict ``config`` among them); else ``FileNotFoundError`` or
     :class:`CheckpointFileError`, whose one line starts with ``label`` and the path (``label=""``:
     the path alone, for a caller that names it)."""
     p = Path(path)
@@ -62,13 +62,12 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model
         raise CheckpointFileError(f"{name} is not a train.py checkpoint (it holds a {type(ck).__name__}, "
                                   f"not a dict)")
     missing = [k for k in need if k not in ck]
-    if missing or ("config" in need and not isinstance(ck["config"], dict)) \
-            or ("epoch" in need and not isinstance(ck["epoch"], int)):
-        what = f"lacks {missing}" if missing else "has a malformed 'config' or 'epoch'"
-        if "epoch" in need:
-            what += "; a model-only file cannot be resumed" if "epoch" in missing else ""
-        else:
+    if missing or not isinstance(ck["config"], dict):
+        what = f"lacks {missing}" if missing else "its 'config' is not a dict"
+        if "epoch" not in need:
             what += f"; it needs {' and '.join(map(repr, need))}"
+        elif "epoch" in missing:
+            what += "; a model-only file cannot be resumed"
         raise CheckpointFileError(f"{name} is not a train.py checkpoint ({what})")
     return ck
 

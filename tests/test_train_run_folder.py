@@ -153,6 +153,7 @@ def test_the_method_the_cache_says_is_recorded(tmp_path, demo_cache, capsys):
 
 @pytest.mark.parametrize("epoch, history, why", [
     (-5, 0, "its epoch is -5"),
+    ("1", 1, "its epoch is '1', expected the number of epochs it has done (an integer >= 0)"),
     (1, 3, "its epoch is 1 but its history has 3 epochs"),
 ])
 def test_a_checkpoint_with_an_invalid_epoch_is_refused(epoch, history, why, tmp_path, demo_cache, capsys):

@@ -180,7 +180,7 @@ def read_resume(cfg: Config, d: Dist) -> Optional[tuple[Path, dict[str, Any]]]:
     ck = read_checkpoint(p, need=RESUME_KEYS, label="--resume")
     done, history = ck["epoch"], ck.get("history")
     damaged = f"the file is damaged or was not written by {PROG}"
-    if isinstance(done, bool) or done < 0:
+    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
         raise CheckpointFileError(f"--resume {p}: its epoch is {done!r}, expected the number of epochs it has done "
                                   f"(an integer >= 0); {damaged}")
     if history is not None and (not isinstance(history, list) or len(history) != done):
@@ -505,18 +505,15 @@ def _message(e: BaseException, cfg: Config) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Command-line entry point; returns the exit status (:data:`EXITS`)."""
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    cfg = None
     try:
         cfg = parse_config(argv)
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    try:
         with ctrl_c_remembered():
             summary = run(cfg)
     except BaseException as e:
         code, line = next(((code, line) for types, code, line in EXITS if isinstance(e, types)), (None, None))
-        if code is None:
+        if code is None or (cfg is None and not isinstance(e, UsageError)):
             raise
         if is_main:
             print(line.format(p=PROG, m=_message(e, cfg)), file=sys.stderr)
