@@ -113,19 +113,10 @@ def check_output_file(path, what: str = "--out") -> Path:
 
 # ----------------------------------------------------------------------------- atomic writes
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    """``fsync`` a file, or a folder (after a rename in it; skipped where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        if directory:
-            return  # some filesystems do not open folders; the rename is still atomic
-        raise
+def _fsync(path, flags: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
     finally:
         os.close(fd)
 
@@ -133,9 +124,10 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
 def replace_durably(src, dst) -> None:
     """fsync the file ``src``, rename it to ``dst`` and fsync their folder: a reader sees the old
     ``dst`` or the whole new one, also after a crash."""
-    _fsync_path(src)
+    _fsync(src)
     os.replace(src, dst)
-    _fsync_path(Path(dst).parent, directory=True)
+    with contextlib.suppress(OSError):  # some file systems cannot open or fsync a folder; the rename is still atomic
+        _fsync(Path(dst).parent, getattr(os, "O_DIRECTORY", 0))
 
 
 def atomic_write(path, write: Callable[[Path], None]) -> None:
@@ -212,12 +204,11 @@ class FileLock:
                     self.waited = True
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 # The holder we waited for removes the file on release: hold the current one.
-                mine = os.fstat(fd)
                 try:
-                    now = os.stat(self.path)
+                    current = os.path.samestat(os.fstat(fd), os.stat(self.path))
                 except FileNotFoundError:
-                    now = None
-                if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+                    current = False
+                if not current:
                     os.close(fd)
                     continue
                 os.ftruncate(fd, 0)
@@ -233,9 +224,7 @@ class FileLock:
         if self._fd is None:
             return
         try:
-            os.unlink(self.path)  # while still holding it: waiters notice and retry
-        except FileNotFoundError:
-            pass
+            self.path.unlink(missing_ok=True)  # while still holding it: waiters notice and retry
         finally:
             os.close(self._fd)
             self._fd = None
