@@ -195,10 +195,9 @@ class CacheWriter:
             stamp changed are computed again.
         lock: a held :func:`cache_lock` of ``out`` (the caller releases it); by default the
             writer takes its own without waiting (:class:`~saliencymixplus.files.BusyError` when another process
-            writes ``out``) and releases it when closed or finalized.
+            writes ``out``).
 
-    Use as a context manager; :meth:`finalize` writes the content hash and renames the file
-    into place.
+    Use as a context manager.
     """
 
     def __init__(self, out, *, dataset: str, split: str, count: int, fingerprint: str, method: str,
@@ -245,7 +244,7 @@ class CacheWriter:
             f = h5py.File(self.partial, "r+", rdcc_nbytes=0)
             have = _read_attrs(f)
             diff = [k for k, v in self.attrs.items() if not (k == "fingerprint" and self.stamps is not None)
-                    and have.get(k) != _decode(np.asarray(v) if isinstance(v, tuple) else v)]
+                    and have.get(k) != v]
             ds, done, stamps = f.get(DATASET), f.get(_DONE), f.get(_STAMPS)
             if self.stamps is not None and not (isinstance(stamps, h5py.Dataset) and stamps.shape == (self.count,)):
                 diff.append("item stamps")
@@ -775,15 +774,11 @@ def join_cache(out, num_shards: int, *, attrs: dict, dtype: str = "uint8", data_
     the cache ``out``, an HDF5 virtual dataset over them (docs/design.md, "The saliency cache",
     Shards), written as ``out.partial`` and renamed when complete.
 
-    ``attrs`` is what every shard must have been built with: ``dataset``, ``split``, ``count``
-    (the split's), ``fingerprint``, ``method``, ``resolution``, ``postprocess`` and, for gradient
-    saliency, ``checkpoint``; ``data_dir`` is named in the commands the errors print; ``lock``,
-    a held :func:`cache_lock` of ``out``, is otherwise taken here without waiting.
-
-    Raises:
-        CacheMismatchError: shards missing, unfinished or built otherwise (every such shard
-            named, one line each, with the command that builds it); CacheCorruptError: the first
-            shard whose bytes are damaged. BusyError: ``out`` is locked by another process.
+    ``attrs`` holds the split's ``count`` and what every shard must have been built with
+    (``_BUILD_ATTRS``; ``checkpoint`` for gradient saliency only); ``data_dir`` is named in the
+    commands the errors print; ``lock``, a held :func:`cache_lock` of ``out``, is otherwise taken
+    here without waiting. One :class:`CacheMismatchError` names every shard missing, unfinished
+    or built otherwise, a line each with the command that builds it.
     """
     out, n = Path(out), int(num_shards)
     attrs = {**attrs, "resolution": tuple(int(x) for x in attrs["resolution"])}
