@@ -101,9 +101,9 @@ def _stored(maps: np.ndarray, postprocess: dict, dtype: str) -> np.ndarray:
     return quantize(sharpen(maps, **postprocess) if postprocess else maps, dtype)
 
 
-def _opencv_blocks(raw, pending, method, resolution, dtype, workers, data_dir, postprocess):
+def _opencv_blocks(raw, pending, method, resolution, dtype, workers, postprocess):
     """Yield ``(start, maps, bad)`` for the pending blocks, in order, computed by ``workers`` processes."""
-    args = (raw.name, data_dir, raw.split, method, resolution, dtype, postprocess)
+    args = (raw.name, raw.data_dir, raw.split, method, resolution, dtype, postprocess)
     if workers <= 1 or len(pending) <= 1:
         _init_worker(*args, raw=raw)
         yield from map(_compute_block, pending)
@@ -219,12 +219,11 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
     resolution = resolution or spec.stored_resolution or raw.image_size()
     if block_size is None:
         block_size = (256 if method == "gradient" else 500) if raw.in_memory else 16
-    span = (0, len(raw))
-    expect = raw
+    start, stop = 0, len(raw)
     if shard is not None:
-        span = shard_range(len(raw), block_size, *shard)
-        extra.update(zip(SHARD_ATTRS, (*shard, *span, len(raw))))
-        expect = _Span(raw, *span)
+        start, stop = shard_range(len(raw), block_size, *shard)
+        extra.update(zip(SHARD_ATTRS, (*shard, start, stop, len(raw))))
+    expect = raw if shard is None else _Span(raw, start, stop)
 
     def reusable(note_mismatch: bool) -> bool:
         """``out`` is a complete, undamaged cache of these settings."""
@@ -258,7 +257,6 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         partial = Path(str(out) + ".partial")
         if not resume and partial.exists():
             log(f"note: discarding {partial} from an earlier run (pass --resume to continue it)")
-        start, stop = span
         with CacheWriter(out, dataset=raw.name, split=raw.split, count=stop - start, fingerprint=raw.fingerprint(),
                          method=method, resolution=resolution, dtype=dtype, block_size=block_size, resume=resume,
                          extra_attrs=extra, lock=lock, item_stamps=raw.item_stamps()[start:stop]) as writer:
@@ -267,7 +265,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
             pending = [(a + start, b + start) for a, b in writer.pending()]
             if method in OPENCV_METHODS:
                 nw = default_workers() if workers is None else workers
-                blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, data_dir, extra["postprocess"])
+                blocks = _opencv_blocks(raw, pending, method, resolution, dtype, nw, extra["postprocess"])
             else:
                 blocks = _gradient_blocks(raw, pending, model, resolution, dtype, extra["postprocess"])
             from tqdm import tqdm
@@ -294,7 +292,7 @@ class _Span:
 
     def __init__(self, raw, start: int, stop: int):
         self.raw, self.start, self.stop = raw, start, stop
-        self.name, self.split, self.data_dir = raw.name, raw.split, getattr(raw, "data_dir", None)
+        self.name, self.split, self.data_dir = raw.name, raw.split, raw.data_dir
 
     def __len__(self) -> int:
         return self.stop - self.start
