@@ -10,8 +10,7 @@ import numpy as np
 
 from .rawdata import generated_split
 
-__all__ = ["GLYPHS", "DEMO_CLASSES", "DEMO_SIZES", "DEMO_SEED", "DEMO_VERSION", "generate_demo", "demo_split_arrays",
-           "load_demo"]
+__all__ = ["GLYPHS", "DEMO_CLASSES", "DEMO_SIZES", "DEMO_SEED", "DEMO_VERSION", "generate_demo", "load_demo"]
 
 DEMO_SIZES = {"train": 5000, "test": 1000}
 DEMO_SEED = 0
@@ -198,7 +197,7 @@ def generate_demo(n: int, seed: int = DEMO_SEED, *, chunk: int = 1000) -> tuple[
 
 
 @functools.lru_cache(maxsize=4)
-def demo_split_arrays(split: str, seed: int = DEMO_SEED):
+def _split_arrays(split: str, seed: int = DEMO_SEED):
     """``(images, labels, masks)`` of a split, generated once per process, :func:`read_only`."""
     return read_only(generate_demo(DEMO_SIZES[split], seed=split_seed(DEMO_VERSION, seed, split)))
 
@@ -213,4 +212,4 @@ def read_only(arrays):
 def load_demo(data_dir, split: str, *, download: bool = False, seed: int = DEMO_SEED):
     """The demo split (:data:`DEMO_SIZES`) as an :class:`~saliencymixplus.rawdata.ArraySplit` with
     ``masks`` (fresh copies); ``data_dir`` and ``download`` are the spec loader's, not used."""
-    return generated_split("demo", split, demo_split_arrays(split, seed), DEMO_VERSION, seed)
+    return generated_split("demo", split, _split_arrays(split, seed), DEMO_VERSION, seed)

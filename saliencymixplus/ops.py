@@ -50,8 +50,7 @@ SALIENCY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, 
 
 
 def window_search(saliency: Tensor, box_h: BoxSize, box_w: BoxSize, *, check: bool = True) -> Tensor:
-    """The most salient ``box_h x box_w`` window of each map, fully inside it: ``LongTensor[B, 4]``,
-    the window with the largest float64 sum, the smallest ``(y1, x1)`` on ties."""
+    """``LongTensor[B, 4]``: the most salient ``box_h x box_w`` window of each map (docs/design.md, step 2)."""
     return _run("window_search", (saliency, box_h, box_w), check)
 
 

@@ -248,7 +248,6 @@ class JointTransform:
 
 
 def _sized(spec, image_size: int | None) -> int | None:
-    """The crop side of an ImageNet-style recipe (``crop_pct``): ``image_size`` or its default; else ``None``."""
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     return (image_size or spec.recipe.crop) if spec.recipe.crop_pct else None

@@ -165,5 +165,4 @@ def _resized_crop_saliency(s: Saliency, top, left, height, width, size, interpol
 
 @register_kernel(F.to_dtype, Saliency)
 def _to_dtype_saliency(s: Saliency, dtype: torch.dtype = torch.float32, scale: bool = False) -> Saliency:
-    """``v2.ToDtype({Saliency: torch.float32, ...}, scale=True)``: ``uint8`` ``0..255`` <-> float ``0..1``."""
     return Saliency._wrap(F.to_dtype_image(s.as_subclass(torch.Tensor), dtype, scale=scale), canvas_size=s.canvas_size)

@@ -156,9 +156,8 @@ def test_demo_hard_defaults_and_rebuild_command():
 
 
 def test_the_demo_set_is_unchanged_by_the_shared_helpers():
-    """demo.py's drawing rules are shared with the hard set now; the demo set's pixels, labels and
-    masks must stay those of the generator before the split (its caches' fingerprints hash them).
-    The digests were taken from the demo generator as it was before (commit f8e6514)."""
+    """The demo set's pixels, labels and masks are pinned (its caches' fingerprints hash them): the
+    drawing rules it shares with the hard set must not move them."""
     import hashlib
 
     from saliencymixplus.demo import generate_demo

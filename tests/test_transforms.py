@@ -1,10 +1,9 @@
 """Joint transforms: shapes, ranges, and alignment of the saliency map with its image under
 the same random flip / resize / random-resized-crop.
 
-The map no longer replays the image's steps: it is cut and resized once from the composed
-geometry. It is checked three ways: against the old two-step path (resize the map to the
-image's size, then run the v2 steps on both), kept here as the reference; against the exact
-coordinates that torchvision's own random draws give (a coordinate ramp as the map); and
+The map is cut and resized once from the composed geometry; it is checked against the two-step
+path (resize the map to the image's size, then run the v2 steps on both), against the exact
+coordinates that torchvision's own random draws give (a coordinate ramp as the map), and
 against a float64 bilinear sampling of the stored map written out by hand.
 """
 
@@ -45,7 +44,7 @@ def _as_unit(s):
 
 
 def _two_step(tf, image, saliency):
-    """The path before this one, kept as the reference: the map is resized to the image's size
+    """The reference path: the map is resized to the image's size
     (bilinear, antialiased), then the v2 steps run on image and map in one call (one draw).
     Returns ``(uint8 image [3, H, W], float map [H, W] in [0, 1])``."""
     s = torch.as_tensor(np.asarray(saliency)).float()
@@ -156,8 +155,8 @@ def test_image_is_the_v2_pipelines_and_draws_are_unchanged(name, train):
 @pytest.mark.parametrize("train", [True, False])
 def test_composed_map_matches_the_two_step_path(train):
     """Random crops and flips, odd image sizes, odd stored resolutions (coarser and finer than the
-    image and than the output): the composed map equals the old path's within 0.06 (max) and
-    0.008 (mean) on smooth maps. Why not closer: the old path resamples the map three times
+    image and than the output): the composed map equals the two-step path's within 0.06 (max) and
+    0.008 (mean) on smooth maps. Why not closer: the two-step path resamples the map three times
     (to the image's size, to 256x256, to 224x224), which blurs it by about one image pixel and
     misplaces it by up to 0.4 output pixels (see the ramp test); on maps whose bumps span 1/8
     of the image that moves values by a few hundredths, never by the 0.2+ that a misplaced or
@@ -184,7 +183,7 @@ def test_composed_map_matches_the_two_step_path(train):
 def test_composed_map_lands_on_the_drawn_coordinates(train):
     """A map whose value is its own coordinate (a ramp): after the transform each output pixel
     must hold the raw-image coordinate of its centre, as torchvision's draw places it, to 1/100
-    of an output pixel (flip included; 8/100 where a fine map is area-averaged first). The old
+    of an output pixel (flip included; 8/100 where a fine map is area-averaged first). The two-step
     path agrees to within half an output pixel: its antialiased resizes are not exact on a ramp."""
     tf = (train_transform if train else eval_transform)("oxford_pet")
     rng = np.random.default_rng(11)
@@ -259,7 +258,7 @@ def test_composed_map_is_bilinear_sampling_of_the_stored_map(res):
     [v2.RandomResizedCrop(64), v2.Resize((50, 70)), v2.RandomHorizontalFlip(p=1.0)],
 ], ids=["flip-then-crop", "short-side-resize", "resize-after-crop"])
 def test_any_order_of_steps_composes(steps):
-    """Other pipelines than the published ones: a coordinate ramp map ends where the old
+    """Other pipelines than the published ones: a coordinate ramp map ends where the
     two-step path puts it (its interior, to half an output pixel) and the image is unchanged."""
     tf = JointTransform(steps, *MEAN_STD["oxford_pet"])
     rng = np.random.default_rng(13)
