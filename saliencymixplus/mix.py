@@ -102,8 +102,7 @@ def _checked_generator(generator, default: Optional[torch.Generator] = None) -> 
 
 
 def _device_generator(generator: Optional[torch.Generator], device: torch.device) -> Optional[torch.Generator]:
-    """The generator for the draws that shape the data, on the batch's ``device`` (docs/design.md,
-    "The hot path"): ``generator`` itself, one seeded there from a CPU ``generator``, or ``None``."""
+    """The generator for the draws that shape the data, on the batch's ``device`` (docs/design.md, "The hot path")."""
     if generator is None or device.type == "meta":  # meta tensors have no generator
         return None
     if generator.device == device:
@@ -118,7 +117,9 @@ def _device_generator(generator: Optional[torch.Generator], device: torch.device
 
 
 class _Mixer:
-    """What the three mixers share: options, random draws, argument checks."""
+    """What the three mixers share: options, random draws, argument checks. Each mixer's ``_mix(images, labels,
+    saliency, box_h, box_w, draws)`` mixes a batch the coin chose, with box sizes ``LongTensor[B]`` and the
+    generator ``draws``, both on the batch's device."""
 
     def __init__(
         self,
@@ -182,12 +183,6 @@ class _Mixer:
         lam = sample_beta(self.alpha, 1 if self.lam_mode == "batch" else batch, draws, images.device)
         box_h, box_w = (size.expand(batch) for size in ops.box_sizes(lam, height, width))  # sizes of 1 draw, then B
         return self._mix(images, labels, saliency, box_h, box_w, draws)
-
-    def _mix(self, images: Tensor, labels: Tensor, saliency: Optional[Tensor], box_h: Tensor, box_w: Tensor,
-             draws: Optional[torch.Generator]) -> MixResult:
-        """Mix a batch that is to be mixed, with box sizes ``box_h``/``box_w`` (``LongTensor[B]``
-        on the batch's device) and ``draws`` for the random numbers (on that device)."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "generator")
