@@ -21,8 +21,7 @@ from .precompute_command import (PROGRAM, format_resolution, parse_resolution, p
 
 __all__ = [
     "FORMAT_VERSION", "CacheMismatchError", "CacheCorruptError", "cache_lock", "CacheWriter", "SaliencyCache",
-    "quantize", "parse_resolution", "format_resolution", "content_hash", "verify_cache", "IN_MEMORY_LIMIT", "HASH_ATTR",
-    "join_cache", "SHARD_ATTRS",
+    "quantize", "content_hash", "verify_cache", "IN_MEMORY_LIMIT", "HASH_ATTR", "join_cache", "SHARD_ATTRS",
 ]
 
 FORMAT_VERSION = 2
@@ -291,11 +290,8 @@ class CacheWriter:
         try:
             f = h5py.File(self.partial, "w", rdcc_nbytes=0)
             h, w = self.resolution
-            if self.count:
-                f.create_dataset(DATASET, shape=(self.count, h, w), dtype=self.dtype, chunks=(1, h, w),
-                                 fletcher32=True)
-            else:
-                f.create_dataset(DATASET, shape=(0, h, w), dtype=self.dtype)
+            f.create_dataset(DATASET, shape=(self.count, h, w), dtype=self.dtype,
+                             chunks=(1, h, w) if self.count else None, fletcher32=self.count > 0)
             f.create_dataset(_DONE, shape=(self.num_blocks,), dtype=np.uint8, fillvalue=0)
             if self.stamps is not None:
                 f.create_dataset(_STAMPS, data=self.stamps)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from saliencymixplus.cache import (FORMAT_VERSION, CacheMismatchError, CacheWriter, SaliencyCache, parse_resolution,
-                                   quantize)
+from saliencymixplus.cache import FORMAT_VERSION, CacheMismatchError, CacheWriter, SaliencyCache, quantize
+from saliencymixplus.precompute_command import parse_resolution
 from saliencymixplus.rawdata import load_split
 
 
@@ -124,48 +124,6 @@ def test_truncated_file_is_refused(tmp_path, raw, maps):
         assert "Rebuild it with: saliencymixplus-precompute" in str(e.value)
     path.write_bytes(b"not hdf5")
     with pytest.raises(CacheMismatchError, match="not a readable HDF5 file"):
-        SaliencyCache(path)
-
-
-def _edit(path, fn):
-    with h5py.File(path, "r+") as f:
-        fn(f)
-
-
-def test_wrong_shape_and_malformed_files(tmp_path, raw, maps):
-    path = _write(tmp_path / "c.h5", raw, maps)
-
-    def shrink(f):
-        del f["saliency"]
-        f.create_dataset("saliency", data=np.zeros((len(raw), 16, 16), np.uint8))
-
-    _edit(path, shrink)
-    with pytest.raises(CacheMismatchError, match=r"shape \[48, 16, 16\].*\[48, 32, 32\]"):
-        SaliencyCache(path, expect=raw)
-
-    path = _write(tmp_path / "d.h5", raw, maps)
-    _edit(path, lambda f: f.attrs.__setitem__("count", 40))  # attrs and data disagree
-    with pytest.raises(CacheMismatchError, match="shape"):
-        SaliencyCache(path)
-
-    path = _write(tmp_path / "e.h5", raw, maps)
-    _edit(path, lambda f: f.attrs.__setitem__("format_version", 99))
-    with pytest.raises(CacheMismatchError, match="format_version 99"):
-        SaliencyCache(path)
-
-    path = _write(tmp_path / "f.h5", raw, maps)
-    _edit(path, lambda f: f.attrs.__delitem__("fingerprint"))
-    with pytest.raises(CacheMismatchError, match="lacks the attributes \\['fingerprint'\\]"):
-        SaliencyCache(path)
-
-    path = _write(tmp_path / "g.h5", raw, maps)
-
-    def to_float32(f):
-        del f["saliency"]
-        f.create_dataset("saliency", data=np.zeros((len(raw), 32, 32), np.float32))
-
-    _edit(path, to_float32)
-    with pytest.raises(CacheMismatchError, match="dtype float32"):
         SaliencyCache(path)
 
 

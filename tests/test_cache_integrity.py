@@ -184,13 +184,7 @@ def test_a_damaged_chunk_fails_its_own_read(built, raw, tmp_path):
     """fletcher32: map 20's chunk damaged -> reading map 20 fails, the other maps still read."""
     path = tmp_path / "c.h5"
     shutil.copy(built, path)
-    with h5py.File(path, "r") as f:
-        info = f["saliency"].id.get_chunk_info_by_coord((20, 0, 0))
-    with open(path, "r+b") as f:
-        f.seek(info.byte_offset + 100)
-        old = f.read(16)
-        f.seek(info.byte_offset + 100)
-        f.write(bytes((b + 1) % 256 for b in old))  # 16 bytes of map 20 changed
+    _damage_map(path, 20)
     cache = SaliencyCache(path, expect=raw, in_memory=False)
     np.testing.assert_array_equal(cache.stored(19), SaliencyCache(built).stored(19))
     with pytest.raises(CacheMismatchError, match="cannot be read at map 20"):
@@ -327,8 +321,21 @@ def _group(f):
     f.create_group("saliency")
 
 
+def _maps(shape, dtype):
+    def edit(f):
+        del f["saliency"]
+        f.create_dataset("saliency", data=np.zeros(shape, dtype))
+    return edit
+
+
 HAND_MADE = {
     "group": (_group, "has 'saliency' as a Group, not a dataset"),
+    "smaller maps": (_maps((48, 16, 16), np.uint8), "has 'saliency' of shape [48, 16, 16], but its attributes say "
+                                                    "count x resolution = [48, 32, 32]"),
+    "float32 maps": (_maps((48, 32, 32), np.float32), "has dtype float32; expected uint8 or float16"),
+    "count of fewer maps": (lambda f: f.attrs.__setitem__("count", 40), "count x resolution = [40, 32, 32]"),
+    "newer format": (lambda f: f.attrs.__setitem__("format_version", 99), "has format_version 99, this code reads 2"),
+    "no fingerprint": (lambda f: f.attrs.__delitem__("fingerprint"), "lacks the attributes ['fingerprint']"),
     "scalar resolution": (lambda f: f.attrs.__setitem__("resolution", np.int64(32)),
                           "has attribute resolution=32; expected [h, w], two positive integers"),
     "non-UTF-8 attribute": (lambda f: f.attrs.__setitem__("dataset", np.bytes_(b"\xff\xfecifar")),
