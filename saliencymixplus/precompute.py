@@ -5,14 +5,18 @@ split's saliency maps into an HDF5 cache, on every core, resumably, in shards if
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
+import multiprocessing as mp
 import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .cache import (DTYPES, SHARD_ATTRS, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, join_cache, quantize,
                     verify_cache)
@@ -22,7 +26,7 @@ from .interrupts import ctrl_c_remembered, raise_if_interrupted
 from .precompute_command import PROGRAM, format_resolution, parse_resolution, parse_shard, shard_path, shard_range
 from .rawdata import ImageDecodeError, default_workers, load_split
 from .saliency import (DEFAULT_METHOD, DEFAULT_POSTPROCESS, METHODS, OPENCV_METHODS, compute_saliency, format_postprocess,
-                       parse_postprocess, sharpen)
+                       gradient_saliency, parse_postprocess, sharpen)
 
 __all__ = ["build_cache", "join_shards", "parse_shard", "main"]
 
@@ -34,12 +38,8 @@ def _die_with_parent() -> None:
     A worker still starting when its parent died (it may take seconds to import) exits here:
     the kernel's signal only covers deaths after it is asked for."""
     if sys.platform.startswith("linux"):
-        import multiprocessing as mp
-
         parent = mp.parent_process()
         try:
-            import ctypes
-
             ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
@@ -108,8 +108,6 @@ def _opencv_blocks(raw, pending, method, resolution, dtype, workers, postprocess
         _init_worker(*args, raw=raw)
         yield from map(_compute_block, pending)
         return
-    import multiprocessing as mp
-
     # Fresh worker processes: a fork of a process whose OpenCV/OpenMP thread pools are running
     # can deadlock in the child's first parallel call.
     context = mp.get_context("spawn")
@@ -130,11 +128,6 @@ def _load_gradient_model(checkpoint, raw):
 
 def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess):
     """Yield ``(start, maps, bad)`` of gradient saliency of ``model``, batched on its device."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import torch
-
-    from .saliency import gradient_saliency
     from .transforms import eval_transform
 
     device = next(model.parameters()).device
@@ -454,7 +447,6 @@ def _main_ranks(args, parser, rank: int, world: int, local_rank: int, local_worl
     agree on success (gloo), then rank 0 joins the shards into ``--out``."""
     from datetime import timedelta
 
-    import torch
     import torch.distributed as dist
 
     if args.method == "gradient" and torch.cuda.is_available():
