@@ -27,16 +27,10 @@ def _checked(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor
 
 
 def object_shares(masks: Tensor, perm: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """``(a, b)``: share of each target's object left visible and of its source's object pasted in.
-
-    Args:
-        masks: ``Tensor[B, H, W]``, the object masks (``> 0`` on the object; soft masks are
-            weights) of the images *before* mixing.
-        perm, boxes: the pairing and the boxes of a :class:`~saliencymixplus.mix.MixResult`.
-
-    Returns:
-        float64 ``Tensor[B]`` each (NaN where a mask is empty).
-    """
+    """``(a, b)``: share of each target's object left visible and of its source's object pasted in
+    (:func:`~saliencymixplus.ops.saliency_shares`), of ``masks`` ``Tensor[B, H, W]`` (``> 0`` on the object;
+    soft masks are weights) of the images *before* mixing and a :class:`~saliencymixplus.mix.MixResult`'s
+    ``perm`` and ``boxes``."""
     return ops.saliency_shares(masks, *_checked(masks, perm, boxes))
 
 
@@ -52,16 +46,8 @@ def label_errors(weights: Tensor, true_weights: Tensor) -> Tensor:
 
 
 def noisy_mask(weights: Tensor, pasted: Tensor, *, pasted_below: float = 0.05, source_from: float = 0.3) -> Tensor:
-    """The noisy samples: their box holds under ``pasted_below`` of the source object while the
-    source label gets ``source_from`` or more.
-
-    Args:
-        weights: ``Tensor[B]``, the weight the mixer gave each target label (the source gets ``1 - w``).
-        pasted: ``Tensor[B]``, the share ``b`` of each source object inside its box
-            (:func:`object_shares`).
-
-    Returns:
-        ``BoolTensor[B]``.
-    """
+    """``BoolTensor[B]``, the noisy samples: their box holds under ``pasted_below`` of the source object
+    (``pasted``, the ``b`` of :func:`object_shares`) while the source label gets ``source_from`` or more
+    (``1 - weights``, ``weights`` a mixer's ``lam``)."""
     w = weights.double().to(pasted.device)
     return (pasted.double() < pasted_below) & (1.0 - w >= source_from - 1e-12)
