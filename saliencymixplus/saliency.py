@@ -162,8 +162,9 @@ def input_gradient_saliency(grad):
 
 
 def gradient_saliency(model, images, labels, *, batch_size: int | None = None):
-    """Gradient saliency ``|d CE(model(x), y) / d x|`` summed over channels, per image in [0, 1], with
-    the model in eval mode (then put back) and no parameter's ``.grad`` touched.
+    """Gradient saliency ``|d CE(model(x), y) / d x|`` reduced by :func:`input_gradient_saliency` (float32
+    ``Tensor[N, H, W]`` on ``images.device``), with the model in eval mode (then put back) and no parameter's
+    ``.grad`` touched.
 
     Args:
         model: a classifier ``Tensor[N, 3, H, W] -> Tensor[N, K]``.
@@ -171,9 +172,6 @@ def gradient_saliency(model, images, labels, *, batch_size: int | None = None):
             model's device.
         labels: ``Tensor[N]`` int64 class indices (the loss is taken at the true label).
         batch_size: split the work in batches of this many images (default: all at once).
-
-    Returns:
-        ``Tensor[N, H, W]`` float32 on ``images.device`` (:func:`input_gradient_saliency`).
     """
     if not torch.is_tensor(images) or images.dim() != 4:
         raise ValueError(f"images must be a Tensor[N, C, H, W], got {getattr(images, 'shape', type(images))}")
