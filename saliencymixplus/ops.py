@@ -209,7 +209,6 @@ def _box_margins(boxes: Tensor, height: int, width: int) -> Tensor:
 
 
 def one_of(name: str, value, choices: tuple) -> None:
-    """Raise a ``ValueError`` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
