@@ -169,13 +169,12 @@ def _missing_maps(ds: h5py.Dataset) -> list[int]:
 def _unwritten(ds: h5py.Dataset, start: int, maps: np.ndarray) -> int | None:
     """The first map of ``maps`` (written at ``start``) whose chunk is not in the file or does
     not hold its bytes, read back as stored (the map, then its checksum); ``None`` if all are."""
-    n = maps[0].nbytes if len(maps) else 0
-    for k in range(len(maps)):
+    for k, m in enumerate(maps):
         try:
             mask, chunk = ds.id.read_direct_chunk((start + k, 0, 0))
         except (RuntimeError, OSError, ValueError):  # no chunk stored for this map
             return start + k
-        if mask or chunk[:n] != maps[k].tobytes():
+        if mask or chunk[:m.nbytes] != m.tobytes():
             return start + k
     return None
 
