@@ -49,9 +49,7 @@ class _Block(nn.Module):
 
 
 class TinyResNet(nn.Module):
-    """A three-stage ResNet, one basic block per stage, ``width``, twice and four times as many
-    channels, strides 1, 2, 2 after a 3x3 stem (stride 1, or 2 for an ``image_size`` above
-    :data:`TINY_FULL_RES_MAX`), global average pooling, a linear head."""
+    """``resnet_tiny``: a three-stage ResNet of one basic block per stage."""
 
     def __init__(self, num_classes: int, width: int = 16, image_size: int = 32):
         super().__init__()

@@ -39,13 +39,9 @@ class UsageError(ValueError):
 
 @dataclasses.dataclass
 class Config:
-    """Everything that defines a run; ``to_dict()`` goes into checkpoints and summary.json.
-
-    A field left ``None`` is filled in when the config is made: from the data set's spec
-    (:class:`~saliencymixplus.datasets.TrainDefaults`, classes, mean/std), the method's
-    (:data:`METHOD_DEFAULTS`, :data:`PAPER` with ``paper``), the training split's cache path
-    and the run folder. A combination of settings that cannot run is a :class:`UsageError` then.
-    """
+    """Everything that defines a run; ``to_dict()`` goes into checkpoints and summary.json. A field
+    left ``None`` takes its default when the config is made, and settings that cannot run together
+    are a :class:`UsageError` then."""
 
     dataset: str = "demo"
     model: Optional[str] = None
@@ -119,18 +115,12 @@ class Config:
             raise UsageError(f"--saliency refresh needs a saliency mixer (--mix_aug {' or '.join(SALIENCY_MIXES)}), "
                              f"got --mix_aug {self.mix_aug}")
         if self.mix_aug not in SALIENCY_MIXES or self.saliency == "online":
-            self.saliency_cache = None  # no cached saliency needed
+            self.saliency_cache = None  # the run reads no cache (refresh starts from one)
         elif self.saliency_cache is None:
             self.saliency_cache = os.path.join(self.data_dir or "data",
                                                CACHE_NAME.format(dataset=self.dataset, method=self.saliency_method))
         if self.out_dir is None:  # not --epochs: a run continued with more epochs stays in its folder
             self.out_dir = os.path.join("runs", f"{self.dataset}_{self.model}_{self.mix_aug}{self.mix_prob:g}_s{self.seed}")
-
-    @property
-    def reads_cache(self) -> bool:
-        """Whether the run reads the training split's saliency cache (``--saliency cache``, and
-        ``--saliency refresh``, which starts from it)."""
-        return self.saliency_cache is not None and self.saliency in ("cache", "refresh")
 
     def train_count(self, split_size: int) -> int:
         """How many images of the training split (of ``split_size``) the run trains on: the first

@@ -82,7 +82,6 @@ class DeviceLoader:
         self.dist, self.channels_last = dist_, channels_last
         self.seed, self.epoch = 0, 0
         self.limit: Optional[int] = None
-        #: Where the last yielded batch came from, for ``--saliency refresh`` to write maps back.
         self.last_batch: Optional[BatchPlacement] = None
 
     def set_epoch(self, seed: int, epoch: int) -> None:
@@ -193,12 +192,11 @@ class TorchLoader:
 def build_loaders(cfg: Config, d: Dist, splits: Optional[tuple[RawSplit, RawSplit]] = None
                   ) -> tuple[DeviceLoader | TorchLoader, DeviceLoader | TorchLoader]:
     """``(train_loader, test_loader)`` over ``splits`` (``(train, test)`` as rank 0 has loaded them),
-    else the splits loaded here; :class:`UsageError` for a batch larger than this process's share of
-    the training split."""
+    else the splits loaded here."""
     spec = get_spec(cfg.dataset)
     train_raw, test_raw = splits or [spec.load(cfg.data_dir, s, download=cfg.download and d.main) for s in SPLITS]
     size = cfg.train_count(len(train_raw))
-    cache = SaliencyCache(cfg.saliency_cache, expect=train_raw) if cfg.reads_cache else None
+    cache = SaliencyCache(cfg.saliency_cache, expect=train_raw) if cfg.saliency_cache is not None else None
     train = split_loader(cfg, d, train_raw, train=True, cache=cache, size=size)
     if len(train) == 0:
         raise UsageError(f"--batch_size {cfg.batch_size} is larger than the {size} training images "

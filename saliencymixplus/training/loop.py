@@ -32,9 +32,7 @@ from .distributed import Dist, barrier, broadcast_buffers, epoch_seed, log, seed
 __all__ = ["Mixer", "build_mixer", "progress", "train_one_epoch", "evaluate", "NonFiniteLossError",
            "InPlaceRefresh", "PassRefresh", "refresh_file", "REFRESH_KEY"]
 
-#: What the loop mixes with: ``coin(generator) -> bool`` (is this batch mixed?) and
-#: ``mix(images, labels, saliency, generator=, mixed=) -> MixResult``, as the mixers of
-#: :mod:`saliencymixplus.mix` have them.
+#: The mixers of :mod:`saliencymixplus.mix` (``coin``, then ``mix``).
 Mixer = mix.CutMix | mix.SaliencyMix | mix.SaliencyMixPlus
 
 LOG_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)

@@ -223,7 +223,7 @@ def check_outputs(cfg: Config) -> None:
         if (out / name).is_dir():
             raise OutputPathError(f"--out-dir {out}: {out / name} is a folder, where the run writes its {name}; "
                                   f"remove it or pick another --out-dir")
-    if not cfg.reads_cache:
+    if cfg.saliency_cache is None:
         return
     cache = Path(cfg.saliency_cache)
     if cache.is_dir():
@@ -277,7 +277,7 @@ def prepare_data(cfg: Config, d: Dist, train_raw, test_raw) -> Optional[dict]:
     :class:`ImageDecodeError`. Returns the cache's attributes, or ``None`` without one.
     """
     bad = test_raw.find_bad_images()
-    build = cfg.reads_cache and not Path(cfg.saliency_cache).exists()
+    build = cfg.saliency_cache is not None and not Path(cfg.saliency_cache).exists()
     if build:  # building decodes every training image and names those it cannot decode
         from ..precompute import build_cache  # OpenCV and worker pools: only when building
 
@@ -296,7 +296,7 @@ def prepare_data(cfg: Config, d: Dist, train_raw, test_raw) -> Optional[dict]:
         bad = train_raw.find_bad_images() + bad
     if bad:
         raise ImageDecodeError.for_files(bad, cfg.dataset)
-    if not cfg.reads_cache:
+    if cfg.saliency_cache is None:
         return None
     cache = SaliencyCache(cfg.saliency_cache, in_memory=False) if build else \
         verify_cache(cfg.saliency_cache, expect=train_raw)
