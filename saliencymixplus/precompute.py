@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -48,8 +49,6 @@ def _die_with_parent() -> None:
 
 
 def _init_worker(dataset, data_dir, split, method, resolution, dtype, postprocess, raw=None) -> None:
-    import cv2
-
     cv2.setNumThreads(1)  # one process per core already
     if raw is None:  # a pool worker: it loads the split itself
         _die_with_parent()
@@ -60,8 +59,6 @@ def _init_worker(dataset, data_dir, split, method, resolution, dtype, postproces
 
 def _resize(m: np.ndarray, resolution) -> np.ndarray:
     """``float32[h, w]`` -> ``float32[H, W]`` (area when shrinking, bilinear when growing)."""
-    import cv2
-
     h, w = resolution
     if m.shape == (h, w):
         return m

@@ -1,9 +1,7 @@
 """Data sets as they are on disk: :class:`RawSplit` (one split's images as stored, its labels,
 its fingerprint), the CIFAR-100 and Oxford-IIIT Pet readers, image decoding with errors that
-name every bad file, Pet trimaps. Needs numpy and OpenCV, not torch (the precompute workers
-start fast). What each set is lives in :mod:`saliencymixplus.datasets`; the rules (fingerprint,
-annotation lists) in docs/design.md, "Data sets".
-"""
+name every bad file, Pet trimaps. What each set is lives in :mod:`saliencymixplus.datasets`;
+the rules (fingerprint, annotation lists) in docs/design.md, "Data sets"."""
 
 from __future__ import annotations
 
@@ -13,6 +11,7 @@ import os
 import pickle
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .datasets import get_spec
@@ -211,8 +210,6 @@ def _image_file_problem(path) -> str | None:
     elif head.startswith(_OTHER_IMAGE_STARTS) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return None
     else:
-        import cv2
-
         if cv2.imread(str(path), cv2.IMREAD_COLOR) is not None or (error := _pil_rgb(path)[1]) is None:
             return None
         return f"not an image file OpenCV or PIL can decode (starts with {head[:8]!r}; {error})"
@@ -236,8 +233,6 @@ def _pil_rgb(path) -> tuple[np.ndarray | None, str | None]:
 def read_rgb(path: str) -> np.ndarray:
     """Decode an image file to ``np.uint8[H, W, 3]`` RGB (grey, CMYK, alpha and palette images
     included; a PNG or GIF under a ``.jpg`` name too), or raise :class:`ImageDecodeError` naming it."""
-    import cv2
-
     why = _image_file_problem(path)
     if why is None:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -376,8 +371,6 @@ TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
 def read_pet_trimap(raw: "FileSplit", i: int) -> np.ndarray:
     """The trimap of Pet image ``i`` (``annotations/trimaps/<name>.png``) as ``np.uint8[H, W]``
     (values 1, 2, 3; same size as the image)."""
-    import cv2
-
     image = Path(raw.paths[i])
     path = image.parent.parent / "annotations" / "trimaps" / f"{image.stem}.png"
     if not path.is_file():
