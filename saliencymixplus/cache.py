@@ -428,9 +428,8 @@ def verify_cache(path, *, expect=None, method: str | None = None) -> "SaliencyCa
         cache._shards.verify(cache._parts, h)
         _check_hash(cache.attrs[HASH_ATTR], h.hexdigest(), "joined", fail)
     for c in cache._parts or [cache]:
-        if c._signature is not None and _file_signature(c.path) == c._signature:
-            _VERIFIED[c._signature[0]] = c._signature  # unchanged while it was hashed
-            c._direct = _direct_reads_possible(c.path)
+        if c._signature is not None and _file_signature(c.path) == c._signature:  # unchanged while it was hashed
+            c._direct = _VERIFIED[c._signature] = _direct_reads_possible(c.path)
     return cache
 
 
@@ -459,8 +458,9 @@ def _check_hash(want, got: str, when: str, fail: Callable[[str], Exception]) -> 
                    f"({HASH_ATTR} {str(want)[:16]}..., content {got[:16]}...)")
 
 
-# Files whose every byte verify_cache checked in this process: resolved path -> signature.
-_VERIFIED: dict[str, tuple] = {}
+# Files whose every byte verify_cache checked in this process: signature -> whether their chunks
+# can be read directly (_direct_reads_possible).
+_VERIFIED: dict[tuple, bool] = {}
 
 
 def _file_signature(path: Path, fd: int | None = None) -> tuple | None:
@@ -513,7 +513,6 @@ class SaliencyCache:
         self._pid = None
         self._data = None
         self._signature = _file_signature(self.path)
-        self._direct = False
         if not self.path.is_file():
             partial = Path(str(self.path) + ".partial")
             if partial.exists():
@@ -542,8 +541,7 @@ class SaliencyCache:
             in_memory = nbytes <= IN_MEMORY_LIMIT
         if in_memory:
             self._data = self.read_all()
-        elif self._signature is not None and _VERIFIED.get(self._signature[0]) == self._signature:
-            self._direct = _direct_reads_possible(self.path)
+        self._direct = not in_memory and _VERIFIED.get(self._signature, False)
 
     def _fail(self, what: str, kind: type = CacheMismatchError) -> CacheMismatchError:
         """``kind("saliency cache PATH WHAT. Rebuild it with: COMMAND")``."""
@@ -597,11 +595,10 @@ class SaliencyCache:
         bad = [k for k in (*_TEXT_ATTRS, HASH_ATTR) if _text(attrs[k]) is None]
         if bad:
             raise self._fail(f"has attributes that are not UTF-8 text: {bad}")
-        if not isinstance(attrs["count"], int) or attrs["count"] < 0:
-            raise self._fail(f"has attribute count={attrs['count']!r}; expected an integer >= 0")
-        if not _is_resolution(attrs["resolution"]):
-            raise self._fail(f"has attribute resolution={attrs['resolution']!r}; expected [h, w], two positive "
-                             f"integers")
+        for k, ok, expected in (("count", isinstance(attrs["count"], int) and attrs["count"] >= 0, "an integer >= 0"),
+                                ("resolution", _is_resolution(attrs["resolution"]), "[h, w], two positive integers")):
+            if not ok:
+                raise self._fail(f"has attribute {k}={attrs[k]!r}; expected {expected}")
         ds = f.get(DATASET)
         if not isinstance(ds, h5py.Dataset):
             raise self._fail(f"has no '{DATASET}' dataset" if ds is None else
