@@ -1,8 +1,6 @@
 """The data sets the library knows, one :class:`DatasetSpec` each, in one table (:data:`SPECS`):
-every fact about a set that the rest of the package needs. Imports nothing heavy (the cache
-reader spells rebuild commands with it); loaders are imported when a split is loaded. See
-docs/design.md, "Data sets".
-"""
+every fact about a set that the rest of the package needs (docs/design.md, "Data sets", says
+why a spec names its loader rather than importing it)."""
 
 from __future__ import annotations
 
