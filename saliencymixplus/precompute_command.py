@@ -18,16 +18,13 @@ PROGRAM = "saliencymixplus-precompute"
 
 def parse_resolution(text) -> tuple[int, int]:
     """``"HxW"`` (or ``"N"`` for ``NxN``, or a pair) -> ``(H, W)`` positive ints."""
-    if isinstance(text, (tuple, list)) and len(text) == 2:
-        h, w = (int(t) for t in text)
-    else:
-        parts = str(text).lower().replace("*", "x").split("x")
-        try:
-            h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-            if len(parts) > 2:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"resolution must look like HxW (e.g. 32x32), got {text!r}") from None
+    parts = text if isinstance(text, (tuple, list)) else str(text).lower().replace("*", "x").split("x")
+    try:
+        if not 1 <= len(parts) <= 2:
+            raise ValueError
+        h, w = int(parts[0]), int(parts[-1])
+    except (TypeError, ValueError):
+        raise ValueError(f"resolution must look like HxW (e.g. 32x32), got {text!r}") from None
     if h <= 0 or w <= 0:
         raise ValueError(f"resolution must be positive, got {h}x{w}")
     return h, w
