@@ -64,7 +64,6 @@ def setup_distributed(cfg: Config) -> Dist:
 
 
 def barrier(d: Dist) -> None:
-    """Wait for every process (no-op in a world of one)."""
     if d.enabled:
         dist.barrier()
 
@@ -80,7 +79,6 @@ def broadcast_buffers(d: Dist, module: nn.Module) -> None:
 
 
 def log(d: Dist, msg: str) -> None:
-    """Print ``msg`` on rank 0 only."""
     if d.main:
         print(msg, flush=True)
 

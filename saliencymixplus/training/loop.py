@@ -95,7 +95,6 @@ def _topk_correct(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _err(correct: float, n: float) -> float:
-    """Error in %, rounded to 4 decimals (``100 * (n - correct) / n``)."""
     return round(100.0 * (n - correct) / n, 4)
 
 

@@ -86,7 +86,6 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_csv(path: Path, history: list[dict]) -> None:
-    """One row per epoch, the columns of :data:`CSV_FIELDS`, floats to 6 significant digits."""
     def dump(f) -> None:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
