@@ -101,13 +101,13 @@ def check_writable_dir(folder, what: str) -> None:
                               f"{e.strerror or e}") from None
 
 
-def check_output_file(path, what: str = "--out") -> Path:
-    """Check, before any work, that the file ``path`` can be written: it is not a folder and its
-    folder exists (created if missing) and is writable."""
+def check_output_file(path) -> Path:
+    """Check, before any work, that the file ``path`` (the tools' ``--out``) can be written: it is
+    not a folder and its folder exists (created if missing) and is writable."""
     p = Path(path)
     if p.is_dir():
-        raise OutputPathError(f"{what} {p} is a folder; give the file to write, e.g. {p / (p.name or 'cache') }.h5")
-    ensure_writable_dir(p.parent, f"the folder of {what}")
+        raise OutputPathError(f"--out {p} is a folder; give the file to write, e.g. {p / (p.name or 'cache') }.h5")
+    ensure_writable_dir(p.parent, "the folder of --out")
     return p
 
 
