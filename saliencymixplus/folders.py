@@ -83,13 +83,14 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
-def _load_tree(name: str, data_dir, split: str, howto: str, expect_classes: int | None = None) -> FileSplit:
-    """One split of a tree, its classes those of ``DIR/train``."""
-    title = get_spec(name).title
+def _load_tree(name: str, data_dir, split: str, howto: str) -> FileSplit:
+    """One split of a tree, its classes those of ``DIR/train`` (as many as the spec's ``num_classes``, if set)."""
+    spec = get_spec(name)
+    title = spec.title
     root = _split_root(data_dir, split, title, howto)
     train_root, classes = _train_classes(title, data_dir, howto)
-    if expect_classes is not None and len(classes) != expect_classes:
-        raise DataFileError(f"{title}: {train_root} holds {len(classes)} class folders, expected {expect_classes} "
+    if spec.num_classes is not None and len(classes) != spec.num_classes:
+        raise DataFileError(f"{title}: {train_root} holds {len(classes)} class folders, expected {spec.num_classes} "
                             f"(one per class). {howto}")
     if root != train_root:
         extra = sorted(set(find_classes(root)) - set(classes))
@@ -133,5 +134,5 @@ def load_imagenet(data_dir, split: str, *, download: bool = False) -> FileSplit:
     ``DIR/val/<wnid>/*.JPEG`` (``"test"`` reads ``val/``), one wnid folder per class."""
     if download:
         raise FileNotFoundError(f"--download: {IMAGENET_HOWTO}")
-    return _load_tree("imagenet", data_dir, split, IMAGENET_HOWTO, expect_classes=get_spec("imagenet").num_classes)
+    return _load_tree("imagenet", data_dir, split, IMAGENET_HOWTO)
 
