@@ -7,6 +7,7 @@ docs/design.md, "Training" and "Saliency that learns".
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import time
@@ -18,10 +19,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 
 from .. import mix
 from ..cache import SaliencyCache
 from ..checkpoint_file import CheckpointFileError
+from ..data import SaliencyDataset
 from ..interrupts import raise_if_interrupted
 from ..refresh import IDENTITY, SaliencyRefresh, load_refreshed, maps_digest, save_refreshed
 from ..saliency import gradient_saliency
@@ -290,23 +293,15 @@ class InPlaceRefresh(_Refresh):
         self.store.maps.copy_(torch.from_numpy(maps))
 
 
-class _StoredFrameImages(torch.utils.data.Dataset):
-    """Training images resized to the stored maps' resolution: ``(uint8[3, h, w], label, index)``."""
+def _in_stored_frame(image: np.ndarray, saliency, resolution: tuple[int, int]):
+    """:class:`~saliencymixplus.data.SaliencyDataset`'s transform for the refresh pass: the image as
+    ``uint8[3, h, w]`` at the stored maps' ``resolution``."""
+    from torchvision.transforms.v2 import functional as TF
 
-    def __init__(self, raw, resolution: tuple[int, int], indices: range):
-        self.raw, self.resolution, self.indices = raw, tuple(resolution), indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int):
-        from torchvision.transforms.v2 import functional as TF
-
-        i = self.indices[k]
-        img = torch.from_numpy(np.ascontiguousarray(self.raw.image(i))).permute(2, 0, 1)
-        if tuple(img.shape[-2:]) != self.resolution:
-            img = TF.resize(img, list(self.resolution), antialias=True)
-        return img, int(self.raw.labels[i]), i
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if tuple(img.shape[-2:]) != resolution:
+        img = TF.resize(img, list(resolution), antialias=True)
+    return img, saliency
 
 
 class PassRefresh(_Refresh):
@@ -331,13 +326,14 @@ class PassRefresh(_Refresh):
         n = len(raw)
         maps = torch.zeros((n, *self.resolution), dtype=torch.uint8, device=d.device)
         store = SaliencyRefresh(maps, postprocess=cfg.refresh_postprocess)
-        ds = _StoredFrameImages(raw, self.resolution, range(d.rank, n, d.world))
-        dl = torch.utils.data.DataLoader(ds, batch_size=max(1, cfg.batch_size // d.world),
-                                         num_workers=self.loader.loader.num_workers,
-                                         pin_memory=d.device.type == "cuda")
+        rows = range(d.rank, n, d.world)
+        batch = max(1, cfg.batch_size // d.world)
+        ds = Subset(SaliencyDataset(raw, functools.partial(_in_stored_frame, resolution=self.resolution)), rows)
+        dl = DataLoader(ds, batch_size=batch, num_workers=self.loader.loader.num_workers,
+                        pin_memory=d.device.type == "cuda")
         normalize = Normalize(cfg.mean, cfg.std)
         with progress(cfg, d, len(dl), "refresh saliency") as bar:
-            for img, y, idx in dl:
+            for (img, y), idx in zip(dl, torch.tensor(rows).split(batch)):
                 x = normalize(img.to(d.device, non_blocking=True))
                 store.update_maps(idx.to(d.device), gradient_saliency(net, x, y.to(d.device)))
                 bar.update(1)
