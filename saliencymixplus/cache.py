@@ -127,7 +127,7 @@ def _hash_header(f: h5py.File):
     """The SHA-256 of :func:`content_hash` fed with everything but the maps."""
     ds = f[DATASET]
     h = hashlib.sha256(b"saliencymixplus cache\0")
-    attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in _read_attrs(f).items() if k != HASH_ATTR}
+    attrs = {k: v for k, v in _read_attrs(f).items() if k != HASH_ATTR}  # tuples are JSON lists
     h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
     h.update(f"\0{ds.dtype.str}{list(ds.shape)}\0".encode())
     return h
