@@ -18,10 +18,9 @@ from saliencymixplus.precompute import build_cache, main
 from saliencymixplus.rawdata import load_split
 from saliencymixplus.saliency import compute_saliency, gradient_saliency, sharpen
 
-ROOT = Path(__file__).resolve().parent.parent
-TOOL = ROOT / "tools" / "precompute_saliency.py"
+from cli_helpers import QUIET, ROOT, TOOL
+
 HOOKED = ROOT / "tests" / "precompute_with_hooks.py"
-QUIET = dict(progress=False, log=lambda *a: None)
 
 
 def live_in_group(pgid):

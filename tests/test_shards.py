@@ -26,12 +26,10 @@ from saliencymixplus.rawdata import load_split
 from saliencymixplus.training import main as train_main
 
 from cli_helpers import exit_code as _call, no_traceback, subprocess_env
-from cli_helpers import QUIET, TOOL, TINY_RUN as TINY
+from cli_helpers import QUIET, ROOT, TOOL, TINY_RUN as TINY
 from fixtures_data import damage_map as _damage_map
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def args(cifar_dir, out, *extra) -> list[str]:
