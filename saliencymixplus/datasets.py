@@ -148,8 +148,7 @@ class DatasetSpec:
         return f"Replace each with an intact copy{fetch}, or delete its line from {where}; then {again}."
 
 
-#: Every data set, by name. The published recipe (CIFAR-100, Pet): SGD, momentum 0.9,
-#: Nesterov, weight decay 5e-4, LR x0.1 at epochs 75/150/225, mix_prob 0.5, Beta(1, 1).
+#: Every data set, by name (what all sets share, as the SGD recipe, is training.config.Config's).
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec(
         "cifar100", "CIFAR-100", 100, ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
