@@ -30,6 +30,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from .cache import CacheMismatchError, CacheWriter, SaliencyCache, quantize
@@ -148,8 +149,6 @@ class SaliencyRefresh:
         updates only the images it trains on, so their updates are disjoint); resets
         :attr:`touched`. A no-op without an initialised process group. Collective: every
         rank must call it."""
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
             mine = self.touched.bool()[:, None, None]
             contrib = torch.where(mine, self.maps, torch.zeros((), dtype=torch.uint8, device=self.maps.device))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..cache import SaliencyCache, quantize
 from ..data import SaliencyDataset
@@ -144,8 +145,6 @@ class TorchLoader:
 
     def __init__(self, dataset, device: torch.device, *, batch_size: int, train: bool,
                  workers: int, dist_: Dist = Dist(), channels_last: bool = False, size: Optional[int] = None):
-        from torch.utils.data import DataLoader, DistributedSampler, Subset
-
         #: The whole split's data set (with its cache), whatever ``size`` and sharding take of it.
         self.dataset = dataset
         if size is not None and size < len(dataset):

@@ -20,6 +20,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
+from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
 
 from .. import mix
 from ..cache import SaliencyCache
@@ -76,8 +78,6 @@ def build_mixer(cfg: Config) -> Optional[Mixer]:
 
 def progress(cfg: Config, d: Dist, total: int, desc: str):
     """A ``tqdm`` bar on stderr, disabled (``bar.disable``) by ``--no-progress`` and on ranks but 0."""
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, file=sys.stderr,
                 disable=not (cfg.progress and d.main))
 
@@ -296,8 +296,6 @@ class InPlaceRefresh(_Refresh):
 def _in_stored_frame(image: np.ndarray, saliency, resolution: tuple[int, int]):
     """:class:`~saliencymixplus.data.SaliencyDataset`'s transform for the refresh pass: the image as
     ``uint8[3, h, w]`` at the stored maps' ``resolution``."""
-    from torchvision.transforms.v2 import functional as TF
-
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if tuple(img.shape[-2:]) != resolution:
         img = TF.resize(img, list(resolution), antialias=True)
