@@ -63,6 +63,8 @@ REFUSED = [
     (["--std", "0.2", "0", "0.2"], "--std: must be > 0, got 0"),
     (["--mean", "0.5", "0.5"], "--mean: expected 3 argument"),
     (["--mean", "0.5", "nan", "0.5"], "--mean: must be a finite number"),
+    (["--train-size", "0"], "argument --train-size/--train_size: must be a positive integer, got 0"),
+    (["--train-size", "half"], "argument --train-size/--train_size: expected an integer, got 'half'"),
     # combinations, missing data and checkpoints
     (["--dataset", "oxford_pet", "--loader", "device"], "--loader device needs an in-memory data set"),
     (["--saliency", "refresh", "--mix_aug", "cutmix"], "--saliency refresh needs a saliency mixer"),
