@@ -258,13 +258,6 @@ def test_train_refreshes_exactly_the_unmixed_images_and_saves_a_reusable_cache(t
                  "--out-dir", tmp_path / "reuse"]) == 0, capsys.readouterr().err
 
 
-def test_refresh_flags_are_checked(tmp_path, demo_cache, capsys):
-    assert call([*TINY, "--saliency", "refresh", "--mix_aug", "cutmix", "--out-dir", tmp_path]) == 2
-    assert "--saliency refresh needs a saliency mixer" in capsys.readouterr().err
-    assert call([*TINY, "--saliency", "refresh", "--refresh-postprocess", "gamma=2", "--out-dir", tmp_path]) == 2
-    assert "keys must be" in capsys.readouterr().err
-
-
 def test_kill_and_resume_give_the_same_weights_and_maps(tmp_path, demo_cache, capsys):
     """SIGKILL mid-run, then --resume: the maps come back from the file the checkpoint names and
     the run ends with the weights and maps of an uninterrupted one."""

@@ -60,6 +60,7 @@ REFUSED = [
     (["--milestones", "5,x"], "expected comma-separated epochs like 75,150,225, got '5,x'"),
     (["--milestones", "0,5"], "argument --milestones: must be positive epochs, got 0,5"),
     (["--refresh-postprocess", "sharp"], "--refresh-postprocess"),
+    (["--refresh-postprocess", "gamma=2"], "keys must be"),
     (["--std", "0.2", "0", "0.2"], "--std: must be > 0, got 0"),
     (["--mean", "0.5", "0.5"], "--mean: expected 3 argument"),
     (["--mean", "0.5", "nan", "0.5"], "--mean: must be a finite number"),
