@@ -123,8 +123,7 @@ class Config:
             self.out_dir = os.path.join("runs", f"{self.dataset}_{self.model}_{self.mix_aug}{self.mix_prob:g}_s{self.seed}")
 
     def train_count(self, split_size: int) -> int:
-        """How many images of the training split (of ``split_size``) the run trains on: the first
-        ``train_size``, or all of them when it is ``None``."""
+        """How many images of the training split (of ``split_size``) the run trains on."""
         if self.train_size is None:
             return split_size
         if self.train_size > split_size:
@@ -145,16 +144,14 @@ def _sets(key: str, value) -> list[str]:
 
 
 def _per_set(key: str) -> str:
-    """``(default per data set: cifar100=..., ...)`` for a training default."""
+    """``default per data set: cifar100=..., ...`` for a training default."""
     return "default per data set: " + ", ".join(f"{name}={getattr(s.train, key)}" for name, s in SPECS.items())
 
 
 # ----------------------------------------------------------------------------- flag types
 
 def _flag(convert: Callable[[str], Any], rule: str = "", ok: Callable[[Any], bool] | None = None):
-    """An argparse ``type``: ``convert(text)`` (a float must be finite), then ``ok(value)``, which
-    refuses with "must be RULE, got x"; ``convert``'s ValueError is its message (``int``/``float``:
-    "expected an integer (a number), got 'x'")."""
+    """An argparse ``type``: ``convert(text)``, then the check ``ok(value)`` that ``rule`` states."""
     noun = {int: "an integer", float: "a number"}.get(convert)
 
     def parse(text: str):
