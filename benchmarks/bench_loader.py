@@ -288,7 +288,7 @@ def main(argv=None) -> int:
         args.n, args.size, args.rounds, args.batch, args.items, args.step_repeats = 24, "60x80", 2, 4, 8, 1
         args.workers = min(args.workers, 1)
     try:
-        from saliencymixplus.cache import parse_resolution
+        from saliencymixplus.precompute_command import parse_resolution
 
         size = parse_resolution(args.size)
     except ValueError as e:

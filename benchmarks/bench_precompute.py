@@ -160,7 +160,8 @@ def bench_join(n: int, shards: int = 8, res=(96, 96)) -> int:
 
 
 def bench_folder(args) -> int:
-    from saliencymixplus.cache import SaliencyCache, parse_resolution
+    from saliencymixplus.cache import SaliencyCache
+    from saliencymixplus.precompute_command import parse_resolution
 
     h, w = parse_resolution(args.size)
     n = args.jpegs

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "foo"], "argument --dataset: invalid choice: 'foo'"),
-    (["--dataset", "cifar100"], "--data-dir is required for --dataset cifar100"),
+    (["--dataset", "cifar100"], "CIFAR-100 needs --data-dir"),
     (["--dataset", "cifar100", "--data-dir", "/nonexistent"], "CIFAR-100 not found"),
     (["--start", "4999"], "is past the end of demo/train (5000 images)"),
 ])

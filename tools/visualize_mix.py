@@ -162,8 +162,6 @@ def main(argv=None) -> int:
         p.error(f"--start must be >= 0, got {args.start}")
     if args.size < 8:
         p.error(f"--size must be >= 8, got {args.size}")
-    if args.dataset not in GENERATED and args.data_dir is None:
-        p.error(f"--data-dir is required for --dataset {args.dataset}")
     try:
         kw = parse_postprocess(args.postprocess)
     except ValueError as e:
