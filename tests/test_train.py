@@ -37,12 +37,8 @@ TINY = ["--limit-train-batches", "3", "--limit-test-batches", "1", "--batch_size
         "--no-progress", "--workers", "0"]
 
 
-def _weights(path) -> dict:
-    return read_checkpoint(path)["model"]
-
-
 def _same_weights(a, b) -> bool:
-    wa, wb = _weights(a), _weights(b)
+    wa, wb = read_checkpoint(a)["model"], read_checkpoint(b)["model"]
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
