@@ -75,8 +75,7 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model
 def load_checkpoint_model(path, device=None):
     """The trained model of a ``train.py`` checkpoint, for inference, as ``(model in eval mode on
     device, config dict)``; built for the config's ``image_size``, else its data set's training
-    default, on ``device`` (default: :func:`best_device`). A checkpoint it cannot read or build a
-    model from is a :class:`CheckpointFileError` (``FileNotFoundError`` where there is none)."""
+    default, on ``device`` (default: :func:`best_device`)."""
     ckpt = read_checkpoint(path)
     cfg = dict(ckpt["config"])
     for k in ("model", "dataset", "num_classes"):
