@@ -62,7 +62,7 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu", *, need=("model
         raise CheckpointFileError(f"{name} is not a train.py checkpoint (it holds a {type(ck).__name__}, "
                                   f"not a dict)")
     missing = [k for k in need if k not in ck]
-    if missing or not isinstance(ck["config"], dict):
+    if missing or ("config" in need and not isinstance(ck["config"], dict)):
         what = f"lacks {missing}" if missing else "its 'config' is not a dict"
         if "epoch" not in need:
             what += f"; it needs {' and '.join(map(repr, need))}"

@@ -120,16 +120,19 @@ class DatasetSpec:
     def count_classes(self, data_dir) -> int:
         """:attr:`num_classes`, or for a set whose classes come from the data, the number
         :attr:`class_counter` finds at ``data_dir`` (without reading images)."""
-        return self.num_classes if self.num_classes is not None else _function(self.class_counter)(self._dir(data_dir))
+        if self.num_classes is not None:
+            return self.num_classes
+        return _function(self.class_counter)(self.check_data_dir(data_dir))
 
     def load(self, data_dir, split: str, *, download: bool = False):
         """One split (:class:`~saliencymixplus.rawdata.RawSplit`) through :attr:`loader`, which
         trusts ``split`` and, for a set on disk, ``data_dir`` to be checked here."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-        return _function(self.loader)(self._dir(data_dir), split, download=download)
+        return _function(self.loader)(self.check_data_dir(data_dir), split, download=download)
 
-    def _dir(self, data_dir):
+    def check_data_dir(self, data_dir):
+        """``data_dir``; FileNotFoundError saying what it must hold when a set on disk has none."""
         if data_dir is None and not self.generated:
             raise FileNotFoundError(f"{self.title} needs --data-dir: {self.data_dir_holds}")
         return data_dir

@@ -9,6 +9,7 @@ import ctypes
 import functools
 import multiprocessing as mp
 import os
+import re
 import signal
 import sys
 import time
@@ -147,9 +148,11 @@ def _gradient_blocks(raw, pending, model, resolution, dtype, postprocess):
             yield a, _stored(np.stack([_resize(m, resolution) for m in s]), parse_postprocess(postprocess), dtype), []
 
 
-def _settings(method: str, checkpoint, resolution, postprocess) -> tuple[tuple[int, int] | None, dict]:
-    """Check what a build and a join of shards take alike: ``(resolution as (h, w) or None, the
-    attributes that record the checkpoint's hash and the postprocess)``."""
+def _settings(spec, data_dir, method: str, checkpoint, resolution,
+              postprocess) -> tuple[tuple[int, int] | None, dict]:
+    """Check what a build and a join of shards take alike, before the output is touched:
+    ``(resolution as (h, w) or None, the attributes that record the checkpoint's hash and the postprocess)``."""
+    spec.check_data_dir(data_dir)
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     if method == "gradient" and checkpoint is None:
@@ -198,7 +201,7 @@ def build_cache(dataset: str, data_dir, split: str, method: str, out, *, resolut
         raise ValueError(f"workers must be >= 0, got {workers}")
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    resolution, extra = _settings(method, checkpoint, resolution, postprocess)
+    resolution, extra = _settings(spec, data_dir, method, checkpoint, resolution, postprocess)
     if shard is not None:
         shard = parse_shard(shard)
         out = shard_path(out, *shard)
@@ -303,7 +306,7 @@ def join_shards(dataset: str, data_dir, split: str, method: str, out, num_shards
     spec = get_spec(dataset)
     if int(num_shards) < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    resolution, extra = _settings(method, checkpoint, resolution, postprocess)
+    resolution, extra = _settings(spec, data_dir, method, checkpoint, resolution, postprocess)
     out = check_output_file(out)
     raw = load_split(dataset, data_dir, split, download=download)
     attrs = {"dataset": raw.name, "split": raw.split, "count": len(raw), "fingerprint": raw.fingerprint(),
@@ -405,10 +408,12 @@ def _join(args, n: int) -> Path:
                        download=args.download, wait=not args.no_wait, log=functools.partial(print, flush=True))
 
 
-#: The arguments of build_cache and join_shards that an error can start with, as the tool spells them.
+#: The arguments of build_cache and join_shards whose refusals (``NAME must ...``, ``NAME is required
+#: ...``) the tool reports under its flag; other messages may start with a path, and stay as they are.
 _FLAGS = {"resolution": "--resolution", "postprocess": "--postprocess", "top": "--postprocess top",
           "power": "--postprocess power", "workers": "--workers", "block_size": "--block-size",
           "checkpoint": "--checkpoint", "shard": "--shard", "num_shards": "--join"}
+_REFUSAL = re.compile(r"(\w+)(?= (must|keys|value|is required|is only) )")
 
 
 def _attempt(parser, args, work) -> int:
@@ -419,8 +424,10 @@ def _attempt(parser, args, work) -> int:
             work()
             return 0
     except (FileNotFoundError, ValueError, BusyError, DiskFullError) as e:  # OutputPathError, ImageDecodeError included
-        name, space, rest = str(e).partition(" ")
-        print(f"{parser.prog}: error: {_FLAGS.get(name, name)}{space}{rest}", file=sys.stderr)
+        text, refusal = str(e), _REFUSAL.match(str(e))
+        if refusal and refusal[1] in _FLAGS:
+            text = _FLAGS[refusal[1]] + text[refusal.end():]
+        print(f"{parser.prog}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         out = shard_path(args.out, *parse_shard(args.shard)) if args.shard is not None else args.out

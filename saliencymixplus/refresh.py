@@ -56,6 +56,7 @@ def to_stored_frame(maps: Tensor, old: Tensor, *, flip: Optional[Tensor] = None,
         old: ``Tensor[B, H, W]``, the same images' stored maps (same dtype as ``maps``).
         flip: ``BoolTensor[B]`` (image ``i`` was flipped), or ``None`` (none was).
         offsets: ``(dy, dx)``, each ``LongTensor[B]`` in ``[0, 2 * pad]``, or ``None`` (no crop).
+        pad: the padding of the crop.
 
     Returns:
         ``Tensor[B, H, W]`` in the stored frame, ``maps``' dtype; pixels outside the window keep ``old``.

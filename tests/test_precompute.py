@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from saliencymixplus.cache import SaliencyCache, quantize
+from saliencymixplus.cache import SaliencyCache, cache_lock, quantize
 from saliencymixplus.precompute import build_cache, main
 from saliencymixplus.rawdata import load_split
 from saliencymixplus.saliency import compute_saliency, gradient_saliency, sharpen
@@ -165,6 +165,7 @@ def test_partial_discarded_without_resume(cifar_dir, tmp_path, capsys):
     (["--dataset", "demo", "--out", "x.h5", "--workers", "-1"], "--workers must be >= 0"),
     (["--dataset", "demo", "--out", "x.h5", "--block-size", "0"], "--block-size must be >= 1, got 0"),
     (["--dataset", "demo", "--out", "x.h5", "--postprocess", "top=2"], "--postprocess top must be in (0, 1]"),
+    (["--dataset", "demo", "--out", "x.h5", "--shard", "5/2"], "error: --shard must be K/N with 0 <= K < N"),
     (["--dataset", "imagenet21k", "--out", "x.h5"], "invalid choice"),
     (["--dataset", "demo"], "--out"),
 ])
@@ -172,6 +173,26 @@ def test_bad_arguments_exit_2(args, msg, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err
+
+
+def test_a_message_that_starts_with_a_path_keeps_it(tmp_path, capsys, monkeypatch):
+    """The tool names its flags in the library's refusals ("top must be ..." is --postprocess's),
+    but leaves a message that starts with a path named like an argument as it is."""
+    monkeypatch.chdir(tmp_path)
+    lock = cache_lock(Path("top")).acquire(wait=False)
+    try:
+        assert main(["--dataset", "demo", "--out", "top", "--no-wait"]) == 2
+    finally:
+        lock.release()
+    assert "error: top is being built by another process" in capsys.readouterr().err
+
+
+def test_a_missing_data_dir_is_refused_before_the_output_is_touched(tmp_path, capsys):
+    out = tmp_path / "new" / "c.h5"
+    for extra in ([], ["--join", "2"]):
+        assert main(["--dataset", "cifar100", "--out", str(out), *extra]) == 2
+        assert "CIFAR-100 needs --data-dir" in capsys.readouterr().err
+        assert not out.parent.exists()
 
 
 def test_missing_data_exits_2_with_where_to_get_it(tmp_path, capsys):

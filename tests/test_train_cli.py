@@ -19,7 +19,7 @@ from torch import nn
 
 from fixtures_data import tiny_net
 from saliencymixplus.datasets import SPECS
-from saliencymixplus.checkpoint_file import read_checkpoint
+from saliencymixplus.checkpoint_file import CheckpointFileError, read_checkpoint
 from saliencymixplus.training import Config, UsageError, build_parser, main, runner
 
 from cli_helpers import exit_code, no_traceback
@@ -91,6 +91,17 @@ def test_config_made_in_code_refuses_a_bad_normalisation(mean, std):
     with pytest.raises(UsageError, match=r"--mean/--std: mean and std must be 3 finite numbers each"):
         Config(dataset="demo", mean=mean, std=std)
     assert Config(dataset="demo", mean=[0, 0.5, 1], std=[1, 1, 2]).mean == (0.0, 0.5, 1.0)
+
+
+def test_read_checkpoint_checks_what_it_is_asked_for(tmp_path):
+    p = tmp_path / "m.pt"
+    torch.save({"model": {}}, p)
+    assert read_checkpoint(p, need=("model",)) == {"model": {}}
+    with pytest.raises(CheckpointFileError, match=r"lacks \['config'\]"):
+        read_checkpoint(p)
+    torch.save({"model": {}, "config": [1]}, p)
+    with pytest.raises(CheckpointFileError, match="its 'config' is not a dict"):
+        read_checkpoint(p)
 
 
 def test_sets_on_the_device_loader_have_a_recipe_it_can_batch():

@@ -53,6 +53,7 @@ class DeviceLoader:
     Args:
         images: ``np.uint8[N, H, W, 3]`` RGB.
         labels: ``[N]`` integer class indices.
+        mean_std: ``(mean, std)`` of the normalisation (:class:`~saliencymixplus.transforms.Normalize`).
         saliency: ``np.uint8[N, h, w]`` (resized bilinearly to ``H x W`` when it differs).
         size: draw from the first ``size`` images only (all ``N`` are held, so rows stay those of
             the stored maps); ``None``: all.
