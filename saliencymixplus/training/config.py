@@ -229,10 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
                         + f"; {' and '.join(n for n, s in SPECS.items() if s.generated)} need none; "
                         + ", ".join(f"{n}: {s.data_dir_holds}" for n, s in SPECS.items() if s.folder_tree)
                         + "; val/ is the test split)")
+    imagenet_style = {n: s.recipe for n, s in SPECS.items() if s.recipe.crop_pct}
+    evaluation = sorted({f"evaluation resizes to size / {r.crop_pct:g} and centre-crops (default {r.crop})"
+                         for r in imagenet_style.values()})
     g.add_argument("--image-size", "--image_size", type=POSITIVE_INT,
-                   help="side of the random-resized crop of the ImageNet-style recipe (" + ", ".join(
-                       n for n, s in SPECS.items() if s.recipe.crop_pct) + "); evaluation resizes to size / 0.875 "
-                        "and centre-crops (default 224; the other sets' recipes are fixed)")
+                   help=f"side of the random-resized crop of the ImageNet-style recipe ({', '.join(imagenet_style)}); "
+                        f"{'; '.join(evaluation)}; the other sets' recipes are fixed")
     g.add_argument("--mean", nargs=3, type=_flag(float), metavar=("R", "G", "B"),
                    help="per-channel mean of the normalisation, in [0, 1] units (default: the data set's; "
                         "ImageNet's for folder sets)")
