@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from .cache import (DTYPES, SHARD_ATTRS, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, join_cache, quantize,
-                    verify_cache)
+from .cache import (DTYPES, SHARD_ATTRS, CacheMismatchError, CacheWriter, SaliencyCache, cache_lock, join_cache,
+                    quantize, verify_cache)
 from .datasets import DATASETS, SPECS, SPLITS, get_spec
 from .files import BusyError, DiskFullError, check_output_file, file_sha256
 from .interrupts import ctrl_c_remembered, raise_if_interrupted

@@ -219,7 +219,8 @@ def _image_file_problem(path) -> str | None:
 
 
 def _pil_rgb(path) -> tuple[np.ndarray | None, str | None]:
-    """PIL's strict decode of the whole file: ``(np.uint8[H, W, 3] RGB, None)``, or ``(None, its error in one line)``."""
+    """PIL's strict decode of the whole file: ``(np.uint8[H, W, 3] RGB, None)``, or ``(None, its
+    error in one line)``."""
     try:
         from PIL import Image
 
