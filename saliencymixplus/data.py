@@ -104,8 +104,9 @@ class WithSaliency(SaliencyDataset):
             cache = SaliencyCache(cache, in_memory=False)
         super().__init__(dataset, transform, cache)
         raw = dataset if isinstance(dataset, RawSplit) else _folder_split_of(dataset, cache.attrs)
-        if raw is not None:  # the reader's own check: CacheMismatchError, saying what differs
-            SaliencyCache(cache.path, expect=raw, in_memory=False)
+        identity = (cache.attrs.get("dataset"), cache.attrs.get("split"), cache.attrs.get("fingerprint"))
+        if raw is not None and identity != (raw.name, raw.split, raw.fingerprint()):
+            SaliencyCache(cache.path, expect=raw, in_memory=False)  # raises CacheMismatchError, saying what differs
 
     def _item(self, i: int):
         if isinstance(self.dataset, RawSplit):
