@@ -188,6 +188,9 @@ class _Mixer:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "generator")
         return f"{type(self).__name__}({options})"
 
+    def _targets(self, labels: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
+        return mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
+
     def coin(self, generator: Optional[torch.Generator] = None) -> bool:
         """Whether the next batch is mixed (probability ``prob``): one host draw, made even when
         ``prob`` is 0 or 1 so that streams stay aligned, from ``generator`` (or the mixer's own)
@@ -226,8 +229,7 @@ class CutMix(_Mixer):
         perm = torch.randperm(batch, generator=draws, device=device)
         lam = ops.area_rule(boxes, height, width)
         mixed = ops.dispatch("paste", images, perm, boxes)  # boxes and perm made right here
-        targets = mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
-        return MixResult(mixed, targets, perm, boxes, lam, labels)
+        return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam, labels)
 
 
 class SaliencyMix(_Mixer):
@@ -247,8 +249,7 @@ class SaliencyMix(_Mixer):
         boxes = ops.centred_boxes(py.expand(batch), px.expand(batch), box_h, box_w, height, width)
         lam = ops.area_rule(boxes, height, width)
         mixed = ops.dispatch("paste", images, perm, boxes)  # boxes and perm made right here
-        targets = mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
-        return MixResult(mixed, targets, perm, boxes, lam, labels)
+        return MixResult(mixed, self._targets(labels, perm, lam), perm, boxes, lam, labels)
 
 
 class SaliencyMixPlus(_Mixer):
@@ -279,7 +280,7 @@ class SaliencyMixPlus(_Mixer):
             raise ValueError(f"pairing='half' needs a batch of at least 2 images, got {batch}")
         perm = self._pairing(batch, draws, images.device)
         mixed, boxes, lam = ops.dispatch("saliency_mix_plus", images, saliency, perm, box_h, box_w, self.box)
-        targets = mix_targets(labels, perm, lam, self.num_classes, self.label_smoothing)
+        targets = self._targets(labels, perm, lam)
         if self.pairing == "half":
             kept = batch // 2
             mixed, targets, lam, labels = mixed[:kept], targets[:kept], lam[:kept], labels[:kept]
