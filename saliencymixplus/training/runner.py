@@ -505,14 +505,18 @@ def _message(e: BaseException, cfg: Config) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     """Command-line entry point; returns the exit status (:data:`EXITS`)."""
     is_main = int(os.environ.get("RANK", "0")) == 0
-    cfg = None
     try:
         cfg = parse_config(argv)
+    except UsageError as e:
+        if is_main:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    try:
         with ctrl_c_remembered():
             summary = run(cfg)
     except BaseException as e:
         code, line = next(((code, line) for types, code, line in EXITS if isinstance(e, types)), (None, None))
-        if code is None or (cfg is None and not isinstance(e, UsageError)):
+        if code is None:
             raise
         if is_main:
             print(line.format(p=PROG, m=_message(e, cfg)), file=sys.stderr)
